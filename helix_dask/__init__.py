@@ -1,0 +1,57 @@
+"""helix_dask: HELIX-style reuse for iterative machine-learning workflows on Dask.
+
+Decorate functions with :func:`task`, call :func:`setup` on a cluster, and compute as usual:
+unchanged steps are loaded from Zarr or pruned, changed ones recompute, every run is a version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _config  # noqa: F401  (registers the helix.* defaults in dask.config)
+from ._errors import (
+    HelixConfigError,
+    HelixError,
+    HelixSignatureError,
+    HelixStoreError,
+    HelixTaskError,
+)
+from ._events import Decision, Materialization, NodeRecord, RunReport
+from .catalog import Catalog
+from .client import last_run, setup
+from .scheduler_plugin import HelixSchedulerPlugin
+from .signature import File
+from .task import HelixNode, HelixTask, task
+from .worker_plugin import HelixWorkerPlugin
+
+__all__ = [
+    "Catalog",
+    "Decision",
+    "File",
+    "HelixConfigError",
+    "HelixError",
+    "HelixNode",
+    "HelixSchedulerPlugin",
+    "HelixSignatureError",
+    "HelixStoreError",
+    "HelixTask",
+    "HelixTaskError",
+    "HelixWorkerPlugin",
+    "Materialization",
+    "NodeRecord",
+    "RunReport",
+    "last_run",
+    "setup",
+    "task",
+]
+
+__version__ = "0.1.0"
+
+
+def dask_setup(service: Any) -> None:
+    """Preload hook: ``dask scheduler --preload helix_dask`` installs the scheduler plugin with
+    the settings under ``helix.*`` (for example ``DASK_HELIX__STORE=/shared/helix``)."""
+    from distributed import Scheduler
+
+    if isinstance(service, Scheduler):
+        service.add_plugin(HelixSchedulerPlugin(), name=HelixSchedulerPlugin.name)

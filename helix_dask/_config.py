@@ -1,0 +1,38 @@
+"""Settings under ``helix.`` in dask.config, with the YAML defaults shipped in the package."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import dask.config
+import yaml
+from dask.utils import parse_bytes
+
+from ._errors import HelixConfigError
+
+_DEFAULTS = Path(__file__).with_name("helix.yaml")
+with _DEFAULTS.open() as _f:
+    dask.config.update_defaults(yaml.safe_load(_f))
+
+
+def get(name: str) -> object:
+    """The current value of ``helix.<name>``, read at call time."""
+    return dask.config.get(f"helix.{name}")
+
+
+def resolve_budget(budget: int | str | None, store: str | os.PathLike[str]) -> int:
+    """Bytes from an int, a size string or None (a quarter of the store disk's free space)."""
+    if budget is None:
+        Path(store).mkdir(parents=True, exist_ok=True)
+        return shutil.disk_usage(store).free // 4
+    try:
+        value = parse_bytes(budget) if isinstance(budget, str) else int(budget)
+    except (ValueError, TypeError) as e:
+        raise HelixConfigError(
+            f"budget {budget!r} is not a size; pass bytes or a string such as '10 GiB'"
+        ) from e
+    if value < 0:
+        raise HelixConfigError(f"budget {budget!r} is negative; pass a size of at least 0")
+    return value

@@ -1,0 +1,141 @@
+"""Typed decisions and records: what the planner chose and what a run did, read by every view."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Decision(enum.StrEnum):
+    """What the plan does with one helix node in one iteration."""
+
+    COMPUTE = "compute"
+    """Run the task's function; every parent is computed or loaded."""
+    LOAD = "load"
+    """Read the stored artifact with the same signature instead of running the function."""
+    PRUNE = "prune"
+    """Skip the node: nothing this iteration needs it once its descendants are loaded."""
+    IN_CLUSTER = "in_cluster"
+    """Already held (or being computed) on the cluster under the same key; used as is."""
+
+
+class Materialization(enum.StrEnum):
+    """What the materializer did with a computed node's result."""
+
+    STORED = "stored"
+    """Written to the artifact store for later iterations."""
+    SKIPPED = "skipped"
+    """Not written: the policy judged the saving too small or the task opted out."""
+    NO_SPACE = "no_space"
+    """Not written: it would have pushed the store past its budget."""
+    FAILED = "failed"
+    """The write raised; nothing was committed and a WARNING was logged."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """One helix node in one version: identity, decision and measured costs."""
+
+    key: str
+    name: str
+    signature: str
+    code: str
+    args: Mapping[str, str]
+    parents: tuple[str, ...]
+    decision: Decision
+    compute_seconds: float | None = None
+    load_seconds: float | None = None
+    write_seconds: float | None = None
+    nbytes: int | None = None
+    materialization: Materialization | None = None
+    reason: str = ""
+    estimated_compute_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """What one compute through helix did: the version id, every node's state and the savings.
+
+    ``time_saved`` is the estimated compute time of loaded and pruned nodes minus the time spent
+    loading; ``status`` is ``"running"`` until every node finished and every write committed.
+    """
+
+    version: int
+    workflow: str
+    started: float
+    finished: float | None
+    status: str
+    nodes: tuple[NodeRecord, ...] = field(default_factory=tuple)
+    time_saved: float = 0.0
+    message: str = ""
+
+    def by_decision(self, decision: Decision) -> list[str]:
+        """Names of the nodes with ``decision``, sorted."""
+        return sorted(n.name for n in self.nodes if n.decision is decision)
+
+    @property
+    def computed(self) -> list[str]:
+        return self.by_decision(Decision.COMPUTE)
+
+    @property
+    def loaded(self) -> list[str]:
+        return self.by_decision(Decision.LOAD)
+
+    @property
+    def pruned(self) -> list[str]:
+        return self.by_decision(Decision.PRUNE)
+
+    @property
+    def stored(self) -> list[str]:
+        return sorted(n.name for n in self.nodes if n.materialization is Materialization.STORED)
+
+    def node(self, name: str) -> NodeRecord:
+        """The record of the node whose task is ``name``; KeyError if absent or ambiguous."""
+        found = [n for n in self.nodes if n.name == name]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} nodes named {name!r} in version {self.version}")
+        return found[0]
+
+    def summary(self) -> str:
+        """One line: counts per decision and the time saved."""
+        return (
+            f"v{self.version}: computed {len(self.computed)}, loaded {len(self.loaded)}, "
+            f"pruned {len(self.pruned)}, stored {len(self.stored)}, "
+            f"saved ~{self.time_saved:.2f}s"
+        )
+
+
+def report_to_dict(report: RunReport) -> dict:
+    """Plain data (str enums, lists) for sending a report over a Dask comm or as JSON."""
+    from dataclasses import asdict
+
+    d = asdict(report)
+    for n in d["nodes"]:
+        n["decision"] = str(n["decision"])
+        n["materialization"] = str(n["materialization"]) if n["materialization"] else None
+        n["parents"] = list(n["parents"])
+        n["args"] = dict(n["args"])
+    return d
+
+
+def report_from_dict(d: Mapping[str, Any]) -> RunReport:
+    """Rebuild a RunReport sent by :meth:`HelixSchedulerPlugin.handle_run`."""
+    nodes = tuple(
+        NodeRecord(
+            **{
+                **n,
+                "decision": Decision(n["decision"]),
+                "materialization": Materialization(n["materialization"])
+                if n["materialization"]
+                else None,
+                "parents": tuple(n["parents"]),
+            }
+        )
+        for n in d["nodes"]
+    )
+    from dataclasses import fields as dc_fields
+
+    fields = {f.name for f in dc_fields(RunReport)}
+    return RunReport(**{k: v for k, v in d.items() if k in fields and k != "nodes"}, nodes=nodes)

@@ -1,0 +1,370 @@
+"""The catalog: versions, nodes per version and artifacts, in SQLite beside the artifacts.
+
+The scheduler plugin is the only writer; any process may read while a run is going (WAL mode).
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._errors import HelixStoreError
+from ._events import Decision, Materialization, NodeRecord, RunReport
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    workflow TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    outputs TEXT NOT NULL DEFAULT '[]',
+    time_saved REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    version INTEGER NOT NULL REFERENCES versions(id),
+    key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    code TEXT NOT NULL,
+    args TEXT NOT NULL,
+    parents TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    compute_seconds REAL,
+    load_seconds REAL,
+    write_seconds REAL,
+    nbytes INTEGER,
+    materialization TEXT,
+    reason TEXT NOT NULL DEFAULT '',
+    estimated_compute_seconds REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (version, key)
+);
+CREATE INDEX IF NOT EXISTS nodes_signature ON nodes(signature);
+CREATE INDEX IF NOT EXISTS nodes_name ON nodes(name);
+CREATE TABLE IF NOT EXISTS artifacts (
+    signature TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    location TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    nbytes INTEGER NOT NULL,
+    write_seconds REAL NOT NULL,
+    load_seconds REAL,
+    created REAL NOT NULL,
+    last_used REAL NOT NULL
+);
+"""
+
+_NODE_FIELDS = (
+    "compute_seconds",
+    "load_seconds",
+    "write_seconds",
+    "nbytes",
+    "materialization",
+    "reason",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRow:
+    """A committed artifact as the catalog records it."""
+
+    signature: str
+    name: str
+    location: str
+    kind: str
+    nbytes: int
+    write_seconds: float
+    load_seconds: float | None
+    created: float
+    last_used: float
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    """One version's headline: id, workflow, times, status and counts per decision."""
+
+    id: int
+    workflow: str
+    started: float
+    finished: float | None
+    status: str
+    message: str
+    time_saved: float
+    counts: Mapping[str, int]
+
+
+class MetadataStore(abc.ABC):
+    """Versions, nodes and artifacts. Contract: each write is one transaction; reads see only
+    committed writes."""
+
+    @abc.abstractmethod
+    def begin_version(self, workflow: str, message: str, outputs: Sequence[str]) -> int: ...
+
+    @abc.abstractmethod
+    def record_nodes(self, version: int, records: Iterable[NodeRecord]) -> None: ...
+
+    @abc.abstractmethod
+    def update_node(self, version: int, key: str, **fields: object) -> None: ...
+
+    @abc.abstractmethod
+    def finish_version(self, version: int, status: str, time_saved: float) -> None: ...
+
+    @abc.abstractmethod
+    def add_artifact(self, row: ArtifactRow) -> None: ...
+
+    @abc.abstractmethod
+    def remove_artifact(self, signature: str) -> None: ...
+
+    @abc.abstractmethod
+    def artifact(self, signature: str) -> ArtifactRow | None: ...
+
+    @abc.abstractmethod
+    def artifacts(self) -> list[ArtifactRow]: ...
+
+    @abc.abstractmethod
+    def versions(self) -> list[VersionRow]: ...
+
+    @abc.abstractmethod
+    def run(self, version: int) -> RunReport: ...
+
+
+class Catalog(MetadataStore):
+    """The SQLite catalog at ``<store>/catalog.sqlite``.
+
+    Parameters
+    ----------
+    store
+        The helix store directory (the one given to :func:`helix_dask.setup`).
+
+    Examples
+    --------
+    >>> cat = hx.Catalog("./.helix")                        # doctest: +SKIP
+    >>> [v.id for v in cat.versions()]                      # doctest: +SKIP
+    [3, 2, 1]
+    >>> cat.run(3).summary()                                # doctest: +SKIP
+    'v3: computed 1, loaded 2, pruned 1, stored 1, saved ~12.40s'
+    """
+
+    def __init__(self, store: str | os.PathLike[str]) -> None:
+        self.root = Path(store)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / "catalog.sqlite"
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            with self._db:
+                self._db.executescript(_SCHEMA)
+        except sqlite3.Error as e:
+            raise HelixStoreError(
+                f"cannot open the catalog {str(self.path)!r}: {e}; check that the store directory "
+                "is writable and not on a filesystem without file locks"
+            ) from e
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._db:
+            yield self._db
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def begin_version(self, workflow: str, message: str, outputs: Sequence[str]) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO versions (workflow, started, status, message, outputs) "
+                "VALUES (?, ?, 'running', ?, ?)",
+                (workflow, time.time(), message, json.dumps(list(outputs))),
+            )
+            return int(cur.lastrowid or 0)
+
+    def record_nodes(self, version: int, records: Iterable[NodeRecord]) -> None:
+        rows = [
+            (
+                version,
+                r.key,
+                r.name,
+                r.signature,
+                r.code,
+                json.dumps(dict(r.args), sort_keys=True),
+                json.dumps(list(r.parents)),
+                r.decision.value,
+                r.compute_seconds,
+                r.load_seconds,
+                r.write_seconds,
+                r.nbytes,
+                r.materialization.value if r.materialization else None,
+                r.reason,
+                r.estimated_compute_seconds,
+            )
+            for r in records
+        ]
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+            )
+
+    def update_node(self, version: int, key: str, **fields: object) -> None:
+        unknown = set(fields) - set(_NODE_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown node fields {sorted(unknown)}; expected {_NODE_FIELDS}")
+        values = [v.value if isinstance(v, Materialization) else v for v in fields.values()]
+        sets = ", ".join(f"{f} = ?" for f in fields)
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE nodes SET {sets} WHERE version = ? AND key = ?", (*values, version, key)
+            )
+
+    def finish_version(self, version: int, status: str, time_saved: float) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE versions SET finished = ?, status = ?, time_saved = ? WHERE id = ?",
+                (time.time(), status, time_saved, version),
+            )
+
+    def add_artifact(self, row: ArtifactRow) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    row.signature,
+                    row.name,
+                    row.location,
+                    row.kind,
+                    row.nbytes,
+                    row.write_seconds,
+                    row.load_seconds,
+                    row.created,
+                    row.last_used,
+                ),
+            )
+
+    def remove_artifact(self, signature: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM artifacts WHERE signature = ?", (signature,))
+
+    def record_load(self, signature: str, seconds: float) -> None:
+        """Remember the measured load time and that the artifact was just used."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE artifacts SET load_seconds = ?, last_used = ? WHERE signature = ?",
+                (seconds, time.time(), signature),
+            )
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def artifact(self, signature: str) -> ArtifactRow | None:
+        rows = self._query("SELECT * FROM artifacts WHERE signature = ?", (signature,))
+        return ArtifactRow(*rows[0]) if rows else None
+
+    def artifacts(self) -> list[ArtifactRow]:
+        return [ArtifactRow(*r) for r in self._query("SELECT * FROM artifacts ORDER BY created")]
+
+    def stored_bytes(self) -> int:
+        """Bytes of all committed artifacts."""
+        return int(self._query("SELECT COALESCE(SUM(nbytes), 0) FROM artifacts")[0][0])
+
+    def compute_costs(self, signatures: Iterable[str], names: Iterable[str]) -> tuple[dict, dict]:
+        """Measured compute seconds: the latest per signature, and the latest per task name."""
+        sigs, nms = sorted(set(signatures)), sorted(set(names))
+        by_sig: dict[str, float] = {}
+        by_name: dict[str, float] = {}
+        for chunk in _chunks(sigs):
+            marks = ",".join("?" * len(chunk))
+            for sig, secs in self._query(
+                f"SELECT signature, compute_seconds FROM nodes WHERE compute_seconds IS NOT NULL "
+                f"AND signature IN ({marks}) ORDER BY version",
+                chunk,
+            ):
+                by_sig[sig] = secs
+        for chunk in _chunks(nms):
+            marks = ",".join("?" * len(chunk))
+            for name, secs in self._query(
+                f"SELECT name, compute_seconds FROM nodes WHERE compute_seconds IS NOT NULL "
+                f"AND name IN ({marks}) ORDER BY version",
+                chunk,
+            ):
+                by_name[name] = secs
+        return by_sig, by_name
+
+    def read_bandwidth(self) -> float | None:
+        """Bytes per second of measured artifact loads, or None before the first load."""
+        row = self._query(
+            "SELECT SUM(nbytes), SUM(load_seconds) FROM artifacts WHERE load_seconds > 0"
+        )[0]
+        return row[0] / row[1] if row[0] and row[1] else None
+
+    def versions(self) -> list[VersionRow]:
+        counts: dict[int, dict[str, int]] = {}
+        for v, decision, n in self._query(
+            "SELECT version, decision, COUNT(*) FROM nodes GROUP BY version, decision"
+        ):
+            counts.setdefault(v, {})[decision] = n
+        return [
+            VersionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], counts.get(r[0], {}))
+            for r in self._query(
+                "SELECT id, workflow, started, finished, status, message, time_saved "
+                "FROM versions ORDER BY id DESC"
+            )
+        ]
+
+    def last_version(self) -> int | None:
+        """The newest version id, or None for an empty catalog."""
+        row = self._query("SELECT MAX(id) FROM versions")[0]
+        return row[0]
+
+    def run(self, version: int) -> RunReport:
+        head = self._query(
+            "SELECT id, workflow, started, finished, status, message, time_saved "
+            "FROM versions WHERE id = ?",
+            (version,),
+        )
+        if not head:
+            raise KeyError(f"version {version} is not in the catalog {str(self.path)!r}")
+        vid, workflow, started, finished, status, message, saved = head[0]
+        nodes = tuple(
+            NodeRecord(
+                key=r[1],
+                name=r[2],
+                signature=r[3],
+                code=r[4],
+                args=json.loads(r[5]),
+                parents=tuple(json.loads(r[6])),
+                decision=Decision(r[7]),
+                compute_seconds=r[8],
+                load_seconds=r[9],
+                write_seconds=r[10],
+                nbytes=r[11],
+                materialization=Materialization(r[12]) if r[12] else None,
+                reason=r[13],
+                estimated_compute_seconds=r[14],
+            )
+            for r in self._query("SELECT * FROM nodes WHERE version = ? ORDER BY name", (vid,))
+        )
+        return RunReport(vid, workflow, started, finished, status, nodes, saved, message)
+
+    def __repr__(self) -> str:
+        return f"Catalog({str(self.root)!r})"
+
+
+def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,411 @@
+"""The scheduler half: plans each graph with helix tasks, rewrites it, decides what to store,
+keeps the catalog, and installs its worker twin."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.protocol.pickle import dumps
+
+from . import _config
+from ._events import Decision, Materialization, NodeRecord, report_to_dict
+from .catalog import ArtifactRow, Catalog
+from .materializer import Candidate, get_policy
+from .planner import PlanNode, plan
+from .rewrite import LOAD_PREFIX, load_key, rewrite
+from .store import ZarrArtifactStore
+from .task import ANNOTATION, NodeMeta
+from .worker_plugin import HelixWorkerPlugin
+
+if TYPE_CHECKING:
+    from distributed.scheduler import Scheduler, TaskState
+
+logger = logging.getLogger("helix_dask")
+
+PLUGIN_NAME = "helix"
+DEFAULT_COMPUTE_PRIOR = 1.0
+"""Seconds assumed for a task never measured before (it computes anyway: nothing is stored)."""
+
+
+@dataclass(slots=True)
+class _Node:
+    """Mutable progress of one node within a run; frozen into a NodeRecord at the end."""
+
+    meta: NodeMeta
+    decision: Decision
+    estimate: float
+    compute_seconds: float | None = None
+    load_seconds: float | None = None
+    write_seconds: float | None = None
+    nbytes: int | None = None
+    materialization: Materialization | None = None
+    reason: str = ""
+    done: bool = False
+
+    def record(self, key: str) -> NodeRecord:
+        m = self.meta
+        return NodeRecord(
+            key=key,
+            name=m.name,
+            signature=m.signature,
+            code=m.code,
+            args=m.args,
+            parents=m.parents,
+            decision=self.decision,
+            compute_seconds=self.compute_seconds,
+            load_seconds=self.load_seconds,
+            write_seconds=self.write_seconds,
+            nbytes=self.nbytes,
+            materialization=self.materialization,
+            reason=self.reason,
+            estimated_compute_seconds=self.estimate,
+        )
+
+
+@dataclass(slots=True)
+class _Run:
+    """One version in flight: its nodes, what is still pending, and who waits for the end."""
+
+    version: int
+    workflow: str
+    started: float
+    nodes: dict[str, _Node]
+    failed: bool = False
+    finished: float | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def pending(self) -> int:
+        return sum(not n.done for n in self.nodes.values())
+
+
+class HelixSchedulerPlugin(SchedulerPlugin):
+    """Plans, rewrites and records every graph that contains helix tasks.
+
+    Parameters are read from ``helix.*`` in dask.config when not given. Graphs without helix
+    tasks pass through untouched.
+    """
+
+    name = PLUGIN_NAME
+
+    def __init__(
+        self,
+        store: str | None = None,
+        budget: int | str | None = None,
+        policy: str | None = None,
+        workflow: str | None = None,
+        solver: str | None = None,
+    ) -> None:
+        self.store = str(Path(store or str(_config.get("store"))).resolve())
+        self.budget = _config.resolve_budget(
+            budget if budget is not None else _config.get("budget"), self.store
+        )  # type: ignore[arg-type]
+        self.policy_name = str(policy or _config.get("policy"))
+        self.policy = get_policy(self.policy_name)
+        self.workflow = str(workflow or _config.get("workflow") or "default")
+        self.solver = str(solver or _config.get("solver"))
+        self._runs: dict[int, _Run] = {}
+        self._key_run: dict[str, _Run] = {}
+        self._last_by_client: dict[str, int] = {}
+        self._reserved = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self.catalog = Catalog(self.store)
+        self.artifacts = ZarrArtifactStore(self.store)
+        scheduler.handlers.update(
+            {
+                "helix_offer": self.handle_offer,
+                "helix_written": self.handle_written,
+                "helix_run": self.handle_run,
+                "helix_info": self.handle_info,
+            }
+        )
+        await scheduler.register_worker_plugin(
+            None, dumps(HelixWorkerPlugin(self.store)), name=PLUGIN_NAME, idempotent=False
+        )
+        logger.info(
+            "helix store %s, budget %d bytes, policy %s", self.store, self.budget, self.policy_name
+        )
+
+    async def close(self) -> None:
+        for run in list(self._runs.values()):
+            if run.finished is None:
+                self._finish(run, status="interrupted")
+        self.catalog.close()
+
+    # -- plan and rewrite -----------------------------------------------------------------------
+
+    def update_graph(
+        self,
+        scheduler: Scheduler,
+        *,
+        client: str,
+        keys: set,
+        tasks: list,
+        stimulus_id: str,
+        **kwargs: Any,
+    ) -> None:
+        helix: dict[str, tuple[TaskState, NodeMeta]] = {}
+        for k in tasks:
+            ts = scheduler.tasks.get(k)
+            ann = ts.annotations.get(ANNOTATION) if ts is not None and ts.annotations else None
+            if ann is not None and not str(k).startswith(LOAD_PREFIX):
+                helix[k] = (ts, NodeMeta.from_annotation(ann))
+        if not helix:
+            return
+        try:
+            nodes, loads = self._plan(helix, keys)
+        except Exception:  # the scheduler would swallow it into an INFO line and run unplanned
+            logger.warning("helix could not plan this graph; it runs unchanged", exc_info=True)
+            return
+        rewrite(scheduler, loads, self.store, stimulus_id)
+        version = self.catalog.begin_version(self.workflow, "", sorted(map(str, keys)))
+        run = _Run(version, self.workflow, time.time(), nodes)
+        self._runs[version] = run
+        self._last_by_client[client] = version
+        for key, node in nodes.items():
+            if node.decision is Decision.COMPUTE:
+                self._key_run[key] = run
+            elif node.decision is Decision.LOAD:
+                self._key_run[load_key(key)] = run
+            else:
+                node.done = True
+        self.catalog.record_nodes(version, (n.record(k) for k, n in nodes.items()))
+        self._maybe_finish(run)
+
+    def _plan(
+        self, helix: Mapping[str, tuple[TaskState, NodeMeta]], wanted: set
+    ) -> tuple[dict[str, _Node], dict[str, str]]:
+        """Decisions for every helix node (no state is touched) and the loads to rewrite."""
+        metas = {k: m for k, (_, m) in helix.items()}
+        by_sig, by_name = self.catalog.compute_costs(
+            (m.signature for m in metas.values()), (m.name for m in metas.values())
+        )
+        bandwidth = self.catalog.read_bandwidth() or float(
+            _parse_size(_config.get("read-bandwidth"))
+        )
+        overhead = float(_config.get("load-overhead"))  # type: ignore[arg-type]
+        fresh: set[str] = set()
+        plan_nodes = []
+        estimates: dict[str, float] = {}
+        for k, (ts, m) in helix.items():
+            is_fresh = ts.state == "released" and ts.run_spec is not None and k not in self._key_run
+            estimate = by_sig.get(m.signature, by_name.get(m.name, DEFAULT_COMPUTE_PRIOR))
+            estimates[k] = estimate
+            load: float | None = None
+            if not is_fresh:
+                load = 0.0
+            elif m.deterministic:
+                row = self.catalog.artifact(m.signature)
+                if row is not None and self.artifacts.contains(m.signature):
+                    load = row.load_seconds or (overhead + row.nbytes / bandwidth)
+            else:
+                pass  # never reused: it must compute
+            if is_fresh:
+                fresh.add(k)
+            outputs = k in wanted or any(d.key not in helix for d in ts.dependents)
+            parents = tuple(d.key for d in ts.dependencies if d.key in helix)
+            plan_nodes.append(PlanNode(k, parents, estimate, load, outputs))
+        decided = plan(plan_nodes, solver=self.solver).decisions
+        nodes: dict[str, _Node] = {}
+        loads: dict[str, str] = {}
+        for k, d in decided.items():
+            if k not in fresh:
+                d = Decision.IN_CLUSTER
+            elif d is Decision.LOAD:
+                loads[k] = metas[k].signature
+            nodes[k] = _Node(metas[k], d, estimates[k])
+        return nodes, loads
+
+    # -- progress -------------------------------------------------------------------------------
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        run = self._key_run.get(key)
+        if run is None:
+            return
+        is_load = isinstance(key, str) and key.startswith(LOAD_PREFIX)
+        node = run.nodes.get(key[len(LOAD_PREFIX) :] if is_load else key)
+        if node is None:
+            return
+        if finish == "memory" and start == "processing":
+            seconds = _compute_seconds(kwargs.get("startstops", ()))
+            node.nbytes = kwargs.get("nbytes", node.nbytes)
+            if is_load:
+                node.load_seconds = seconds
+                node.done = True
+                self._key_run.pop(key, None)
+                self.catalog.record_load(node.meta.signature, seconds)
+            elif node.compute_seconds is None:
+                node.compute_seconds = seconds  # the worker's offer may have come first
+        elif finish == "erred" or (finish == "forgotten" and node.compute_seconds is None):
+            # A node that reached memory is settled by its worker's offer, not by being forgotten.
+            run.failed = run.failed or finish == "erred"
+            node.done = True
+            self._key_run.pop(key, None)
+        else:
+            return
+        self._maybe_finish(run)
+
+    # -- materialization (called by the worker twin) --------------------------------------------
+
+    def handle_offer(
+        self, key: str, signature: str, compute_seconds: float, nbytes: int
+    ) -> dict[str, Any]:
+        """A worker finished a helix task: decide whether it stores the result."""
+        run = self._key_run.get(key)
+        node = run.nodes.get(key) if run else None
+        if run is None or node is None or node.meta.signature != signature:
+            return {"store": False}
+        node.compute_seconds = compute_seconds
+        node.nbytes = nbytes
+        if not node.meta.deterministic:
+            return self._settle(run, key, Materialization.SKIPPED, "task is not deterministic")
+        if self.catalog.artifact(signature) is not None and self.artifacts.contains(signature):
+            return self._settle(run, key, Materialization.SKIPPED, "already stored")
+        bandwidth = self.catalog.read_bandwidth() or float(
+            _parse_size(_config.get("read-bandwidth"))
+        )
+        candidate = Candidate(
+            name=node.meta.name,
+            signature=signature,
+            compute_seconds=compute_seconds,
+            recompute_seconds=self._recompute_seconds(run, key),
+            nbytes=nbytes,
+            load_seconds=float(_config.get("load-overhead")) + nbytes / bandwidth,  # type: ignore[arg-type]
+            is_output=key in self.scheduler.tasks and bool(self.scheduler.tasks[key].who_wants),
+            forced=node.meta.materialize,
+        )
+        free = self.budget - self.catalog.stored_bytes() - self._reserved
+        verdict = self.policy(candidate, free)
+        if not verdict.store:
+            return self._settle(run, key, verdict.outcome, verdict.reason)
+        self._reserved += nbytes
+        node.reason = verdict.reason
+        return {"store": True, "reserved": nbytes}
+
+    def handle_written(
+        self,
+        key: str,
+        signature: str,
+        reserved: int,
+        ok: bool,
+        error: str = "",
+        location: str = "",
+        kind: str = "",
+        nbytes: int = 0,
+        seconds: float = 0.0,
+    ) -> None:
+        """A worker finished (or failed) writing an artifact: commit its catalog row."""
+        self._reserved -= reserved
+        run = self._key_run.get(key)
+        if not ok:
+            logger.warning("helix could not store %s: %s", key, error)
+            if run is not None:
+                self._settle(run, key, Materialization.FAILED, error)
+            return
+        if self.catalog.stored_bytes() + nbytes > self.budget:
+            self.artifacts.delete(signature)
+            if run is not None:
+                self._settle(
+                    run, key, Materialization.NO_SPACE, "written size exceeded the budget; removed"
+                )
+            return
+        now = time.time()
+        name = run.nodes[key].meta.name if run and key in run.nodes else key
+        self.catalog.add_artifact(
+            ArtifactRow(signature, name, location, kind, nbytes, seconds, None, now, now)
+        )
+        if run is not None and key in run.nodes:
+            run.nodes[key].write_seconds = seconds
+            self._settle(run, key, Materialization.STORED, run.nodes[key].reason)
+
+    def _settle(self, run: _Run, key: str, outcome: Materialization, reason: str) -> dict[str, Any]:
+        node = run.nodes[key]
+        node.materialization = outcome
+        node.reason = reason
+        node.done = True
+        self._key_run.pop(key, None)
+        self._maybe_finish(run)
+        return {"store": False}
+
+    def _recompute_seconds(self, run: _Run, key: str) -> float:
+        """Its own compute plus every ancestor's that has no artifact to load instead."""
+        total, seen, stack = 0.0, set(), [key]
+        while stack:
+            k = stack.pop()
+            if k in seen or k not in run.nodes:
+                continue
+            seen.add(k)
+            node = run.nodes[k]
+            if k != key and (
+                node.decision is Decision.LOAD or node.materialization is Materialization.STORED
+            ):
+                continue
+            total += node.compute_seconds if node.compute_seconds is not None else node.estimate
+            stack.extend(node.meta.parents)
+        return total
+
+    # -- versions -------------------------------------------------------------------------------
+
+    def _maybe_finish(self, run: _Run) -> None:
+        if run.finished is None and run.pending() == 0:
+            self._finish(run, status="failed" if run.failed else "done")
+
+    def _finish(self, run: _Run, status: str) -> None:
+        run.finished = time.time()
+        saved = sum(
+            n.estimate - (n.load_seconds or 0.0)
+            for n in run.nodes.values()
+            if n.decision in (Decision.LOAD, Decision.PRUNE, Decision.IN_CLUSTER)
+        )
+        self.catalog.record_nodes(run.version, (n.record(k) for k, n in run.nodes.items()))
+        self.catalog.finish_version(run.version, status, saved)
+        run.done.set()
+        for old in [v for v, r in self._runs.items() if r.finished and v < run.version - 16]:
+            del self._runs[old]
+
+    async def handle_run(
+        self, client: str | None = None, version: int | None = None, timeout: float = 60.0
+    ) -> dict[str, Any] | None:
+        """The report of ``version`` (default: the client's last run), once it has finished."""
+        if version is None:
+            version = self._last_by_client.get(client) if client else self.catalog.last_version()
+        if version is None:
+            return None
+        run = self._runs.get(version)
+        if run is not None:
+            try:
+                await asyncio.wait_for(run.done.wait(), timeout)
+            except TimeoutError:
+                logger.warning("helix run v%d still has %d pending nodes", version, run.pending())
+        return report_to_dict(self.catalog.run(version))
+
+    def handle_info(self) -> dict[str, Any]:
+        """Where the store is and how full it is."""
+        return {
+            "store": self.store,
+            "budget": self.budget,
+            "stored_bytes": self.catalog.stored_bytes(),
+            "reserved_bytes": self._reserved,
+            "policy": self.policy_name,
+            "running": [v for v, r in self._runs.items() if r.finished is None],
+        }
+
+
+def _compute_seconds(startstops: Iterable[Mapping[str, Any]]) -> float:
+    return sum(ss["stop"] - ss["start"] for ss in startstops if ss.get("action") == "compute")
+
+
+def _parse_size(value: object) -> int:
+    from dask.utils import parse_bytes
+
+    return parse_bytes(value) if isinstance(value, str) else int(value)  # type: ignore[arg-type]

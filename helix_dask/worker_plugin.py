@@ -1,0 +1,88 @@
+"""The worker half: measures each helix task where it ran and writes the artifacts the
+scheduler plugin asks for, off the task's critical path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from ._errors import HelixStoreError
+from .store import ZarrArtifactStore
+from .task import ANNOTATION
+
+if TYPE_CHECKING:
+    from distributed import Worker
+
+logger = logging.getLogger("helix_dask")
+
+
+class HelixWorkerPlugin(WorkerPlugin):
+    """Offers every finished helix result to the scheduler plugin and writes what it accepts.
+
+    The result stays referenced by the write until it is committed, so the worker may release
+    the key meanwhile; downstream tasks never wait for a write.
+    """
+
+    name = "helix"
+
+    def __init__(self, store: str) -> None:
+        self.store = store
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def setup(self, worker: Worker) -> None:
+        self.worker = worker
+        self.artifacts = ZarrArtifactStore(self.store)
+
+    async def teardown(self, worker: Worker) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if start != "executing" or finish != "memory":
+            return
+        ts = self.worker.state.tasks.get(key)
+        ann = ts.annotations.get(ANNOTATION) if ts is not None and ts.annotations else None
+        if ann is None or key not in self.worker.data:
+            return
+        seconds = sum(s["stop"] - s["start"] for s in ts.startstops if s.get("action") == "compute")
+        value = self.worker.data[key]
+        task = asyncio.ensure_future(
+            self._offer(key, ann["signature"], ann["name"], value, seconds, ts.nbytes or 0)
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _offer(
+        self, key: str, signature: str, name: str, value: object, seconds: float, nbytes: int
+    ) -> None:
+        scheduler = self.worker.scheduler
+        try:
+            answer = await scheduler.helix_offer(
+                key=key, signature=signature, compute_seconds=seconds, nbytes=nbytes
+            )
+            if not answer.get("store"):
+                return
+            reserved = answer["reserved"]
+            try:
+                info = await asyncio.to_thread(self.artifacts.put, signature, value, name=name)
+            except HelixStoreError as e:
+                await scheduler.helix_written(
+                    key=key, signature=signature, reserved=reserved, ok=False, error=str(e)
+                )
+                return
+            await scheduler.helix_written(
+                key=key,
+                signature=signature,
+                reserved=reserved,
+                ok=True,
+                location=info.location,
+                kind=info.kind,
+                nbytes=info.nbytes,
+                seconds=info.seconds,
+            )
+            logger.debug("stored %s (%d bytes) in %.3fs", key, info.nbytes, info.seconds)
+        except OSError:
+            logger.warning("helix could not report %s to the scheduler", key, exc_info=True)
