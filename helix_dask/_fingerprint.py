@@ -212,6 +212,14 @@ def register_lazy(toplevel_module: str) -> Callable[[Callable[[], None]], Callab
 
     Used for optional libraries (pandas, scikit-learn) so they are imported only when the
     user's values come from them.
+
+    Examples
+    --------
+    >>> @register_lazy("mylib")
+    ... def _register_mylib():
+    ...     import mylib
+    ...
+    ...     register(mylib.Thing)(lambda obj, h: h.tag("mylib.Thing"))
     """
 
     def decorator(func: Callable[[], None]) -> Callable[[], None]:
