@@ -110,9 +110,12 @@ edits = st.lists(
 def shared_client(tmp_path_factory) -> Iterator[Client]:
     store = tmp_path_factory.mktemp("differential") / "store"
     with dask.config.set({"distributed.scheduler.validate": True}):
-        with LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             hx.setup(client, store=store, budget="200 MiB", policy="all")
             yield client
 
