@@ -52,6 +52,8 @@ class NodeRecord:
     materialization: Materialization | None = None
     reason: str = ""
     estimated_compute_seconds: float = 0.0
+    arg_values: Mapping[str, str] = field(default_factory=dict)
+    metrics: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,8 @@ def report_to_dict(report: RunReport) -> dict:
         n["materialization"] = str(n["materialization"]) if n["materialization"] else None
         n["parents"] = list(n["parents"])
         n["args"] = dict(n["args"])
+        n["arg_values"] = dict(n["arg_values"])
+        n["metrics"] = dict(n["metrics"]) if n["metrics"] is not None else None
     return d
 
 

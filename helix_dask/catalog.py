@@ -46,7 +46,14 @@ CREATE TABLE IF NOT EXISTS nodes (
     materialization TEXT,
     reason TEXT NOT NULL DEFAULT '',
     estimated_compute_seconds REAL NOT NULL DEFAULT 0,
+    arg_values TEXT NOT NULL DEFAULT '{}',
+    metrics TEXT,
     PRIMARY KEY (version, key)
+);
+CREATE TABLE IF NOT EXISTS code (
+    digest TEXT PRIMARY KEY,
+    sources TEXT NOT NULL,
+    packages TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS nodes_signature ON nodes(signature);
 CREATE INDEX IF NOT EXISTS nodes_name ON nodes(name);
@@ -70,6 +77,7 @@ _NODE_FIELDS = (
     "nbytes",
     "materialization",
     "reason",
+    "metrics",
 )
 
 
@@ -210,19 +218,36 @@ class Catalog(MetadataStore):
                 r.materialization.value if r.materialization else None,
                 r.reason,
                 r.estimated_compute_seconds,
+                json.dumps(dict(r.arg_values), sort_keys=True),
+                None if r.metrics is None else json.dumps(dict(r.metrics), sort_keys=True),
             )
             for r in records
         ]
         with self._tx() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                "INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+            )
+
+    def record_code(self, digest: str, sources: Mapping[str, str], packages: Mapping[str, str]):
+        """Keep the sources behind a code digest once, for diffs between versions."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO code VALUES (?, ?, ?)",
+                (digest, json.dumps(dict(sources)), json.dumps(dict(packages))),
             )
 
     def update_node(self, version: int, key: str, **fields: object) -> None:
         unknown = set(fields) - set(_NODE_FIELDS)
         if unknown:
             raise ValueError(f"unknown node fields {sorted(unknown)}; expected {_NODE_FIELDS}")
-        values = [v.value if isinstance(v, Materialization) else v for v in fields.values()]
+        values = [
+            v.value
+            if isinstance(v, Materialization)
+            else json.dumps(v, sort_keys=True)
+            if isinstance(v, dict)
+            else v
+            for v in fields.values()
+        ]
         sets = ", ".join(f"{f} = ?" for f in fields)
         with self._tx() as db:
             db.execute(
@@ -305,6 +330,11 @@ class Catalog(MetadataStore):
                 by_name[name] = secs
         return by_sig, by_name
 
+    def code(self, digest: str) -> tuple[dict[str, str], dict[str, str]] | None:
+        """The sources and package versions recorded for a code digest, or None."""
+        rows = self._query("SELECT sources, packages FROM code WHERE digest = ?", (digest,))
+        return (json.loads(rows[0][0]), json.loads(rows[0][1])) if rows else None
+
     def read_bandwidth(self) -> float | None:
         """Bytes per second of measured artifact loads, or None before the first load."""
         row = self._query(
@@ -356,6 +386,8 @@ class Catalog(MetadataStore):
                 materialization=Materialization(r[12]) if r[12] else None,
                 reason=r[13],
                 estimated_compute_seconds=r[14],
+                arg_values=json.loads(r[15]),
+                metrics=None if r[16] is None else json.loads(r[16]),
             )
             for r in self._query("SELECT * FROM nodes WHERE version = ? ORDER BY name", (vid,))
         )

@@ -47,6 +47,7 @@ class _Node:
     nbytes: int | None = None
     materialization: Materialization | None = None
     reason: str = ""
+    metrics: dict[str, float] | None = None
     done: bool = False
 
     def record(self, key: str) -> NodeRecord:
@@ -66,6 +67,8 @@ class _Node:
             materialization=self.materialization,
             reason=self.reason,
             estimated_compute_seconds=self.estimate,
+            arg_values=m.arg_values,
+            metrics=self.metrics,
         )
 
 
@@ -168,7 +171,10 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             logger.warning("helix could not plan this graph; it runs unchanged", exc_info=True)
             return
         rewrite(scheduler, loads, self.store, stimulus_id)
-        version = self.catalog.begin_version(self.workflow, "", sorted(map(str, keys)))
+        message = next((m.message for _, m in helix.values() if m.message), "")
+        version = self.catalog.begin_version(self.workflow, message, sorted(map(str, keys)))
+        for digest, m in {m.code: m for _, m in helix.values() if m.code}.items():
+            self.catalog.record_code(digest, m.sources, m.packages)
         run = _Run(version, self.workflow, time.time(), nodes)
         self._runs[version] = run
         self._last_by_client[client] = version
@@ -258,7 +264,12 @@ class HelixSchedulerPlugin(SchedulerPlugin):
     # -- materialization (called by the worker twin) --------------------------------------------
 
     def handle_offer(
-        self, key: str, signature: str, compute_seconds: float, nbytes: int
+        self,
+        key: str,
+        signature: str,
+        compute_seconds: float,
+        nbytes: int,
+        metrics: dict[str, float] | None = None,
     ) -> dict[str, Any]:
         """A worker finished a helix task: decide whether it stores the result."""
         run = self._key_run.get(key)
@@ -267,6 +278,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             return {"store": False}
         node.compute_seconds = compute_seconds
         node.nbytes = nbytes
+        node.metrics = metrics
         if not node.meta.deterministic:
             return self._settle(run, key, Materialization.SKIPPED, "task is not deterministic")
         if self.catalog.artifact(signature) is not None and self.artifacts.contains(signature):

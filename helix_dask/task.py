@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+import reprlib
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import dask
@@ -35,29 +36,25 @@ class NodeMeta:
     parents: tuple[str, ...]
     deterministic: bool
     materialize: bool | None
+    metrics: bool = False
+    arg_values: Mapping[str, str] = field(default_factory=dict)
+    """Short, human-readable form of each argument (for diffs; never used for reuse)."""
+    sources: Mapping[str, str] = field(default_factory=dict)
+    """Normalized source of the function and every project helper it reaches (for diffs)."""
+    packages: Mapping[str, str] = field(default_factory=dict)
+    message: str = ""
 
     def to_annotation(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "signature": self.signature,
-            "code": self.code,
-            "args": dict(self.args),
-            "parents": list(self.parents),
-            "deterministic": self.deterministic,
-            "materialize": self.materialize,
-        }
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["parents"] = list(self.parents)
+        return d
 
     @classmethod
     def from_annotation(cls, ann: Mapping[str, Any]) -> NodeMeta:
-        return cls(
-            name=ann["name"],
-            signature=ann["signature"],
-            code=ann["code"],
-            args=dict(ann["args"]),
-            parents=tuple(ann["parents"]),
-            deterministic=bool(ann["deterministic"]),
-            materialize=ann["materialize"],
-        )
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in ann.items() if k in known}
+        d["parents"] = tuple(d["parents"])
+        return cls(**d)
 
 
 class HelixNode(Delayed):
@@ -114,6 +111,7 @@ class HelixTask(Generic[P]):
         name: str | None = None,
         deterministic: bool = True,
         materialize: bool | None = None,
+        metrics: bool = False,
         untracked: Iterable[str] = (),
     ) -> None:
         if not callable(func):
@@ -126,6 +124,7 @@ class HelixTask(Generic[P]):
             )
         self.deterministic = deterministic
         self.materialize = materialize
+        self.metrics = metrics
         self.untracked = tuple(untracked)
         functools.update_wrapper(self, func)  # sets __wrapped__, so signatures follow the source
 
@@ -156,8 +155,9 @@ class HelixTask(Generic[P]):
 
         targs = [ref(a) for a in args]
         tkwargs = {k: ref(v) for k, v in kwargs.items()}
+        fingerprint = code_fingerprint(self.func, untracked=self.untracked)
         if self.deterministic:
-            code = code_fingerprint(self.func, untracked=self.untracked).digest
+            code = fingerprint.digest
             argfp = argument_fingerprints(
                 self.func,
                 args,
@@ -178,6 +178,11 @@ class HelixTask(Generic[P]):
             parents=tuple(parents),
             deterministic=self.deterministic,
             materialize=self.materialize,
+            metrics=self.metrics,
+            arg_values=_argument_values(self.func, args, kwargs),
+            sources=dict(fingerprint.sources),
+            packages=dict(fingerprint.packages),
+            message=str(dask.config.get("helix.message", "") or ""),
         )
         spec = Task(
             key,
@@ -195,6 +200,30 @@ class HelixTask(Generic[P]):
         return f"<helix task {self.name!r}>"
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlist = _REPR.maxdict = 6
+
+
+def _argument_values(func: Callable[..., Any], args: tuple, kwargs: dict) -> dict[str, str]:
+    """A short readable form of each bound argument: ``<task>`` for upstream nodes."""
+    import inspect
+
+    try:
+        bound = inspect.signature(func).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return {}
+    out = {}
+    for name, value in bound.arguments.items():
+        if isinstance(value, HelixNode):
+            out[name] = f"<{value.meta.name}>"
+        elif hasattr(value, "shape") and hasattr(value, "dtype"):
+            out[name] = f"{type(value).__name__}(shape={tuple(value.shape)}, dtype={value.dtype})"
+        else:
+            out[name] = _REPR.repr(value)
+    return out
+
+
 @overload
 def task(func: Callable[P, R], /) -> HelixTask[P]: ...
 
@@ -205,6 +234,7 @@ def task(
     name: str | None = None,
     deterministic: bool = True,
     materialize: bool | None = None,
+    metrics: bool = False,
     untracked: Iterable[str] = (),
 ) -> Callable[[Callable[P, R]], HelixTask[P]]: ...
 
@@ -216,6 +246,7 @@ def task(
     name: str | None = None,
     deterministic: bool = True,
     materialize: bool | None = None,
+    metrics: bool = False,
     untracked: Iterable[str] = (),
 ) -> HelixTask[P] | Callable[[Callable[P, R]], HelixTask[P]]:
     """Make ``func`` a helix task: calls build lazy nodes that helix can load, prune or store.
@@ -232,6 +263,9 @@ def task(
     materialize
         ``True`` always stores the result, ``False`` never does; ``None`` (default) lets the
         materialization policy decide. The storage budget holds either way.
+    metrics
+        ``True`` when the task returns a dict of numbers to compare across versions
+        (``helix metrics``, ``Catalog.metrics()``).
     untracked
         Names of globals the function uses that must not count in its signature (a logger, a
         connection), listed explicitly so nothing is ignored silently.
@@ -246,7 +280,7 @@ def task(
     >>> node.compute()
     [0, 1, 2]
     """
-    options = dict(name=name, deterministic=deterministic, materialize=materialize)
+    options = dict(name=name, deterministic=deterministic, materialize=materialize, metrics=metrics)
 
     def wrap(f: Callable[P, R]) -> HelixTask[P]:
         return HelixTask(f, untracked=untracked, **options)  # type: ignore[arg-type]

@@ -49,19 +49,31 @@ class HelixWorkerPlugin(WorkerPlugin):
             return
         seconds = sum(s["stop"] - s["start"] for s in ts.startstops if s.get("action") == "compute")
         value = self.worker.data[key]
+        metrics = _metrics(value) if ann.get("metrics") else None
         task = asyncio.ensure_future(
-            self._offer(key, ann["signature"], ann["name"], value, seconds, ts.nbytes or 0)
+            self._offer(key, ann["signature"], ann["name"], value, seconds, ts.nbytes or 0, metrics)
         )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
     async def _offer(
-        self, key: str, signature: str, name: str, value: object, seconds: float, nbytes: int
+        self,
+        key: str,
+        signature: str,
+        name: str,
+        value: object,
+        seconds: float,
+        nbytes: int,
+        metrics: dict[str, float] | None,
     ) -> None:
         scheduler = self.worker.scheduler
         try:
             answer = await scheduler.helix_offer(
-                key=key, signature=signature, compute_seconds=seconds, nbytes=nbytes
+                key=key,
+                signature=signature,
+                compute_seconds=seconds,
+                nbytes=nbytes,
+                metrics=metrics,
             )
             if not answer.get("store"):
                 return
@@ -86,3 +98,17 @@ class HelixWorkerPlugin(WorkerPlugin):
             logger.debug("stored %s (%d bytes) in %.3fs", key, info.nbytes, info.seconds)
         except OSError:
             logger.warning("helix could not report %s to the scheduler", key, exc_info=True)
+
+
+def _metrics(value: object) -> dict[str, float] | None:
+    """The numbers of a metrics task's result dict (non-numbers are left out)."""
+    if not isinstance(value, dict):
+        logger.warning("metrics task returned %s, not a dict of numbers", type(value).__name__)
+        return None
+    out = {}
+    for k, v in value.items():
+        try:
+            out[str(k)] = float(v)
+        except (TypeError, ValueError):
+            continue
+    return out
