@@ -59,8 +59,14 @@ def setup(
         policy=policy,
         workflow=workflow,
     )
+    if client.run_on_scheduler(_has_plugin):
+        client.unregister_scheduler_plugin(PLUGIN_NAME)  # new settings replace the old ones
     client.register_plugin(plugin, name=PLUGIN_NAME)
     return client
+
+
+def _has_plugin(dask_scheduler) -> bool:
+    return PLUGIN_NAME in dask_scheduler.plugins
 
 
 def last_run(client: Client | None = None, *, timeout: float = 60.0) -> RunReport | None:

@@ -1,0 +1,160 @@
+"""The plugin pair as users meet it: setup paths, key names, failure handling, the catalog."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import dask
+import numpy as np
+from conftest import log_call
+from distributed import Client
+
+import helix_dask as hx
+from helix_dask import Decision
+
+
+@hx.task
+def make(n: int) -> np.ndarray:
+    log_call("make")
+    time.sleep(0.1)
+    return np.ones(n)
+
+
+@hx.task(metrics=True)
+def score(x: np.ndarray) -> dict:
+    log_call("score")
+    return {"mean": float(x.mean()), "n": len(x), "label": "not a number"}
+
+
+def test_keys_name_the_user_function_and_loads_have_their_own_prefix(threaded_client):
+    node = score(make(3))
+    assert node.key == f"score-{node.signature}"
+    node.compute()
+    hx.last_run(threaded_client)
+    seen = []
+
+    def record_keys(dask_scheduler):
+        return sorted(str(k) for k in dask_scheduler.tasks)
+
+    fut = threaded_client.compute(node)
+    fut.result()
+    seen = threaded_client.run_on_scheduler(record_keys)
+    assert f"load-{node.key}" in seen
+    del fut
+
+
+def test_metrics_and_message_are_recorded_with_the_version(threaded_client, tmp_path):
+    with dask.config.set({"helix.message": "first try"}):
+        node = score(make(4))
+    assert node.compute()["mean"] == 1.0
+    run = hx.last_run(threaded_client)
+    assert run.message == "first try"
+    assert run.node("score").metrics == {"mean": 1.0, "n": 4.0}
+    assert run.node("make").arg_values == {"n": "4"}
+    stored = hx.Catalog(tmp_path / "store").run(run.version)
+    assert stored.node("score").metrics == {"mean": 1.0, "n": 4.0}
+
+
+def test_planning_failure_logs_a_warning_and_runs_the_graph_unchanged(
+    threaded_client, calls, caplog
+):
+    def break_planner(dask_scheduler):
+        plugin = dask_scheduler.plugins["helix"]
+        plugin._plan = lambda *a, **k: 1 / 0
+
+    threaded_client.run_on_scheduler(break_planner)
+    caplog.set_level(logging.WARNING, logger="helix_dask")
+    assert score(make(2)).compute()["mean"] == 1.0
+    assert calls.take() == {"make": 1, "score": 1}
+    assert any("could not plan" in r.getMessage() for r in caplog.records)
+
+
+def test_a_node_held_by_a_future_is_used_as_is(threaded_client, calls):
+    held = threaded_client.persist(make(5))
+    held.compute()
+    calls.take()
+    assert score(held).compute()["n"] == 5
+    run = hx.last_run(threaded_client)
+    assert run.node("make").decision is Decision.IN_CLUSTER
+    assert calls.take() == {"score": 1}
+    del held
+
+
+def test_setup_without_a_client_starts_an_embedded_cluster(tmp_path, calls):
+    client = hx.setup(store=tmp_path / "embedded")
+    try:
+        assert Client.current() is client
+        assert score(make(2)).compute()["n"] == 2
+        assert hx.last_run(client).computed == ["make", "score"]
+        assert hx.setup(store=tmp_path / "embedded") is client
+    finally:
+        cluster = client.cluster
+        client.close()
+        cluster.close()
+
+
+def test_scheduler_started_from_the_command_line_loads_the_plugin_by_preload(tmp_path, calls):
+    tests_dir = os.path.dirname(__file__)  # the graph refers to this module's helpers
+    env = {
+        **os.environ,
+        "DASK_HELIX__STORE": str(tmp_path / "cli-store"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])),
+    }
+    port_file = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--no-dashboard",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--scheduler-file",
+            str(port_file),
+            "--preload",
+            "helix_dask",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not port_file.exists():
+            assert time.monotonic() < deadline, "scheduler did not start"
+            assert scheduler.poll() is None, "scheduler exited"
+            time.sleep(0.1)
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_worker",
+                "--scheduler-file",
+                str(port_file),
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        with Client(scheduler_file=str(port_file), timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+            for _ in range(2):
+                assert make(3).compute().sum() == 3.0
+                run = hx.last_run(client)
+            assert run.loaded == ["make"]
+            assert (tmp_path / "cli-store" / "catalog.sqlite").exists()
+    finally:
+        for p in (worker, scheduler):
+            if p is not None:
+                p.terminate()
+                p.wait(timeout=30)
