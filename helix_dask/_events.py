@@ -57,6 +57,22 @@ class NodeRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One materializer event with its numbers: stored, skipped, no_space, failed or evicted."""
+
+    time: float
+    version: int | None
+    kind: str
+    signature: str
+    name: str
+    nbytes: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}-{self.signature[:8]}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
 class RunReport:
     """What one compute through helix did: the version id, every node's state and the savings.
 
@@ -72,6 +88,11 @@ class RunReport:
     nodes: tuple[NodeRecord, ...] = field(default_factory=tuple)
     time_saved: float = 0.0
     message: str = ""
+    predicted_seconds: float | None = None
+    """What the plan expected its computes and loads to take, before it ran."""
+    measured_seconds: float | None = None
+    """What those computes and loads took, as measured by the workers."""
+    events: tuple[EventRecord, ...] = field(default_factory=tuple)
 
     def by_decision(self, decision: Decision) -> list[str]:
         """Names of the nodes with ``decision``, sorted."""
@@ -108,6 +129,27 @@ class RunReport:
             f"saved ~{self.time_saved:.2f}s"
         )
 
+    def _repr_html_(self) -> str:
+        """A small table for notebooks: every node's decision, materialization and costs."""
+        from html import escape
+
+        def secs(value: float | None) -> str:
+            return "" if value is None else f"{value:.3f}s"
+
+        rows = "".join(
+            f"<tr><td>{escape(n.name)}</td><td>{n.decision}</td>"
+            f"<td>{n.materialization or ''}</td><td>{secs(n.compute_seconds)}</td>"
+            f"<td>{secs(n.load_seconds)}</td><td>{'' if n.nbytes is None else n.nbytes}</td>"
+            f"<td>{escape(n.reason)}</td></tr>"
+            for n in sorted(self.nodes, key=lambda n: (n.name, n.key))
+        )
+        return (
+            f"<div><b>{escape(self.summary())}</b> ({escape(self.status)}"
+            f"{', ' + escape(repr(self.message)) if self.message else ''})<table>"
+            "<tr><th>node</th><th>decision</th><th>materialization</th><th>compute</th>"
+            "<th>load</th><th>bytes</th><th>reason</th></tr>" + rows + "</table></div>"
+        )
+
 
 def report_to_dict(report: RunReport) -> dict:
     """Plain data (str enums, lists) for sending a report over a Dask comm or as JSON."""
@@ -142,4 +184,6 @@ def report_from_dict(d: Mapping[str, Any]) -> RunReport:
     from dataclasses import fields as dc_fields
 
     fields = {f.name for f in dc_fields(RunReport)}
-    return RunReport(**{k: v for k, v in d.items() if k in fields and k != "nodes"}, nodes=nodes)
+    events = tuple(EventRecord(**e) for e in d.get("events", ()))
+    rest = {k: v for k, v in d.items() if k in fields and k not in ("nodes", "events")}
+    return RunReport(**rest, nodes=nodes, events=events)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._errors import HelixStoreError
-from ._events import Decision, Materialization, NodeRecord, RunReport
+from ._events import Decision, EventRecord, Materialization, NodeRecord, RunReport
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -28,7 +28,9 @@ CREATE TABLE IF NOT EXISTS versions (
     status TEXT NOT NULL,
     message TEXT NOT NULL DEFAULT '',
     outputs TEXT NOT NULL DEFAULT '[]',
-    time_saved REAL NOT NULL DEFAULT 0
+    time_saved REAL NOT NULL DEFAULT 0,
+    predicted_seconds REAL,
+    measured_seconds REAL
 );
 CREATE TABLE IF NOT EXISTS nodes (
     version INTEGER NOT NULL REFERENCES versions(id),
@@ -66,8 +68,20 @@ CREATE TABLE IF NOT EXISTS artifacts (
     write_seconds REAL NOT NULL,
     load_seconds REAL,
     created REAL NOT NULL,
-    last_used REAL NOT NULL
+    last_used REAL NOT NULL,
+    recompute_seconds REAL NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    version INTEGER,
+    kind TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    name TEXT NOT NULL,
+    nbytes INTEGER,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_version ON events(version);
 """
 
 _NODE_FIELDS = (
@@ -94,6 +108,8 @@ class ArtifactRow:
     load_seconds: float | None
     created: float
     last_used: float
+    recompute_seconds: float = 0.0
+    """Seconds to recreate it (itself and its un-stored ancestors) when it was stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,12 +207,18 @@ class Catalog(MetadataStore):
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def begin_version(self, workflow: str, message: str, outputs: Sequence[str]) -> int:
+    def begin_version(
+        self,
+        workflow: str,
+        message: str,
+        outputs: Sequence[str],
+        predicted_seconds: float | None = None,
+    ) -> int:
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO versions (workflow, started, status, message, outputs) "
-                "VALUES (?, ?, 'running', ?, ?)",
-                (workflow, time.time(), message, json.dumps(list(outputs))),
+                "INSERT INTO versions (workflow, started, status, message, outputs, "
+                "predicted_seconds) VALUES (?, ?, 'running', ?, ?, ?)",
+                (workflow, time.time(), message, json.dumps(list(outputs)), predicted_seconds),
             )
             return int(cur.lastrowid or 0)
 
@@ -254,17 +276,41 @@ class Catalog(MetadataStore):
                 f"UPDATE nodes SET {sets} WHERE version = ? AND key = ?", (*values, version, key)
             )
 
-    def finish_version(self, version: int, status: str, time_saved: float) -> None:
+    def finish_version(
+        self,
+        version: int,
+        status: str,
+        time_saved: float,
+        measured_seconds: float | None = None,
+    ) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE versions SET finished = ?, status = ?, time_saved = ? WHERE id = ?",
-                (time.time(), status, time_saved, version),
+                "UPDATE versions SET finished = ?, status = ?, time_saved = ?, "
+                "measured_seconds = ? WHERE id = ?",
+                (time.time(), status, time_saved, measured_seconds, version),
+            )
+
+    def record_event(
+        self,
+        version: int | None,
+        kind: str,
+        signature: str,
+        name: str,
+        nbytes: int | None,
+        reason: str,
+    ) -> None:
+        """Log one materializer event (stored, skipped, no_space, failed, evicted)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO events (time, version, kind, signature, name, nbytes, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), version, kind, signature, name, nbytes, reason),
             )
 
     def add_artifact(self, row: ArtifactRow) -> None:
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     row.signature,
                     row.name,
@@ -275,6 +321,7 @@ class Catalog(MetadataStore):
                     row.load_seconds,
                     row.created,
                     row.last_used,
+                    row.recompute_seconds,
                 ),
             )
 
@@ -335,12 +382,41 @@ class Catalog(MetadataStore):
         rows = self._query("SELECT sources, packages FROM code WHERE digest = ?", (digest,))
         return (json.loads(rows[0][0]), json.loads(rows[0][1])) if rows else None
 
-    def read_bandwidth(self) -> float | None:
-        """Bytes per second of measured artifact loads, or None before the first load."""
-        row = self._query(
-            "SELECT SUM(nbytes), SUM(load_seconds) FROM artifacts WHERE load_seconds > 0"
-        )[0]
-        return row[0] / row[1] if row[0] and row[1] else None
+    def io_samples(self) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """Measured (bytes, seconds) of artifact loads and of artifact writes."""
+        loads = self._query("SELECT nbytes, load_seconds FROM artifacts WHERE load_seconds > 0")
+        writes = self._query("SELECT nbytes, write_seconds FROM artifacts WHERE write_seconds > 0")
+        return [tuple(r) for r in loads], [tuple(r) for r in writes]  # type: ignore[misc]
+
+    def signature_history(self, workflow: str, last: int = 20) -> list[dict[str, frozenset[str]]]:
+        """Per version of ``workflow`` (oldest first, at most ``last``): signatures per task."""
+        ids = [
+            r[0]
+            for r in self._query(
+                "SELECT id FROM versions WHERE workflow = ? AND status = 'done' "
+                "ORDER BY id DESC LIMIT ?",
+                (workflow, last),
+            )
+        ][::-1]
+        if not ids:
+            return []
+        by_version: dict[int, dict[str, set[str]]] = {v: {} for v in ids}
+        marks = ",".join("?" * len(ids))
+        for v, name, sig in self._query(
+            f"SELECT version, name, signature FROM nodes WHERE version IN ({marks})", ids
+        ):
+            by_version[v].setdefault(name, set()).add(sig)
+        return [{n: frozenset(s) for n, s in by_version[v].items()} for v in ids]
+
+    def events(self, version: int | None = None) -> list[EventRecord]:
+        """Materializer events, oldest first; only those of ``version`` when given."""
+        sql = "SELECT time, version, kind, signature, name, nbytes, reason FROM events"
+        rows = (
+            self._query(sql + " WHERE version = ? ORDER BY id", (version,))
+            if version is not None
+            else self._query(sql + " ORDER BY id")
+        )
+        return [EventRecord(*r) for r in rows]
 
     def versions(self) -> list[VersionRow]:
         counts: dict[int, dict[str, int]] = {}
@@ -363,13 +439,13 @@ class Catalog(MetadataStore):
 
     def run(self, version: int) -> RunReport:
         head = self._query(
-            "SELECT id, workflow, started, finished, status, message, time_saved "
-            "FROM versions WHERE id = ?",
+            "SELECT id, workflow, started, finished, status, message, time_saved, "
+            "predicted_seconds, measured_seconds FROM versions WHERE id = ?",
             (version,),
         )
         if not head:
             raise KeyError(f"version {version} is not in the catalog {str(self.path)!r}")
-        vid, workflow, started, finished, status, message, saved = head[0]
+        vid, workflow, started, finished, status, message, saved, predicted, measured = head[0]
         nodes = tuple(
             NodeRecord(
                 key=r[1],
@@ -391,10 +467,43 @@ class Catalog(MetadataStore):
             )
             for r in self._query("SELECT * FROM nodes WHERE version = ? ORDER BY name", (vid,))
         )
-        return RunReport(vid, workflow, started, finished, status, nodes, saved, message)
+        return RunReport(
+            vid,
+            workflow,
+            started,
+            finished,
+            status,
+            nodes,
+            saved,
+            message,
+            predicted_seconds=predicted,
+            measured_seconds=measured,
+            events=tuple(self.events(vid)),
+        )
 
     def __repr__(self) -> str:
         return f"Catalog({str(self.root)!r})"
+
+    def diff(self, a: int, b: int):
+        """What changed from version ``a`` to ``b`` and why: a
+        :class:`~helix_dask.views.VersionDiff` (``helix diff a b``)."""
+        from .views import diff
+
+        return diff(self, a, b)
+
+    def metrics(self):
+        """The metrics of every version: a :class:`~helix_dask.views.MetricsTable`
+        (``helix metrics``)."""
+        from .views import metrics_table
+
+        return metrics_table(self)
+
+    def dag(self, v: int):
+        """The DAG of version ``v`` with node states: a :class:`~helix_dask.views.DagView`
+        (``.graph``, ``.to_svg()``, drawn inline in notebooks)."""
+        from .views import DagView, dag
+
+        return DagView(dag(self, v))
 
 
 def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:

@@ -1,12 +1,23 @@
-"""Materialization policies: pure functions that decide whether a computed result is stored.
+"""Materialization policies and eviction: pure functions that decide what the store keeps.
 
-A policy sees one :class:`Candidate` (a node that just finished, with its measured costs) and the
-free budget, and returns a :class:`Verdict`. Policies are chosen by name (``helix.policy``).
+A policy sees one :class:`Candidate` (a node that just finished, with its measured costs) and
+the free budget, and returns a :class:`Verdict`. Policies are chosen by name (``helix.policy``):
+
+``value`` (default)
+    Stores a node when its expected saving, p(reuse) x (recreation - load), outweighs the cost
+    of writing it; when the budget is full it evicts artifacts of lower saving per byte.
+``helix2x``
+    HELIX's streaming rule: store when recreation costs more than twice the load, while the
+    budget lasts; it ranks nothing and never evicts.
+``all``
+    Store everything that fits (DeepDive-like).
+``none``
+    Store nothing (KeystoneML-like re-execution).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from dask.utils import format_bytes
@@ -30,6 +41,25 @@ class Candidate:
     is_output: bool
     forced: bool | None
     """The task's ``materialize=`` option: True, False or None (let the policy decide)."""
+    reuse_probability: float = 1.0
+    write_seconds: float = 0.0
+
+    @property
+    def saving(self) -> float:
+        """Expected seconds saved in the next iteration by having it stored."""
+        return self.reuse_probability * max(0.0, self.recompute_seconds - self.load_seconds)
+
+    @property
+    def density(self) -> float:
+        """Expected saving per byte stored."""
+        return self.saving / max(self.nbytes, 1)
+
+    def explain(self) -> str:
+        return (
+            f"saves {self.recompute_seconds - self.load_seconds:.3f}s per reuse, "
+            f"p(reuse)={self.reuse_probability:.2f}, {format_bytes(self.nbytes)}, "
+            f"load {self.load_seconds:.3f}s, write {self.write_seconds:.3f}s"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +74,23 @@ class Verdict:
         return self.outcome is Materialization.STORED
 
 
-Policy = Callable[[Candidate, int], Verdict]
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A named decision function and whether it may evict to make room."""
+
+    name: str
+    decide: Callable[[Candidate, int], Verdict]
+    evicts: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A committed artifact as eviction sees it: its size and expected saving per byte."""
+
+    signature: str
+    name: str
+    nbytes: int
+    density: float
 
 
 def _guards(c: Candidate, free_bytes: int) -> Verdict | None:
@@ -62,6 +108,20 @@ def _guards(c: Candidate, free_bytes: int) -> Verdict | None:
     if c.is_output:
         return Verdict(Materialization.STORED, "requested output, stored so a re-run is free")
     return None
+
+
+def value(c: Candidate, free_bytes: int) -> Verdict:
+    """Store when the expected saving outweighs the write (see the module docstring)."""
+    if c.forced is not True and not c.is_output and c.saving <= c.write_seconds:
+        return Verdict(
+            Materialization.SKIPPED,
+            f"expected saving {c.saving:.3f}s <= write {c.write_seconds:.3f}s ({c.explain()})",
+        )
+    if (v := _guards(c, free_bytes)) is not None:
+        if v.outcome is Materialization.STORED:
+            return Verdict(v.outcome, f"{v.reason}; {c.explain()}")
+        return v
+    return Verdict(Materialization.STORED, c.explain())
 
 
 def helix2x(c: Candidate, free_bytes: int) -> Verdict:
@@ -91,7 +151,15 @@ def store_none(c: Candidate, free_bytes: int) -> Verdict:
     return Verdict(Materialization.SKIPPED, "policy 'none' stores nothing")
 
 
-POLICIES: dict[str, Policy] = {"helix2x": helix2x, "all": store_all, "none": store_none}
+POLICIES: dict[str, Policy] = {
+    p.name: p
+    for p in (
+        Policy("value", value, evicts=True),
+        Policy("helix2x", helix2x),
+        Policy("all", store_all),
+        Policy("none", store_none),
+    )
+}
 
 
 def get_policy(name: str) -> Policy:
@@ -102,3 +170,32 @@ def get_policy(name: str) -> Policy:
         raise HelixConfigError(
             f"materialization policy {name!r} is unknown; choose one of {sorted(POLICIES)}"
         ) from None
+
+
+def choose_evictions(
+    stored: Sequence[Stored],
+    need_bytes: int,
+    protected: Collection[str] = (),
+    below_density: float | None = None,
+) -> list[Stored] | None:
+    """The artifacts to evict to free ``need_bytes``: least saving per byte first.
+
+    Artifacts in ``protected`` (loaded by a running plan) are never chosen. With
+    ``below_density`` (a candidate's saving per byte), only artifacts worth less per byte than
+    the candidate may go. Returns None when no such choice frees enough; [] when nothing is
+    needed.
+    """
+    if need_bytes <= 0:
+        return []
+    chosen: list[Stored] = []
+    freed = 0
+    for s in sorted(stored, key=lambda s: (s.density, -s.nbytes, s.signature)):
+        if s.signature in protected:
+            continue
+        if below_density is not None and s.density >= below_density:
+            break
+        chosen.append(s)
+        freed += s.nbytes
+        if freed >= need_bytes:
+            return chosen
+    return None

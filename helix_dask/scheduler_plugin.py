@@ -17,7 +17,9 @@ from distributed.protocol.pickle import dumps
 from . import _config
 from ._events import Decision, Materialization, NodeRecord, report_to_dict
 from .catalog import ArtifactRow, Catalog
-from .materializer import Candidate, get_policy
+from .costs import IOModel, fit_io, reuse_probability, survival_rates
+from .dashboard import install_routes
+from .materializer import Candidate, Stored, choose_evictions, get_policy
 from .planner import PlanNode, plan
 from .rewrite import LOAD_PREFIX, load_key, rewrite
 from .store import ZarrArtifactStore
@@ -48,6 +50,7 @@ class _Node:
     materialization: Materialization | None = None
     reason: str = ""
     metrics: dict[str, float] | None = None
+    recompute: float = 0.0
     done: bool = False
 
     def record(self, key: str) -> NodeRecord:
@@ -88,6 +91,18 @@ class _Run:
         return sum(not n.done for n in self.nodes.values())
 
 
+@dataclass(frozen=True, slots=True)
+class _Model:
+    """The fitted cost model of the current plan: I/O costs and reuse rates."""
+
+    io: IOModel
+    rates: Mapping[str, float]
+    latest: Mapping[str, frozenset[str]]
+
+    def reuse(self, name: str, signature: str) -> float:
+        return reuse_probability(name, signature, self.latest, self.rates)
+
+
 class HelixSchedulerPlugin(SchedulerPlugin):
     """Plans, rewrites and records every graph that contains helix tasks.
 
@@ -117,6 +132,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         self._key_run: dict[str, _Run] = {}
         self._last_by_client: dict[str, int] = {}
         self._reserved = 0
+        self._model: _Model | None = None
+        self._predicted = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -138,6 +155,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         logger.info(
             "helix store %s, budget %d bytes, policy %s", self.store, self.budget, self.policy_name
         )
+        self._enforce_budget()
+        install_routes(scheduler, self)
 
     async def close(self) -> None:
         for run in list(self._runs.values()):
@@ -172,7 +191,9 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             return
         rewrite(scheduler, loads, self.store, stimulus_id)
         message = next((m.message for _, m in helix.values() if m.message), "")
-        version = self.catalog.begin_version(self.workflow, message, sorted(map(str, keys)))
+        version = self.catalog.begin_version(
+            self.workflow, message, sorted(map(str, keys)), predicted_seconds=self._predicted
+        )
         for digest, m in {m.code: m for _, m in helix.values() if m.code}.items():
             self.catalog.record_code(digest, m.sources, m.packages)
         run = _Run(version, self.workflow, time.time(), nodes)
@@ -196,10 +217,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         by_sig, by_name = self.catalog.compute_costs(
             (m.signature for m in metas.values()), (m.name for m in metas.values())
         )
-        bandwidth = self.catalog.read_bandwidth() or float(
-            _parse_size(_config.get("read-bandwidth"))
-        )
-        overhead = float(_config.get("load-overhead"))  # type: ignore[arg-type]
+        self._model = model = self._cost_model()
         fresh: set[str] = set()
         plan_nodes = []
         estimates: dict[str, float] = {}
@@ -213,7 +231,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             elif m.deterministic:
                 row = self.catalog.artifact(m.signature)
                 if row is not None and self.artifacts.contains(m.signature):
-                    load = row.load_seconds or (overhead + row.nbytes / bandwidth)
+                    load = row.load_seconds or model.io.load_seconds(row.nbytes)
             else:
                 pass  # never reused: it must compute
             if is_fresh:
@@ -221,7 +239,9 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             outputs = k in wanted or any(d.key not in helix for d in ts.dependents)
             parents = tuple(d.key for d in ts.dependencies if d.key in helix)
             plan_nodes.append(PlanNode(k, parents, estimate, load, outputs))
-        decided = plan(plan_nodes, solver=self.solver).decisions
+        chosen = plan(plan_nodes, solver=self.solver)
+        self._predicted = chosen.cost
+        decided = chosen.decisions
         nodes: dict[str, _Node] = {}
         loads: dict[str, str] = {}
         for k, d in decided.items():
@@ -283,25 +303,35 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             return self._settle(run, key, Materialization.SKIPPED, "task is not deterministic")
         if self.catalog.artifact(signature) is not None and self.artifacts.contains(signature):
             return self._settle(run, key, Materialization.SKIPPED, "already stored")
-        bandwidth = self.catalog.read_bandwidth() or float(
-            _parse_size(_config.get("read-bandwidth"))
-        )
+        model = self._model or self._cost_model()
         candidate = Candidate(
             name=node.meta.name,
             signature=signature,
             compute_seconds=compute_seconds,
             recompute_seconds=self._recompute_seconds(run, key),
             nbytes=nbytes,
-            load_seconds=float(_config.get("load-overhead")) + nbytes / bandwidth,  # type: ignore[arg-type]
+            load_seconds=model.io.load_seconds(nbytes),
             is_output=key in self.scheduler.tasks and bool(self.scheduler.tasks[key].who_wants),
             forced=node.meta.materialize,
+            reuse_probability=model.reuse(node.meta.name, signature),
+            write_seconds=model.io.write_seconds(nbytes),
         )
-        free = self.budget - self.catalog.stored_bytes() - self._reserved
-        verdict = self.policy(candidate, free)
+        verdict = self.policy.decide(candidate, self._free())
+        if verdict.outcome is Materialization.NO_SPACE and self.policy.evicts:
+            victims = choose_evictions(
+                self._stored_values(model),
+                nbytes - self._free(),
+                self._protected(),
+                below_density=candidate.density,
+            )
+            if victims:
+                self._evict(victims, f"made room for {node.meta.name}-{signature[:8]}", run)
+                verdict = self.policy.decide(candidate, self._free())
         if not verdict.store:
             return self._settle(run, key, verdict.outcome, verdict.reason)
         self._reserved += nbytes
         node.reason = verdict.reason
+        node.recompute = candidate.recompute_seconds
         return {"store": True, "reserved": nbytes}
 
     def handle_written(
@@ -325,6 +355,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 self._settle(run, key, Materialization.FAILED, error)
             return
         if self.catalog.stored_bytes() + nbytes > self.budget:
+            # Its written size exceeded what was reserved (in-memory sizes are estimates).
             self.artifacts.delete(signature)
             if run is not None:
                 self._settle(
@@ -332,9 +363,11 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 )
             return
         now = time.time()
-        name = run.nodes[key].meta.name if run and key in run.nodes else key
+        node = run.nodes.get(key) if run else None
+        name = node.meta.name if node else key
+        recompute = node.recompute if node else 0.0
         self.catalog.add_artifact(
-            ArtifactRow(signature, name, location, kind, nbytes, seconds, None, now, now)
+            ArtifactRow(signature, name, location, kind, nbytes, seconds, None, now, now, recompute)
         )
         if run is not None and key in run.nodes:
             run.nodes[key].write_seconds = seconds
@@ -345,6 +378,9 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         node.materialization = outcome
         node.reason = reason
         node.done = True
+        self.catalog.record_event(
+            run.version, outcome.value, node.meta.signature, node.meta.name, node.nbytes, reason
+        )
         self._key_run.pop(key, None)
         self._maybe_finish(run)
         return {"store": False}
@@ -366,6 +402,63 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             stack.extend(node.meta.parents)
         return total
 
+    # -- budget and eviction --------------------------------------------------------------------
+
+    def _free(self) -> int:
+        return self.budget - self.catalog.stored_bytes() - self._reserved
+
+    def _cost_model(self) -> _Model:
+        """Refit I/O costs and reuse rates from the catalog (a few small queries)."""
+        loads, writes = self.catalog.io_samples()
+        io = fit_io(
+            loads,
+            writes,
+            float(_config.get("load-overhead")),  # type: ignore[arg-type]
+            float(_parse_size(_config.get("read-bandwidth"))),
+        )
+        history = self.catalog.signature_history(self.workflow)
+        return _Model(io, survival_rates(history), history[-1] if history else {})
+
+    def _protected(self) -> set[str]:
+        """Signatures that a running plan is loading: never evicted."""
+        return {
+            n.meta.signature
+            for r in self._runs.values()
+            if r.finished is None
+            for n in r.nodes.values()
+            if n.decision is Decision.LOAD and not n.done
+        }
+
+    def _stored_values(self, model: _Model) -> list[Stored]:
+        out = []
+        for a in self.catalog.artifacts():
+            load = a.load_seconds if a.load_seconds is not None else model.io.load_seconds(a.nbytes)
+            saving = model.reuse(a.name, a.signature) * max(0.0, a.recompute_seconds - load)
+            out.append(Stored(a.signature, a.name, a.nbytes, saving / max(a.nbytes, 1)))
+        return out
+
+    def _evict(self, victims: Iterable[Stored], why: str, run: _Run | None) -> None:
+        for v in victims:
+            self.artifacts.delete(v.signature)
+            self.catalog.remove_artifact(v.signature)
+            self.catalog.record_event(
+                run.version if run else None,
+                "evicted",
+                v.signature,
+                v.name,
+                v.nbytes,
+                f"{why}; it saved {v.density * 1e6:.3f}s per MB",
+            )
+            logger.info("evicted %s-%s (%d bytes): %s", v.name, v.signature[:8], v.nbytes, why)
+
+    def _enforce_budget(self) -> None:
+        """After the budget shrank: evict least value per byte until the store fits."""
+        over = self.catalog.stored_bytes() - self.budget
+        if over <= 0:
+            return
+        victims = choose_evictions(self._stored_values(self._cost_model()), over, self._protected())
+        self._evict(victims or [], f"budget lowered to {self.budget} bytes", None)
+
     # -- versions -------------------------------------------------------------------------------
 
     def _maybe_finish(self, run: _Run) -> None:
@@ -380,7 +473,14 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             if n.decision in (Decision.LOAD, Decision.PRUNE, Decision.IN_CLUSTER)
         )
         self.catalog.record_nodes(run.version, (n.record(k) for k, n in run.nodes.items()))
-        self.catalog.finish_version(run.version, status, saved)
+        measured = sum(
+            (n.compute_seconds or 0.0)
+            if n.decision is Decision.COMPUTE
+            else (n.load_seconds or 0.0)
+            for n in run.nodes.values()
+            if n.decision in (Decision.COMPUTE, Decision.LOAD)
+        )
+        self.catalog.finish_version(run.version, status, saved, measured_seconds=measured)
         run.done.set()
         for old in [v for v, r in self._runs.items() if r.finished and v < run.version - 16]:
             del self._runs[old]

@@ -5,7 +5,23 @@ from __future__ import annotations
 import pytest
 
 from helix_dask import HelixConfigError, Materialization
-from helix_dask.materializer import Candidate, get_policy, helix2x, store_all, store_none
+from helix_dask.costs import (
+    REVERT_PROBABILITY,
+    UNSEEN_SURVIVAL,
+    fit_io,
+    reuse_probability,
+    survival_rates,
+)
+from helix_dask.materializer import (
+    Candidate,
+    Stored,
+    choose_evictions,
+    get_policy,
+    helix2x,
+    store_all,
+    store_none,
+    value,
+)
 
 
 def cand(**kw) -> Candidate:
@@ -55,3 +71,80 @@ def test_none_policy_stores_nothing():
 def test_unknown_policy_name_lists_the_known_ones():
     with pytest.raises(HelixConfigError, match=r"policy 'lru' is unknown; choose one of \['all'"):
         get_policy("lru")
+
+
+# -- the value policy, eviction and the cost model ----------------------------------------------
+
+
+def test_value_policy_stores_when_expected_saving_beats_the_write():
+    v = value(cand(recompute_seconds=10.0, load_seconds=1.0, reuse_probability=0.5), 10**6)
+    assert v.store and "p(reuse)=0.50" in v.reason and "saves 9.000s per reuse" in v.reason
+
+
+def test_value_policy_skips_when_reuse_is_unlikely_even_if_recompute_is_expensive():
+    c = cand(recompute_seconds=10.0, load_seconds=1.0, reuse_probability=0.01, write_seconds=0.5)
+    v = value(c, 10**6)
+    assert v.outcome is Materialization.SKIPPED and "expected saving 0.090s" in v.reason
+
+
+def test_value_policy_stores_what_helix2x_would_skip_when_reuse_is_certain():
+    c = cand(recompute_seconds=0.15, load_seconds=0.1, reuse_probability=1.0, write_seconds=0.01)
+    assert value(c, 10**6).store
+    assert not helix2x(c, 10**6).store
+
+
+def test_value_policy_reports_no_space_so_the_plugin_can_evict():
+    v = value(cand(recompute_seconds=9.0, nbytes=2000), 1000)
+    assert v.outcome is Materialization.NO_SPACE
+
+
+def S(sig: str, nbytes: int, density: float) -> Stored:
+    return Stored(sig, "t", nbytes, density)
+
+
+def test_eviction_frees_enough_taking_least_value_per_byte_first():
+    stored = [S("a", 100, 3.0), S("b", 100, 1.0), S("c", 100, 2.0)]
+    assert [s.signature for s in choose_evictions(stored, 150)] == ["b", "c"]
+
+
+def test_eviction_never_touches_what_the_running_plan_loads():
+    stored = [S("a", 100, 3.0), S("b", 100, 1.0)]
+    assert [s.signature for s in choose_evictions(stored, 100, protected={"b"})] == ["a"]
+    assert choose_evictions(stored, 150, protected={"b"}) is None
+
+
+def test_eviction_only_for_a_more_valuable_candidate():
+    stored = [S("a", 100, 3.0), S("b", 100, 1.0)]
+    assert choose_evictions(stored, 150, below_density=2.0) is None
+    assert [s.signature for s in choose_evictions(stored, 100, below_density=2.0)] == ["b"]
+
+
+def test_no_eviction_when_nothing_is_needed():
+    assert choose_evictions([S("a", 1, 0.0)], 0) == []
+
+
+def test_survival_rate_counts_unchanged_signatures_between_versions():
+    history = [
+        {"load": frozenset({"l1"}), "train": frozenset({"t1"})},
+        {"load": frozenset({"l1"}), "train": frozenset({"t2"})},
+        {"load": frozenset({"l1"}), "train": frozenset({"t3"})},
+    ]
+    rates = survival_rates(history)
+    assert rates["load"] == pytest.approx(3 / 4)
+    assert rates["train"] == pytest.approx(1 / 4)
+
+
+def test_reuse_probability_of_a_replaced_signature_is_the_revert_chance():
+    latest = {"train": frozenset({"t3"})}
+    assert reuse_probability("train", "t1", latest, {"train": 0.9}) == REVERT_PROBABILITY
+    assert reuse_probability("train", "t3", latest, {"train": 0.9}) == 0.9
+    assert reuse_probability("new", "n1", latest, {}) == UNSEEN_SURVIVAL
+
+
+def test_io_model_separates_fixed_overhead_from_bandwidth():
+    mb = 1 << 20
+    loads = [(100, 0.002), (200, 0.002), (100 * mb, 0.102), (50 * mb, 0.052)]
+    io = fit_io(loads, [], prior_overhead=0.01, prior_bandwidth=1e6)
+    assert io.read_overhead == pytest.approx(0.002)
+    assert io.load_seconds(200 * mb) == pytest.approx(0.202, rel=1e-3)
+    assert io.write_overhead == pytest.approx(0.01)  # no writes measured: the prior

@@ -1,0 +1,87 @@
+"""The cost model: what loading, writing and recomputing will cost, and how likely reuse is,
+estimated from what earlier runs measured (all pure functions over plain data)."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+SMALL = 1 << 20
+"""Artifacts below this many bytes measure the fixed cost of a load or write, not bandwidth."""
+
+REVERT_PROBABILITY = 0.05
+"""Chance that a signature absent from the latest version comes back (a user reverting)."""
+
+UNSEEN_SURVIVAL = 0.5
+"""Survival assumed for a task with no history yet: as likely to change as not."""
+
+
+@dataclass(frozen=True, slots=True)
+class IOModel:
+    """Seconds to read or write ``n`` bytes: a fixed overhead plus bytes over bandwidth."""
+
+    read_overhead: float
+    read_bandwidth: float
+    write_overhead: float
+    write_bandwidth: float
+
+    def load_seconds(self, nbytes: int) -> float:
+        return self.read_overhead + nbytes / self.read_bandwidth
+
+    def write_seconds(self, nbytes: int) -> float:
+        return self.write_overhead + nbytes / self.write_bandwidth
+
+
+def fit_line(
+    samples: Sequence[tuple[int, float]], prior_overhead: float, prior_bandwidth: float
+) -> tuple[float, float]:
+    """Overhead (median time of small transfers) and bandwidth (large ones, overhead removed)."""
+    small = [t for n, t in samples if n < SMALL and t > 0]
+    overhead = statistics.median(small) if small else prior_overhead
+    big = [(n, t - overhead) for n, t in samples if n >= SMALL and t > overhead]
+    moved, spent = sum(n for n, _ in big), sum(t for _, t in big)
+    bandwidth = moved / spent if big and spent > 0 else prior_bandwidth
+    return overhead, bandwidth
+
+
+def fit_io(
+    loads: Sequence[tuple[int, float]],
+    writes: Sequence[tuple[int, float]],
+    prior_overhead: float,
+    prior_bandwidth: float,
+) -> IOModel:
+    """An IOModel from measured (bytes, seconds) loads and writes, priors where none exist."""
+    ro, rb = fit_line(loads, prior_overhead, prior_bandwidth)
+    wo, wb = fit_line(writes, prior_overhead, prior_bandwidth / 2)
+    return IOModel(ro, rb, wo, wb)
+
+
+def survival_rates(history: Sequence[Mapping[str, frozenset[str]]]) -> dict[str, float]:
+    """Per task name, how often its signatures stayed the same from one version to the next.
+
+    ``history`` holds, oldest first, each version's signatures per task name. Laplace smoothing
+    keeps one observation from deciding: (survived + 1) / (pairs + 2).
+    """
+    survived: dict[str, int] = {}
+    pairs: dict[str, int] = {}
+    for before, after in itertools.pairwise(history):
+        for name, sigs in after.items():
+            if name in before:
+                pairs[name] = pairs.get(name, 0) + 1
+                survived[name] = survived.get(name, 0) + (sigs == before[name])
+    return {name: (survived.get(name, 0) + 1) / (n + 2) for name, n in pairs.items()}
+
+
+def reuse_probability(
+    name: str, signature: str, latest: Mapping[str, frozenset[str]], rates: Mapping[str, float]
+) -> float:
+    """Chance that ``signature`` is asked for again in the next version.
+
+    A signature in the latest version survives at its task's rate; one that the latest version
+    no longer uses comes back only if the user reverts.
+    """
+    if name in latest and signature not in latest[name]:
+        return REVERT_PROBABILITY
+    return rates.get(name, UNSEEN_SURVIVAL)

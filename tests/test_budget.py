@@ -1,0 +1,110 @@
+"""The storage budget on a real cluster: never exceeded, eviction explained and harmless."""
+
+from __future__ import annotations
+
+import time
+
+import dask
+import numpy as np
+import pytest
+from conftest import _cluster, log_call
+from distributed import Client
+
+import helix_dask as hx
+from helix_dask import Decision, Materialization
+
+
+@hx.task(materialize=True)
+def block(seed: int, n: int) -> np.ndarray:
+    log_call("block")
+    time.sleep(0.05)
+    return np.random.default_rng(seed).random(n)
+
+
+@hx.task
+def reduce_(x: np.ndarray) -> float:
+    log_call("reduce_")
+    time.sleep(0.05)
+    return float(x.sum())
+
+
+def _stored(store) -> int:
+    return hx.Catalog(store).stored_bytes()
+
+
+def _disk(store) -> int:
+    return sum(p.stat().st_size for p in (store / "artifacts").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("policy", ["value", "helix2x", "all"])
+def test_budget_holds_across_many_iterations(tmp_path, calls, policy):
+    store = tmp_path / "store"
+    budget = 300_000  # about three 80 kB blocks
+    with _cluster(False) as cluster, Client(cluster) as client:
+        hx.setup(client, store=store, budget=budget, policy=policy)
+        for i in range(8):
+            expected = float(np.random.default_rng(i).random(10_000).sum())
+            assert reduce_(block(i, 10_000)).compute() == expected
+            hx.last_run(client)
+            assert _stored(store) <= budget
+            assert _disk(store) <= budget
+
+
+def test_eviction_is_explained_and_an_evicted_node_is_recomputed_not_an_error(tmp_path, calls):
+    store = tmp_path / "store"
+    with _cluster(False) as cluster, Client(cluster) as client:
+        hx.setup(client, store=store, budget=200_000, policy="value")
+        a = float(np.random.default_rng(1).random(10_000).sum())
+        b = float(np.random.default_rng(2).random(10_000).sum())
+        assert reduce_(block(1, 10_000)).compute() == a
+        hx.last_run(client)
+        assert reduce_(block(2, 10_000)).compute() == b
+        hx.last_run(client)
+        assert reduce_(block(3, 10_000)).compute() == float(
+            np.random.default_rng(3).random(10_000).sum()
+        )
+        run = hx.last_run(client)
+        evicted = [e for e in run.events if e.kind == "evicted"]
+        assert evicted and "made room for block" in evicted[0].reason
+        assert _stored(store) <= 200_000
+        calls.take()
+        # Whatever was evicted recomputes when asked again; the answer is the same.
+        assert dask.compute(reduce_(block(1, 10_000)), reduce_(block(2, 10_000))) == (a, b)
+        run = hx.last_run(client)
+        assert run.status == "done"
+        assert all(
+            n.decision in (Decision.COMPUTE, Decision.LOAD, Decision.PRUNE) for n in run.nodes
+        )
+
+
+def test_every_materialization_decision_is_an_event_with_its_numbers(threaded_client):
+    reduce_(block(7, 1000)).compute()
+    run = hx.last_run(threaded_client)
+    kinds = {e.name: e.kind for e in run.events}
+    assert kinds == {"block": "stored", "reduce_": "stored"}
+    block_event = next(e for e in run.events if e.name == "block")
+    assert "materialize=True" in block_event.reason and "p(reuse)=" in block_event.reason
+    assert run.node("block").materialization is Materialization.STORED
+
+
+def test_lowering_the_budget_evicts_down_to_it(tmp_path, calls):
+    store = tmp_path / "store"
+    with _cluster(False) as cluster, Client(cluster) as client:
+        hx.setup(client, store=store, budget="10 MB", policy="value")
+        for i in range(3):
+            reduce_(block(i, 10_000)).compute()
+            hx.last_run(client)
+        assert _stored(store) > 150_000
+        hx.setup(client, store=store, budget=100_000, policy="value")
+        assert _stored(store) <= 100_000
+        assert any(e.kind == "evicted" for e in hx.Catalog(store).events())
+
+
+def test_prediction_and_measurement_are_kept_per_version(threaded_client):
+    reduce_(block(9, 100)).compute()
+    first = hx.last_run(threaded_client)
+    reduce_(block(9, 100)).compute()
+    second = hx.last_run(threaded_client)
+    assert first.measured_seconds is not None and first.measured_seconds >= 0.1
+    assert second.predicted_seconds is not None
+    assert second.predicted_seconds < first.measured_seconds  # the re-run only loads
