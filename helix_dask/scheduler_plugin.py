@@ -17,11 +17,11 @@ from distributed.protocol.pickle import dumps
 from . import _config
 from ._events import Decision, Materialization, NodeRecord, report_to_dict
 from .catalog import ArtifactRow, Catalog
-from .costs import IOModel, fit_io, reuse_probability, survival_rates
+from .costs import UNSEEN_SURVIVAL, IOModel, fit_io, reuse_probability, survival_rates
 from .dashboard import install_routes
 from .materializer import Candidate, Stored, choose_evictions, get_policy
 from .planner import PlanNode, plan
-from .rewrite import LOAD_PREFIX, load_key, rewrite
+from .rewrite import load_key, rewrite
 from .store import ZarrArtifactStore
 from .task import ANNOTATION, NodeMeta
 from .worker_plugin import HelixWorkerPlugin
@@ -99,8 +99,14 @@ class _Model:
     rates: Mapping[str, float]
     latest: Mapping[str, frozenset[str]]
 
-    def reuse(self, name: str, signature: str) -> float:
-        return reuse_probability(name, signature, self.latest, self.rates)
+    def survival(self, name: str) -> float:
+        """Chance that a node computed now is asked for again next time."""
+        return self.rates.get(name, UNSEEN_SURVIVAL)
+
+    def reuse(self, name: str, signature: str, current: Mapping[str, frozenset[str]]) -> float:
+        """Chance that a stored artifact is asked for next time, judged against ``current``
+        (the signatures of the running version, or else of the last one)."""
+        return reuse_probability(name, signature, current or self.latest, self.rates)
 
 
 class HelixSchedulerPlugin(SchedulerPlugin):
@@ -131,6 +137,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         self._runs: dict[int, _Run] = {}
         self._key_run: dict[str, _Run] = {}
         self._last_by_client: dict[str, int] = {}
+        self._load_of: dict[str, str] = {}
+        """Key of each load task in flight -> key of the node it loads."""
         self._reserved = 0
         self._model: _Model | None = None
         self._predicted = 0.0
@@ -180,7 +188,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         for k in tasks:
             ts = scheduler.tasks.get(k)
             ann = ts.annotations.get(ANNOTATION) if ts is not None and ts.annotations else None
-            if ann is not None and not str(k).startswith(LOAD_PREFIX):
+            if ann is not None:
                 helix[k] = (ts, NodeMeta.from_annotation(ann))
         if not helix:
             return
@@ -204,6 +212,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 self._key_run[key] = run
             elif node.decision is Decision.LOAD:
                 self._key_run[load_key(key)] = run
+                self._load_of[load_key(key)] = key
             else:
                 node.done = True
         self.catalog.record_nodes(version, (n.record(k) for k, n in nodes.items()))
@@ -258,8 +267,9 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         run = self._key_run.get(key)
         if run is None:
             return
-        is_load = isinstance(key, str) and key.startswith(LOAD_PREFIX)
-        node = run.nodes.get(key[len(LOAD_PREFIX) :] if is_load else key)
+        loaded = self._load_of.get(key)
+        is_load = loaded is not None
+        node = run.nodes.get(loaded if is_load else key)
         if node is None:
             return
         if finish == "memory" and start == "processing":
@@ -269,6 +279,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 node.load_seconds = seconds
                 node.done = True
                 self._key_run.pop(key, None)
+                self._load_of.pop(key, None)
                 self.catalog.record_load(node.meta.signature, seconds)
             elif node.compute_seconds is None:
                 node.compute_seconds = seconds  # the worker's offer may have come first
@@ -277,6 +288,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             run.failed = run.failed or finish == "erred"
             node.done = True
             self._key_run.pop(key, None)
+            self._load_of.pop(key, None)
         else:
             return
         self._maybe_finish(run)
@@ -313,7 +325,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             load_seconds=model.io.load_seconds(nbytes),
             is_output=key in self.scheduler.tasks and bool(self.scheduler.tasks[key].who_wants),
             forced=node.meta.materialize,
-            reuse_probability=model.reuse(node.meta.name, signature),
+            reuse_probability=model.survival(node.meta.name),
             write_seconds=model.io.write_seconds(nbytes),
         )
         verdict = self.policy.decide(candidate, self._free())
@@ -430,10 +442,17 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         }
 
     def _stored_values(self, model: _Model) -> list[Stored]:
+        current: dict[str, set[str]] = {}
+        for r in self._runs.values():
+            if r.finished is None:
+                for n in r.nodes.values():
+                    current.setdefault(n.meta.name, set()).add(n.meta.signature)
+        current = {k: frozenset(v) for k, v in current.items()}  # type: ignore[misc]
         out = []
         for a in self.catalog.artifacts():
             load = a.load_seconds if a.load_seconds is not None else model.io.load_seconds(a.nbytes)
-            saving = model.reuse(a.name, a.signature) * max(0.0, a.recompute_seconds - load)
+            p = model.reuse(a.name, a.signature, current)
+            saving = p * max(0.0, a.recompute_seconds - load)
             out.append(Stored(a.signature, a.name, a.nbytes, saving / max(a.nbytes, 1)))
         return out
 

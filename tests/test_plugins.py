@@ -158,3 +158,21 @@ def test_scheduler_started_from_the_command_line_loads_the_plugin_by_preload(tmp
             if p is not None:
                 p.terminate()
                 p.wait(timeout=30)
+
+
+@hx.task
+def load(n: int) -> np.ndarray:
+    log_call("load")
+    time.sleep(0.1)
+    return np.arange(n)
+
+
+def test_a_task_named_load_is_planned_like_any_other(threaded_client, calls):
+    node = score(load(3))
+    assert node.compute()["mean"] == 1.0
+    assert hx.last_run(threaded_client).computed == ["load", "score"]
+    held = threaded_client.compute(load(3))
+    np.testing.assert_array_equal(held.result(), np.arange(3))
+    assert hx.last_run(threaded_client).loaded == ["load"]
+    assert calls.take() == {"load": 1, "score": 1}
+    del held
