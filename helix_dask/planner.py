@@ -65,61 +65,76 @@ def plan(nodes: Sequence[PlanNode], *, solver: str = "scipy") -> Plan:
     """
     if not nodes:
         return Plan({}, 0.0)
+    count = len(nodes)
     index = {n.key: i for i, n in enumerate(nodes)}
-    for n in nodes:
+    child_of: list[int] = []
+    parent_of: list[int] = []
+    for i, n in enumerate(nodes):
         for p in n.parents:
-            if p not in index:
+            j = index.get(p)
+            if j is None:
                 raise HelixConfigError(
                     f"node {n.key!r} names parent {p!r}, which is not in the plan's node list; "
                     "pass every ancestor of the requested outputs"
                 )
-    costs_us = [
-        (_micro(n.compute_cost), None if n.load_cost is None else _micro(n.load_cost))
-        for n in nodes
-    ]
-    total = sum(c + (load or 0) for c, load in costs_us) + 1
-    scale = max(1, math.ceil(total / (_INT32_MAX // 4)))
-    costs = [(c // scale, None if load is None else load // scale) for c, load in costs_us]
-    inf = sum(c + (load or 0) for c, load in costs) + 1
+            child_of.append(i)
+            parent_of.append(j)
+    compute_s = np.array([n.compute_cost for n in nodes], dtype=np.float64)
+    loadable = np.array([n.load_cost is not None for n in nodes], dtype=bool)
+    load_s = np.array([n.load_cost or 0.0 for n in nodes], dtype=np.float64)
+    output = np.array([n.is_output for n in nodes], dtype=bool)
+    for name, arr in (("compute", compute_s), ("load", load_s)):
+        bad = ~np.isfinite(arr) | (arr < 0)
+        if bad.any():
+            raise HelixConfigError(
+                f"{name} cost {float(arr[bad][0])!r} of node {nodes[int(np.argmax(bad))].key!r} is not "
+                "a finite, non-negative number of seconds"
+            )
+    c_us = np.rint(compute_s * 1e6).astype(np.int64)
+    l_us = np.rint(load_s * 1e6).astype(np.int64)
+    scale = max(1, math.ceil((int(c_us.sum()) + int(l_us.sum()) + 1) / (_INT32_MAX // 4)))
+    c, load = c_us // scale, l_us // scale
+    inf = int(c.sum() + load.sum()) + 1
 
     # Vertices: source 0, sink 1, avail(i) = 2 + 2i, run(i) = 3 + 2i.
     src, snk = 0, 1
-    edges: list[tuple[int, int, int]] = []
-    for i, n in enumerate(nodes):
-        avail, run = 2 + 2 * i, 3 + 2 * i
-        c, load = costs[i]
-        load_w = 0 if load is None else load
-        if load_w > 0:
-            edges.append((avail, snk, load_w))
-        run_w = c - load_w
-        if run_w > 0:
-            edges.append((run, snk, run_w))
-        elif run_w < 0:
-            edges.append((src, run, -run_w))
-        edges.append((run, avail, inf))
-        if n.is_output and load is not None:
-            edges.append((run, snk, inf))
-        if load is None:
-            edges.append((avail, run, inf))
-        for p in n.parents:
-            edges.append((run, 2 + 2 * index[p], inf))
-        if n.is_output:
-            edges.append((src, avail, inf))
-    nverts = 2 + 2 * len(nodes)
+    ids = np.arange(count)
+    avail, run = 2 + 2 * ids, 3 + 2 * ids
+    run_w = c - load
+    pieces = [
+        (avail[load > 0], np.full(int((load > 0).sum()), snk), load[load > 0]),
+        (run[run_w > 0], np.full(int((run_w > 0).sum()), snk), run_w[run_w > 0]),
+        (np.full(int((run_w < 0).sum()), src), run[run_w < 0], -run_w[run_w < 0]),
+        (run, avail, np.full(count, inf)),
+        (avail[~loadable], run[~loadable], np.full(int((~loadable).sum()), inf)),
+        # A stored output is always loaded: computing it is excluded.
+        (run[output & loadable], np.full(int((output & loadable).sum()), snk), inf),
+        (np.full(int(output.sum()), src), avail[output], np.full(int(output.sum()), inf)),
+        (
+            run[np.array(child_of, dtype=np.int64)],
+            avail[np.array(parent_of, dtype=np.int64)],
+            np.full(len(child_of), inf),
+        ),
+    ]
+    tails = np.concatenate([p[0] for p in pieces]).astype(np.int64)
+    heads = np.concatenate([p[1] for p in pieces]).astype(np.int64)
+    caps = np.concatenate([np.broadcast_to(p[2], p[0].shape) for p in pieces]).astype(np.int64)
+    nverts = 2 + 2 * count
     if solver == "scipy":
-        selected = _source_side_scipy(nverts, edges, src, snk)
+        selected = _source_side_scipy(nverts, tails, heads, caps, src, snk)
     elif solver == "networkx":
-        selected = _source_side_networkx(nverts, edges, src, snk)
+        selected = _source_side_networkx(nverts, tails, heads, caps, src, snk)
     else:
         raise HelixConfigError(f"solver {solver!r} is unknown; use 'scipy' or 'networkx'")
 
+    runs, avails = selected[3::2], selected[2::2]
     decisions: dict[str, Decision] = {}
     cost = 0.0
     for i, n in enumerate(nodes):
-        if 3 + 2 * i in selected:
+        if runs[i]:
             decisions[n.key] = Decision.COMPUTE
             cost += n.compute_cost
-        elif 2 + 2 * i in selected:
+        elif avails[i]:
             decisions[n.key] = Decision.LOAD
             cost += n.load_cost or 0.0
         else:
@@ -127,42 +142,41 @@ def plan(nodes: Sequence[PlanNode], *, solver: str = "scipy") -> Plan:
     return Plan(decisions, cost)
 
 
-def _micro(seconds: float) -> int:
-    if not math.isfinite(seconds) or seconds < 0:
-        raise HelixConfigError(f"cost {seconds!r} is not a finite, non-negative number of seconds")
-    return round(seconds * 1e6)
-
-
 def _source_side_scipy(
-    nverts: int, edges: list[tuple[int, int, int]], src: int, snk: int
-) -> set[int]:
+    nverts: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, src: int, snk: int
+) -> np.ndarray:
+    """Boolean mask of the vertices on the source side of a minimum cut (Dinic's max-flow)."""
     from scipy.sparse import csr_array
     from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
-    rows, cols, caps = (np.array(x, dtype=np.int64) for x in zip(*edges, strict=True))
-    # Duplicate (row, col) pairs are summed by the sparse constructor, as capacities should be.
-    cap = csr_array((caps.astype(np.int32), (rows, cols)), shape=(nverts, nverts))
+    # Duplicate (tail, head) pairs are summed by the sparse constructor, as capacities should be.
+    cap = csr_array((caps.astype(np.int32), (tails, heads)), shape=(nverts, nverts))
     cap.sum_duplicates()
     flow = maximum_flow(cap, src, snk, method="dinic").flow
     residual = (cap - flow).tocsr()
     residual.data = (residual.data > 0).astype(np.int8)
     residual.eliminate_zeros()
     reached = breadth_first_order(residual, src, directed=True, return_predecessors=False)
-    return set(reached.tolist())
+    mask = np.zeros(nverts, dtype=bool)
+    mask[reached] = True
+    return mask
 
 
 def _source_side_networkx(
-    nverts: int, edges: list[tuple[int, int, int]], src: int, snk: int
-) -> set[int]:
+    nverts: int, tails: np.ndarray, heads: np.ndarray, caps: np.ndarray, src: int, snk: int
+) -> np.ndarray:
+    """The same mask from networkx's preflow-push (a reference for tests and benchmarks)."""
     import networkx as nx
     from networkx.algorithms.flow import preflow_push
 
     g = nx.DiGraph()
     g.add_nodes_from(range(nverts))
-    for u, v, c in edges:
+    for u, v, c in zip(tails.tolist(), heads.tolist(), caps.tolist(), strict=True):
         if g.has_edge(u, v):
             g[u][v]["capacity"] += c
         else:
             g.add_edge(u, v, capacity=c)
     _, (reachable, _) = nx.minimum_cut(g, src, snk, flow_func=preflow_push)
-    return set(reachable)
+    mask = np.zeros(nverts, dtype=bool)
+    mask[list(reachable)] = True
+    return mask

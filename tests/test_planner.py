@@ -117,7 +117,9 @@ def test_unknown_parent_is_a_clear_error():
 
 
 def test_negative_cost_is_a_clear_error():
-    with pytest.raises(HelixConfigError, match=r"cost -1\.0 is not a finite, non-negative"):
+    with pytest.raises(
+        HelixConfigError, match=r"compute cost -1\.0 of node .a. is not a finite, non-negative"
+    ):
         plan([PlanNode("a", (), -1.0, None, True)])
 
 
