@@ -18,11 +18,8 @@ from ._errors import (
 )
 from ._events import Decision, Materialization, NodeRecord, RunReport
 from .catalog import Catalog
-from .client import last_run, setup
-from .scheduler_plugin import HelixSchedulerPlugin
 from .signature import File
 from .task import HelixNode, HelixTask, task
-from .worker_plugin import HelixWorkerPlugin
 
 __all__ = [
     "Catalog",
@@ -48,10 +45,29 @@ __all__ = [
 __version__ = "0.1.0"
 
 
+_LAZY = {
+    "setup": "client",
+    "last_run": "client",
+    "HelixSchedulerPlugin": "scheduler_plugin",
+    "HelixWorkerPlugin": "worker_plugin",
+}
+"""Names whose modules import distributed: loaded on first use, so the CLI starts fast."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def dask_setup(service: Any) -> None:
     """Preload hook: ``dask scheduler --preload helix_dask`` installs the scheduler plugin with
     the settings under ``helix.*`` (for example ``DASK_HELIX__STORE=/shared/helix``)."""
     from distributed import Scheduler
+
+    from .scheduler_plugin import HelixSchedulerPlugin
 
     if isinstance(service, Scheduler):
         service.add_plugin(HelixSchedulerPlugin(), name=HelixSchedulerPlugin.name)

@@ -87,8 +87,8 @@ def plan(nodes: Sequence[PlanNode], *, solver: str = "scipy") -> Plan:
         bad = ~np.isfinite(arr) | (arr < 0)
         if bad.any():
             raise HelixConfigError(
-                f"{name} cost {float(arr[bad][0])!r} of node {nodes[int(np.argmax(bad))].key!r} is not "
-                "a finite, non-negative number of seconds"
+                f"{name} cost {float(arr[bad][0])!r} of node {nodes[int(np.argmax(bad))].key!r} "
+                "is not a finite, non-negative number of seconds"
             )
     c_us = np.rint(compute_s * 1e6).astype(np.int64)
     l_us = np.rint(load_s * 1e6).astype(np.int64)

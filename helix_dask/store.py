@@ -4,6 +4,7 @@ Each result lives at ``<root>/artifacts/<sig[:2]>/<sig>/``. It is written whole 
 sibling directory and committed with one ``os.rename``, so a reader sees a complete artifact or
 none. Arrays and frame columns are stored natively (chunked, with a per-dtype codec), small
 JSON-safe values in the group attributes, and everything else as a pickle in a ``uint8`` array.
+Dask arrays are written chunk by chunk by tasks on the cluster and read back lazily.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ class ArtifactInfo:
     location : str
         Path of the artifact relative to the store root (POSIX separators).
     kind : str
-        ``"ndarray"``, ``"dataframe"``, ``"series"``, ``"json"``, ``"pickle"`` or ``"none"``.
+        ``"ndarray"``, ``"dask_array"``, ``"dataframe"``, ``"series"``, ``"json"``,
+        ``"pickle"`` or ``"none"``.
     nbytes : int
         Bytes on disk, after compression.
     seconds : float
@@ -182,6 +184,84 @@ def _read_array(group: zarr.Group, key: str, meta: dict[str, Any]) -> np.ndarray
     return data.astype(np.dtype(meta["dtype"]), copy=False)
 
 
+# -- Dask arrays --------------------------------------------------------------------------------
+# Never gathered: each chunk is computed and written by a task wherever the scheduler runs it, one
+# Zarr chunk per Dask chunk, and read back by from_zarr, one task per chunk.
+
+
+def _is_dask_array(value: object) -> bool:
+    """Whether ``value`` is a ``dask.array.Array`` (one can only exist once it is imported)."""
+    da = sys.modules.get("dask.array")
+    return da is not None and isinstance(value, da.Array)
+
+
+def _is_regular(chunks: tuple[tuple[int, ...], ...]) -> bool:
+    """Whether every axis has equal chunks but for a last one no larger, as Zarr requires."""
+    return all(len(set(c[:-1])) <= 1 and c[-1] <= c[0] for c in chunks if len(c) > 1)
+
+
+def _in_worker_task() -> bool:
+    """Whether this thread runs a Dask worker's task."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return False
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def _compute(write: Any, scheduler: Any) -> None:
+    """Run ``write`` with ``scheduler``; by default on the cluster of the worker task we are in
+    (seceded while it waits), else with dask's default scheduler (a default Client, if any)."""
+    import dask
+
+    if scheduler is None and _in_worker_task():
+        from distributed import worker_client
+
+        with worker_client() as client:
+            dask.compute(write, scheduler=client)
+    else:
+        dask.compute(write, scheduler=scheduler)
+
+
+def _write_dask_array(group: zarr.Group, key: str, value: Any, scheduler: Any) -> dict[str, Any]:
+    """Compute ``value`` chunk by chunk into the Zarr array ``key``; return its metadata."""
+    import dask.array as da
+
+    dtype = value.dtype
+    if any(math.isnan(n) for n in value.shape):
+        raise HelixStoreError(
+            f"cannot store a dask array of unknown shape {value.shape}: Zarr needs chunk sizes; "
+            "call x.compute_chunk_sizes() in the task or mark it materialize=False"
+        )
+    if not _is_native(np.empty(0, dtype)):
+        raise HelixStoreError(
+            f"cannot store a dask array of dtype {dtype} chunk-wise: Zarr stores numeric, bool "
+            "and datetime dtypes natively; convert it with x.astype(...) in the task or mark "
+            "the task materialize=False"
+        )
+    if not _is_regular(value.chunks):
+        value = value.rechunk(tuple(max(c) for c in value.chunks))
+    write = da.to_zarr(
+        value, group.store, component=key, compute=False, compressors=_compressors(dtype)
+    )
+    # If a chunk fails, chunks still in flight elsewhere may land in the temporary directory
+    # after put removed it; sweep_temporaries collects them.
+    _compute(write, scheduler)
+    return {"dtype": dtype.str, "shape": list(value.shape), "chunks": list(group[key].chunks)}
+
+
+def _read_dask_array(group: zarr.Group, key: str, meta: dict[str, Any]) -> Any:
+    """A lazy dask array over the Zarr array ``key``, chunked as stored."""
+    import dask.array as da
+
+    data = da.from_zarr(group[key])
+    dtype = np.dtype(meta["dtype"])
+    return data if data.dtype == dtype else data.astype(dtype)
+
+
 def _pickle_dumps(value: object, what: str) -> tuple[bytes, str]:
     """Pickle ``value`` (cloudpickle if pickle cannot); return the bytes and the pickler."""
     try:
@@ -276,10 +356,12 @@ def _from_json(encoded: Any) -> Any:
 _JSON_TYPES: Final = (bool, int, float, str, list, tuple, dict)
 
 
-def _encode(group: zarr.Group, value: object) -> tuple[str, dict[str, Any]]:
+def _encode(group: zarr.Group, value: object, scheduler: Any) -> tuple[str, dict[str, Any]]:
     """Write ``value`` into ``group``; return its kind and the attributes that describe it."""
     if value is None:
         return "none", {}
+    if _is_dask_array(value):
+        return "dask_array", _write_dask_array(group, "data", value, scheduler)
     if type(value) in _JSON_TYPES:
         with contextlib.suppress(_NotJSONSafe, RecursionError):
             return "json", {"json": _json_or_raise(value)}
@@ -362,6 +444,8 @@ def _decode(group: zarr.Group, meta: dict[str, Any]) -> object:
         return _from_json(meta["json"])
     if kind == "ndarray":
         return _read_array(group, "data", meta)
+    if kind == "dask_array":
+        return _read_dask_array(group, "data", meta)
     if kind == "pickle":
         return _read_pickled(group, "data")
     if kind not in ("dataframe", "series"):
@@ -413,6 +497,11 @@ class ZarrArtifactStore(ArtifactStore):
     the first of several concurrent writers of one signature wins while the others discard their
     copy. The store pickles as its root path alone, so it can be shipped to Dask workers.
     Pickled artifacts are unpickled on ``get``: only open stores whose contents you trust.
+
+    A ``dask.array.Array`` is never gathered: its chunks are computed and written by tasks on the
+    cluster, wherever the scheduler runs them, and ``get`` returns a lazy ``from_zarr`` array
+    whose chunks are read by tasks too. So every worker must see the store at the same path:
+    a local directory for a one-machine cluster, shared storage (NFS, Lustre...) otherwise.
 
     Parameters
     ----------
@@ -474,12 +563,17 @@ class ZarrArtifactStore(ArtifactStore):
             "and recompute"
         )
 
-    def put(self, signature: str, value: object, *, name: str = "") -> ArtifactInfo:
+    def put(
+        self, signature: str, value: object, *, name: str = "", scheduler: Any = None
+    ) -> ArtifactInfo:
         """Store ``value`` under ``signature`` unless an artifact is already committed there.
 
-        ``name`` (the task's name) is recorded in the attributes. Returns the committed artifact:
-        this write, or the one that was there first. Raises ``HelixStoreError`` if the value
-        cannot be pickled or the write fails; nothing is left behind then.
+        ``name`` (the task's name) is recorded in the attributes. ``scheduler`` runs the chunk
+        writes of a dask array (anything ``dask.compute(scheduler=)`` takes, such as a worker's
+        ``Client``); by default the cluster of the worker task calling ``put``, else dask's
+        default scheduler. Returns the committed artifact: this write, or the one that was there
+        first. Raises ``HelixStoreError`` if the value cannot be pickled or the write fails;
+        nothing is left behind then.
         """
         started = time.perf_counter()
         final = self._path(signature)
@@ -490,7 +584,7 @@ class ZarrArtifactStore(ArtifactStore):
         tmp = final.parent / f"{_TMP_PREFIX}{signature}-{uuid.uuid4().hex}"
         try:
             group = zarr.open_group(LocalStore(tmp), mode="w", zarr_format=3)
-            kind, extra = _encode(group, value)
+            kind, extra = _encode(group, value, scheduler)
             meta = {"kind": kind, "type": _qualname(value), "name": name, "format": FORMAT}
             group.attrs.put({"helix": {**meta, **extra}})
         except BaseException as exc:

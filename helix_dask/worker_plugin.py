@@ -7,10 +7,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from dask import is_dask_collection
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ._errors import HelixStoreError
-from .store import ZarrArtifactStore
+from .store import ArtifactInfo, ZarrArtifactStore
 from .task import ANNOTATION
 
 if TYPE_CHECKING:
@@ -41,20 +42,26 @@ class HelixWorkerPlugin(WorkerPlugin):
             await asyncio.gather(*self._pending, return_exceptions=True)
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
-        if start != "executing" or finish != "memory":
-            return
+        if start not in ("executing", "long-running") or finish != "memory":
+            return  # a task that seceded (worker_client) finishes from long-running
         ts = self.worker.state.tasks.get(key)
         ann = ts.annotations.get(ANNOTATION) if ts is not None and ts.annotations else None
         if ann is None or key not in self.worker.data:
             return
         seconds = sum(s["stop"] - s["start"] for s in ts.startstops if s.get("action") == "compute")
         value = self.worker.data[key]
+        nbytes = int(getattr(value, "nbytes", 0)) if is_dask_collection(value) else ts.nbytes or 0
         metrics = _metrics(value) if ann.get("metrics") else None
         task = asyncio.ensure_future(
-            self._offer(key, ann["signature"], ann["name"], value, seconds, ts.nbytes or 0, metrics)
+            self._offer(key, ann["signature"], ann["name"], value, seconds, nbytes, metrics)
         )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    def _put(self, signature: str, value: object, name: str) -> ArtifactInfo:
+        """Runs in a plain thread: a dask array's chunk writes run as tasks on this cluster."""
+        scheduler = self.worker.client if is_dask_collection(value) else None
+        return self.artifacts.put(signature, value, name=name, scheduler=scheduler)
 
     async def _offer(
         self,
@@ -79,7 +86,7 @@ class HelixWorkerPlugin(WorkerPlugin):
                 return
             reserved = answer["reserved"]
             try:
-                info = await asyncio.to_thread(self.artifacts.put, signature, value, name=name)
+                info = await asyncio.to_thread(self._put, signature, value, name)
             except HelixStoreError as e:
                 await scheduler.helix_written(
                     key=key, signature=signature, reserved=reserved, ok=False, error=str(e)
