@@ -6,7 +6,7 @@ and before the scheduler's first transition of the graph, so no task of it has s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from dask._task_spec import Alias, Task
@@ -27,11 +27,16 @@ def load_key(key: str) -> str:
 def rewrite(
     scheduler: Scheduler,
     loads: Mapping[str, str],
+    prune: Iterable[str],
     root: str,
     stimulus_id: str,
 ) -> None:
     """Replace each key in ``loads`` (key → signature) by an alias of a dependency-free load
-    task, then forget the ancestors nothing needs any more."""
+    task, then forget the pruned nodes and ancestors that nothing needs any more.
+
+    A pruned node can also be an orphan from the start: the submitted graph re-created the
+    parents of a key the cluster already holds, which the scheduler does not link to it.
+    """
     computation = scheduler.computations[-1] if scheduler.computations else None
     orphans: list[TaskState] = []
     for key, signature in loads.items():
@@ -50,6 +55,7 @@ def rewrite(
             orphans.append(dts)
         ts.run_spec = Alias(key, lkey)
         ts.add_dependency(lts)
+    orphans.extend(scheduler.tasks[k] for k in prune if k in scheduler.tasks)
     forget = {
         dts.key: "forgotten"
         for dts in orphans

@@ -197,7 +197,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         except Exception:  # the scheduler would swallow it into an INFO line and run unplanned
             logger.warning("helix could not plan this graph; it runs unchanged", exc_info=True)
             return
-        rewrite(scheduler, loads, self.store, stimulus_id)
+        pruned = [k for k, n in nodes.items() if n.decision is Decision.PRUNE]
+        rewrite(scheduler, loads, pruned, self.store, stimulus_id)
         message = next((m.message for _, m in helix.values() if m.message), "")
         version = self.catalog.begin_version(
             self.workflow, message, sorted(map(str, keys)), predicted_seconds=self._predicted

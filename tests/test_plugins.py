@@ -176,3 +176,24 @@ def test_a_task_named_load_is_planned_like_any_other(threaded_client, calls):
     assert hx.last_run(threaded_client).loaded == ["load"]
     assert calls.take() == {"load": 1, "score": 1}
     del held
+
+
+def test_recomputing_over_a_held_loaded_output_leaves_no_orphaned_tasks(threaded_client, calls):
+    @hx.task(name="twice")
+    def twice(d: dict) -> float:
+        log_call("twice")
+        return 2 * d["mean"]
+
+    score(make(6)).compute()
+    hx.last_run(threaded_client)
+    held = threaded_client.compute(score(make(6)))  # loaded: its key now aliases a load task
+    held.result()
+    assert hx.last_run(threaded_client).loaded == ["score"]
+    calls.take()
+    assert twice(score(make(6))).compute() == 2.0
+    assert calls.take() == {"twice": 1}
+    run = hx.last_run(threaded_client)
+    assert run.node("score").decision is Decision.IN_CLUSTER
+    assert run.node("make").decision is Decision.PRUNE
+    del held
+    # the fixture then asserts that the scheduler forgets every task
