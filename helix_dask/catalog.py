@@ -505,6 +505,18 @@ class Catalog(MetadataStore):
 
         return DagView(dag(self, v))
 
+    def gc(self, keep: int, *, dry_run: bool = True):
+        """Remove artifacts that no node of the last ``keep`` versions uses (``helix gc``).
+
+        With ``dry_run`` (the default) nothing is deleted: the returned
+        :class:`~helix_dask.usage.GcPlan` lists what would go and why. Otherwise returns the
+        :class:`~helix_dask.usage.GcResult`. Artifacts of running versions always stay.
+        """
+        from .usage import apply_gc, gc_plan
+
+        plan = gc_plan(self, keep)
+        return plan if dry_run else apply_gc(self, plan)
+
 
 def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
     for i in range(0, len(items), size):

@@ -416,3 +416,16 @@ def test_catalog_methods_mirror_the_cli_and_render_in_notebooks(history):
     report = cat.run(5)
     assert report.summary() in report._repr_html_() and "<table>" in report._repr_html_()
     assert report.node("evaluate").decision is Decision.LOAD
+
+
+def test_python_gc_mirrors_the_cli_dry_run_first(history, tmp_path):
+    store = _copy(history, tmp_path)
+    cat = hx.Catalog(store)
+    doomed = _unused_by_last(store, 1)
+    plan = cat.gc(keep=1)
+    assert {i.signature for i in plan.remove} == doomed
+    assert len(cat.artifacts()) == len(list(ZarrArtifactStore(store).signatures()))
+    assert doomed <= set(ZarrArtifactStore(store).signatures())
+    result = cat.gc(keep=1, dry_run=False)
+    assert set(result.deleted) == doomed
+    assert not doomed & set(ZarrArtifactStore(store).signatures())
