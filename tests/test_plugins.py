@@ -197,3 +197,14 @@ def test_recomputing_over_a_held_loaded_output_leaves_no_orphaned_tasks(threaded
     assert run.node("make").decision is Decision.PRUNE
     del held
     # the fixture then asserts that the scheduler forgets every task
+
+
+def test_dask_progress_bar_follows_a_helix_compute(threaded_client, capsys):
+    from distributed import progress
+
+    fut = threaded_client.compute(score(make(7)))
+    progress(fut, notebook=False)
+    assert fut.result()["n"] == 7
+    assert "100% Completed" in capsys.readouterr().out
+    hx.last_run(threaded_client)
+    del fut
