@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helix_dask import signature
+from helix_dask import _files, signature
 from helix_dask._errors import HelixSignatureError
 from helix_dask.signature import (
     CannotFingerprint,
@@ -702,19 +702,19 @@ def test_signatures_identical_across_processes(project: Project) -> None:
 @pytest.fixture
 def trust_fresh_files(monkeypatch: pytest.MonkeyPatch) -> None:
     """Cache digests of just-written files too, so the stat comparison itself is exercised."""
-    monkeypatch.setattr(signature, "_RACY_WINDOW_NS", 0)
+    monkeypatch.setattr(_files, "_RACY_WINDOW_NS", 0)
 
 
 @pytest.fixture
 def read_counter(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     reads: list[str] = []
-    real = signature._hash_file_content
+    real = _files._hash_file_content
 
     def counting(path: str) -> str:
         reads.append(path)
         return real(path)
 
-    monkeypatch.setattr(signature, "_hash_file_content", counting)
+    monkeypatch.setattr(_files, "_hash_file_content", counting)
     return reads
 
 

@@ -1,0 +1,226 @@
+"""Normalized code: what in a function's or class's source counts as a change.
+
+A definition is reduced to its syntax tree without comments, formatting, docstrings and (for
+the task itself) decorators, plus the names and attribute chains it reads, which the code
+walker follows. Code without readable source (``exec``, some REPLs) falls back, explicitly and
+with a debug log line, to its bytecode. Results are cached per code object and per class.
+"""
+
+from __future__ import annotations
+
+import ast
+import dis
+import functools
+import inspect
+import logging
+import textwrap
+import threading
+import types
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from helix_dask._fingerprint import Hasher, fingerprint_value
+
+__all__ = ["Normalized", "local_imports", "normalized_class", "normalized_function"]
+
+# Records keep the public module's name, which is what users filter on.
+logger = logging.getLogger("helix_dask.signature")
+
+
+@dataclass(frozen=True)
+class Normalized:
+    """A definition reduced to what its digest covers, plus what the walker follows."""
+
+    dump: str  # what the digest covers
+    text: str  # normalized source, for diffs
+    chains: tuple[tuple[str, ...], ...]  # attribute chains over a name: ("utils", "helper")
+    names: tuple[str, ...]  # names the code reads
+
+
+def _code_tree(code: types.CodeType) -> Iterator[types.CodeType]:
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_tree(const)
+
+
+@functools.lru_cache(maxsize=4096)
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    found = {
+        ins.argval
+        for c in _code_tree(code)
+        for ins in dis.get_instructions(c)
+        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME")
+    }
+    return tuple(sorted(found))
+
+
+@functools.lru_cache(maxsize=4096)
+def local_imports(code: types.CodeType) -> tuple[tuple[str, int, tuple[str, ...]], ...]:
+    """``(module, level, names)`` of imports inside the function body."""
+    found = set()
+    for c in _code_tree(code):
+        consts: list[Any] = []
+        for ins in dis.get_instructions(c):
+            if ins.opname == "IMPORT_NAME" and len(consts) == 2:
+                level, fromlist = consts
+                names = tuple(n for n in fromlist or () if n != "*")
+                found.add((ins.argval, level, names))
+            consts = [*consts[-1:], ins.argval] if ins.opname == "LOAD_CONST" else []
+    return tuple(sorted(found))
+
+
+def _bytecode_chains(code: types.CodeType) -> tuple[tuple[str, ...], ...]:
+    chains: set[tuple[str, ...]] = set()
+    for c in _code_tree(code):
+        chain: list[str] = []
+        for ins in dis.get_instructions(c):
+            if ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and chain:
+                chain.append(ins.argval)
+                continue
+            if len(chain) > 1:
+                chains.add(tuple(chain))
+            chain = [ins.argval] if ins.opname == "LOAD_GLOBAL" else []
+    return tuple(sorted(chains))
+
+
+def _write_code(code: types.CodeType, h: Hasher) -> None:
+    h.tag("code")
+    h.field(code.co_code)
+    h.field(f"{code.co_argcount},{code.co_posonlyargcount},{code.co_kwonlyargcount}".encode())
+    for group in (code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars):
+        h.field("\x00".join(group).encode())
+    consts = code.co_consts
+    if consts and not code.co_name.startswith("<"):
+        consts = consts[1:]  # CPython puts a def's docstring (or None) first
+    for const in consts:
+        if isinstance(const, types.CodeType):
+            _write_code(const, h)
+        else:
+            h.field(fingerprint_value(const).encode())
+
+
+def _parse(source: str) -> list[ast.stmt] | None:
+    """Parse a snippet from ``inspect.getsource``; ``None`` if it does not stand alone."""
+    try:
+        return ast.parse(textwrap.dedent(source)).body
+    except SyntaxError:
+        pass  # e.g. a multi-line string less indented than the def: try inside a block
+    try:
+        block = ast.parse("if 1:\n" + source).body[0]
+    except (SyntaxError, IndexError):
+        return None
+    return block.body if isinstance(block, ast.If) else None
+
+
+def _strip_docstrings(node: ast.AST) -> None:
+    for n in ast.walk(node):
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module):
+            first = n.body[0] if n.body else None
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                n.body = n.body[1:] or [ast.Pass()]
+
+
+def _attribute_chains(node: ast.AST) -> tuple[tuple[str, ...], ...]:
+    attributes = [n for n in ast.walk(node) if isinstance(n, ast.Attribute)]
+    inner = {id(n.value) for n in attributes if isinstance(n.value, ast.Attribute)}
+    chains = set()
+    for n in attributes:
+        if id(n) in inner:
+            continue  # part of a longer chain
+        parts: list[str] = []
+        current: ast.expr = n
+        while isinstance(current, ast.Attribute):
+            parts.append(current.attr)
+            current = current.value
+        if isinstance(current, ast.Name):
+            chains.add((current.id, *reversed(parts)))
+    return tuple(sorted(chains))
+
+
+def _lambda_arg_names(args: ast.arguments) -> tuple[str, ...]:
+    names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+    names += [a.arg for a in (args.vararg, args.kwarg) if a is not None]
+    return tuple(names)
+
+
+def _function_node(code: types.CodeType) -> tuple[ast.AST | None, str]:
+    """The function's own syntax tree, or ``None`` and why not."""
+    try:
+        source = inspect.getsource(code)
+    except (OSError, TypeError) as exc:
+        return None, f"no source ({exc})"
+    body = _parse(source)
+    if not body:
+        return None, "its source lines do not parse on their own"
+    if code.co_name == "<lambda>":
+        flags = code.co_flags
+        count = code.co_argcount + code.co_kwonlyargcount
+        count += bool(flags & inspect.CO_VARARGS) + bool(flags & inspect.CO_VARKEYWORDS)
+        wanted = code.co_varnames[:count]
+        found = [
+            n
+            for stmt in body
+            for n in ast.walk(stmt)
+            if isinstance(n, ast.Lambda) and _lambda_arg_names(n.args) == wanted
+        ]
+        if len(found) == 1:
+            return found[0], ""
+        return None, f"{len(found)} lambdas with these arguments on its source lines"
+    first = body[0]
+    if isinstance(first, ast.FunctionDef | ast.AsyncFunctionDef) and first.name == code.co_name:
+        return first, ""
+    return None, "its source lines do not start with its definition"
+
+
+@functools.lru_cache(maxsize=4096)
+def normalized_function(
+    filename: str, qualname: str, code: types.CodeType, drop_decorators: bool
+) -> Normalized:
+    """Normalized syntax tree of one code object (filename/qualname keep keys apart)."""
+    names = _global_names(code)
+    node, why = _function_node(code)
+    if node is None:
+        # Deliberate, documented fallback: exec'd or REPL code has no source to read.
+        logger.debug("fingerprinting %s by its bytecode: %s", qualname, why)
+        h = Hasher()
+        _write_code(code, h)
+        digest = h.hexdigest()
+        text = f"# source unavailable ({why}); bytecode fingerprint {digest}"
+        return Normalized(f"bytecode:{digest}", text, _bytecode_chains(code), names)
+    if drop_decorators and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        node.decorator_list = []
+    _strip_docstrings(node)
+    dump = ast.dump(node, annotate_fields=False, include_attributes=False)
+    return Normalized(dump, ast.unparse(node), _attribute_chains(node), names)
+
+
+_CLASS_CACHE: weakref.WeakKeyDictionary[type, Normalized | None] = weakref.WeakKeyDictionary()
+_CLASS_LOCK = threading.Lock()
+
+
+def normalized_class(cls: type) -> Normalized | None:
+    with _CLASS_LOCK:
+        if cls in _CLASS_CACHE:
+            return _CLASS_CACHE[cls]
+    result = None
+    try:
+        body = _parse(inspect.getsource(cls))
+    except (OSError, TypeError) as exc:
+        body = None
+        logger.debug("class %s has no source (%s); fingerprinting its members", cls, exc)
+    node = body[0] if body else None
+    if isinstance(node, ast.ClassDef) and node.name == cls.__name__:
+        _strip_docstrings(node)
+        names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+        dump = ast.dump(node, annotate_fields=False, include_attributes=False)
+        result = Normalized(dump, ast.unparse(node), _attribute_chains(node), tuple(sorted(names)))
+    with _CLASS_LOCK:
+        _CLASS_CACHE[cls] = result
+    return result
