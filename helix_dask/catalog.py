@@ -350,6 +350,15 @@ class Catalog(MetadataStore):
     def artifacts(self) -> list[ArtifactRow]:
         return [ArtifactRow(*r) for r in self._query("SELECT * FROM artifacts ORDER BY created")]
 
+    def artifacts_for(self, signatures: Iterable[str]) -> dict[str, ArtifactRow]:
+        """The committed artifacts among ``signatures``, by signature (one query per 500)."""
+        found: dict[str, ArtifactRow] = {}
+        for chunk in _chunks(sorted(set(signatures))):
+            marks = ",".join("?" * len(chunk))
+            for r in self._query(f"SELECT * FROM artifacts WHERE signature IN ({marks})", chunk):
+                found[r[0]] = ArtifactRow(*r)
+        return found
+
     def stored_bytes(self) -> int:
         """Bytes of all committed artifacts."""
         return int(self._query("SELECT COALESCE(SUM(nbytes), 0) FROM artifacts")[0][0])

@@ -141,7 +141,6 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         """Key of each load task in flight -> key of the node it loads."""
         self._reserved = 0
         self._model: _Model | None = None
-        self._predicted = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -193,15 +192,19 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         if not helix:
             return
         try:
-            nodes, loads = self._plan(helix, keys)
+            nodes, loads, predicted = self._plan(helix, keys)
         except Exception:  # the scheduler would swallow it into an INFO line and run unplanned
             logger.warning("helix could not plan this graph; it runs unchanged", exc_info=True)
             return
         pruned = [k for k, n in nodes.items() if n.decision is Decision.PRUNE]
-        rewrite(scheduler, loads, pruned, self.store, stimulus_id)
+        try:
+            rewrite(scheduler, loads, pruned, self.store, stimulus_id)
+        except Exception:
+            logger.error("helix failed while rewriting a planned graph", exc_info=True)
+            raise
         message = next((m.message for _, m in helix.values() if m.message), "")
         version = self.catalog.begin_version(
-            self.workflow, message, sorted(map(str, keys)), predicted_seconds=self._predicted
+            self.workflow, message, sorted(map(str, keys)), predicted_seconds=predicted
         )
         for digest, m in {m.code: m for _, m in helix.values() if m.code}.items():
             self.catalog.record_code(digest, m.sources, m.packages)
@@ -221,12 +224,16 @@ class HelixSchedulerPlugin(SchedulerPlugin):
 
     def _plan(
         self, helix: Mapping[str, tuple[TaskState, NodeMeta]], wanted: set
-    ) -> tuple[dict[str, _Node], dict[str, str]]:
-        """Decisions for every helix node (no state is touched) and the loads to rewrite."""
+    ) -> tuple[dict[str, _Node], dict[str, str], float]:
+        """Decisions for every helix node, the loads to rewrite and the predicted seconds.
+
+        Reads the catalog and the scheduler's task states; changes neither.
+        """
         metas = {k: m for k, (_, m) in helix.items()}
         by_sig, by_name = self.catalog.compute_costs(
             (m.signature for m in metas.values()), (m.name for m in metas.values())
         )
+        stored = self.catalog.artifacts_for(m.signature for m in metas.values() if m.deterministic)
         self._model = model = self._cost_model()
         fresh: set[str] = set()
         plan_nodes = []
@@ -235,22 +242,19 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             is_fresh = ts.state == "released" and ts.run_spec is not None and k not in self._key_run
             estimate = by_sig.get(m.signature, by_name.get(m.name, DEFAULT_COMPUTE_PRIOR))
             estimates[k] = estimate
-            load: float | None = None
+            load: float | None = None  # None: it must compute (nothing stored, or not reusable)
             if not is_fresh:
                 load = 0.0
-            elif m.deterministic:
-                row = self.catalog.artifact(m.signature)
-                if row is not None and self.artifacts.contains(m.signature):
-                    load = row.load_seconds or model.io.load_seconds(row.nbytes)
-            else:
-                pass  # never reused: it must compute
+            elif (row := stored.get(m.signature)) is not None and self.artifacts.contains(
+                m.signature
+            ):
+                load = row.load_seconds or model.io.load_seconds(row.nbytes)
             if is_fresh:
                 fresh.add(k)
             outputs = k in wanted or any(d.key not in helix for d in ts.dependents)
             parents = tuple(d.key for d in ts.dependencies if d.key in helix)
             plan_nodes.append(PlanNode(k, parents, estimate, load, outputs))
         chosen = plan(plan_nodes, solver=self.solver)
-        self._predicted = chosen.cost
         decided = chosen.decisions
         nodes: dict[str, _Node] = {}
         loads: dict[str, str] = {}
@@ -260,7 +264,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             elif d is Decision.LOAD:
                 loads[k] = metas[k].signature
             nodes[k] = _Node(metas[k], d, estimates[k])
-        return nodes, loads
+        return nodes, loads, chosen.cost
 
     # -- progress -------------------------------------------------------------------------------
 
