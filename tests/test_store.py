@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import zarr
 
+import helix_dask._codecs as codecs_module
 import helix_dask.store as store_module
 from helix_dask._errors import HelixConfigError, HelixStoreError
 from helix_dask.store import (
@@ -212,10 +213,20 @@ CASES: list[Any] = [
         "json",
         id="nested-with-tag-keys",
     ),
+    # mappings: str-keyed dicts of arrays (at least 512 KiB of them per key), entry by entry
+    pytest.param(
+        lambda: {"X": rng.random((512, 256)), "y": np.arange(512)}, "mapping", id="dict-of-arrays"
+    ),
     # pickle
     pytest.param(lambda: {1: "int keys"}, "pickle", id="dict-int-keys"),
+    pytest.param(
+        lambda: {"acc": np.float64(0.9), "p": Point(1, 2.0), "w": np.arange(3)},
+        "pickle",
+        id="dict-of-small-values",
+    ),
     pytest.param(lambda: list(range(100_000)), "pickle", id="json-too-large"),
     pytest.param(lambda: np.float64(1.5), "pickle", id="numpy-scalar"),
+    pytest.param(lambda: [np.array(2.5), 1], "pickle", id="list-with-0d-array"),
     pytest.param(lambda: Point(1, 2.5), "pickle", id="dataclass"),
     pytest.param(lambda: {1, 2, 3}, "pickle", id="set"),
     pytest.param(lambda: b"\x00bytes", "pickle", id="bytes"),
@@ -256,6 +267,64 @@ class ArtifactStoreContract:
         assert type(loaded) is LogisticRegression
         np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
         np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+
+    def test_dict_of_arrays_round_trips_with_dtypes_layouts_and_key_order(
+        self, store: ArtifactStore
+    ) -> None:
+        value = {
+            "X": rng.random((4096, 128)),
+            "C": rng.standard_normal((64, 9)).astype(np.float32),
+            "F": np.asfortranarray(rng.standard_normal((64, 9)).astype(np.float32)),
+            "labels": np.arange(64, dtype=np.int64)[::-1].copy(),
+            "mask": rng.random(64) < 0.5,
+            "scale": np.array(2.5),
+        }
+        for iteration, keys in enumerate([list(value), list(value)[::-1]]):
+            reordered = {key: value[key] for key in keys}
+            assert store.put(sig(iteration), reordered, name="split").kind == "mapping"
+            assert_same(reordered, store.get(sig(iteration)))  # key order included
+
+    def test_mixed_dict_round_trips_with_a_fitted_model(self, store: ArtifactStore) -> None:
+        from sklearn.datasets import make_classification
+        from sklearn.linear_model import LogisticRegression
+
+        x, y = make_classification(n_samples=200, n_features=5, random_state=0)
+        value = {
+            "X": rng.random((4096, 128)),
+            "model": LogisticRegression().fit(x, y),
+            "name": "baseline",
+            "note": None,
+            "cv": {"scores": rng.random((1024, 128)), "folds": 5},
+            "params": {"C": 1.0, "penalty": "l2"},
+            "frame": mixed_frame(),
+        }
+        assert store.put(SIG, value, name="train").kind == "mapping"
+        loaded = store.get(SIG)
+        assert type(loaded) is dict and list(loaded) == list(value)
+        assert type(loaded["model"]) is LogisticRegression
+        np.testing.assert_array_equal(
+            loaded["model"].predict_proba(x), value["model"].predict_proba(x)
+        )
+        assert_same(
+            {k: v for k, v in value.items() if k != "model"},
+            {k: v for k, v in loaded.items() if k != "model"},
+        )
+
+    def test_dict_keys_may_be_any_str(self, store: ArtifactStore) -> None:
+        keys = ["a/b", "/", "", ".", "..", "zarr.json", "c/0", "0", "日本語", "e\u0301", "\ud800"]
+        value = {key: np.full(3, i) for i, key in enumerate(keys)}
+        for iteration, x_first in enumerate([True, False]):
+            x = {"X": rng.random(2**20)}
+            entries = {**x, **value} if x_first else {**value, **x}
+            assert store.put(sig(iteration), entries).kind == "mapping"
+            assert_same(entries, store.get(sig(iteration)))
+
+    def test_failed_dict_entry_commits_nothing(self, store: ArtifactStore) -> None:
+        value = {"X": rng.random(2**17), "bad": ExplodesOnPickle()}
+        with pytest.raises(HelixStoreError, match=r"RuntimeError: disk full \(simulated\)"):
+            store.put(SIG, value)
+        assert not store.contains(SIG)
+        assert self.temporaries(store) == []
 
     def test_absent_signature_raises_key_error(self, store: ArtifactStore) -> None:
         with pytest.raises(KeyError, match=SIG):
@@ -374,6 +443,11 @@ class ArtifactStoreContract:
             pytest.param(lambda: (i for i in range(3)), "generator", id="generator"),
             pytest.param(threading.Lock, "lock", id="lock"),
             pytest.param(lambda: [1, threading.Lock()], "list", id="lock-in-list"),
+            pytest.param(
+                lambda: {"X": rng.random(2**17), "lock": threading.Lock()},
+                "lock",
+                id="lock-in-dict-of-arrays",
+            ),
         ],
     )
     def test_unpicklable_value_raises_store_error(
@@ -429,7 +503,7 @@ class TestZarrArtifactStore(ArtifactStoreContract):
     def test_large_arrays_are_chunked_along_first_axis(
         self, store: ZarrArtifactStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(store_module, "_CHUNK_BYTES", 8 * 1024)
+        monkeypatch.setattr(codecs_module, "_CHUNK_BYTES", 8 * 1024)
         value = rng.random((5000, 4))
         info = store.put(SIG, value)
         array = zarr.open_group(store.root / info.location, mode="r")["data"]
@@ -439,7 +513,7 @@ class TestZarrArtifactStore(ArtifactStoreContract):
     def test_crash_mid_write_leaves_no_artifact_and_no_temp_dir(
         self, store: ZarrArtifactStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        write_array, calls = store_module._write_array, []
+        write_array, calls = codecs_module._write_array, []
 
         def dies_on_second_column(*args: Any) -> Any:
             calls.append(args[1])
@@ -447,7 +521,7 @@ class TestZarrArtifactStore(ArtifactStoreContract):
                 raise OSError(28, "No space left on device")
             return write_array(*args)
 
-        monkeypatch.setattr(store_module, "_write_array", dies_on_second_column)
+        monkeypatch.setattr(codecs_module, "_write_array", dies_on_second_column)
         frame = pd.DataFrame({"a": [1, 2], "b": [3, 4], "c": [5, 6]})
         with pytest.raises(HelixStoreError, match=r"nothing was committed") as err:
             store.put(SIG, frame)
@@ -461,14 +535,14 @@ class TestZarrArtifactStore(ArtifactStoreContract):
         self, store: ZarrArtifactStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         # Both writers finish their temporary copy before either renames: a true race.
-        both_written, write_array = threading.Barrier(2), store_module._write_array
+        both_written, write_array = threading.Barrier(2), codecs_module._write_array
 
         def write_then_wait(*args: Any) -> Any:
             result = write_array(*args)
             both_written.wait(timeout=10)
             return result
 
-        monkeypatch.setattr(store_module, "_write_array", write_then_wait)
+        monkeypatch.setattr(codecs_module, "_write_array", write_then_wait)
         infos: list[ArtifactInfo] = []
         threads = [
             threading.Thread(target=lambda: infos.append(store.put(SIG, np.arange(100))))
@@ -527,6 +601,70 @@ class TestZarrArtifactStore(ArtifactStoreContract):
         group = zarr.open_group(store.root / info.location, mode="r")
         assert group.attrs["helix"]["pickler"] == "cloudpickle"
         assert store.get(SIG)(1) == 4
+
+    def test_dict_of_arrays_is_a_group_of_native_arrays(self, store: ZarrArtifactStore) -> None:
+        value = {"X": rng.random((1024, 128)), "y": rng.random(1024)}
+        info = store.put(SIG, value, name="split")
+        assert info.kind == "mapping"
+        group = zarr.open_group(store.root / info.location, mode="r")
+        helix = group.attrs["helix"]
+        assert (helix["type"], helix["keys"]) == ("builtins.dict", ["X", "y"])
+        for i, array in enumerate(value.values()):
+            entry = group[str(i)]
+            assert entry.attrs["helix"]["kind"] == "ndarray"
+            data = entry["data"]
+            assert (data.dtype, data.shape, list(data.compressors)) == (
+                np.float64,
+                array.shape,
+                [],
+            )
+            np.testing.assert_array_equal(data[...], array)
+        nodes = dict(group.members(max_depth=None))
+        assert sorted(nodes) == ["0", "0/data", "1", "1/data"]  # no pickle anywhere
+
+    def test_dicts_nested_deeper_than_eight_are_pickled(
+        self, store: ZarrArtifactStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(codecs_module, "_MAPPING_BYTES_PER_KEY", 0)  # small values suffice
+        value: dict[str, Any] = {"leaf": np.arange(3)}
+        for level in range(10):
+            value = {"x": np.arange(level), "inner": value}
+        info = store.put(SIG, value)
+        group, kinds = zarr.open_group(store.root / info.location, mode="r"), []
+        while True:
+            kinds.append(group.attrs["helix"]["kind"])
+            if kinds[-1] != "mapping":
+                break
+            assert group["0"].attrs["helix"]["kind"] == "ndarray"
+            group = group["1"]
+        assert kinds == ["mapping"] * 8 + ["pickle"]
+        assert_same(value, store.get(SIG))
+
+    def test_dask_array_in_a_dict_is_stored_chunk_wise_and_loaded_lazily(
+        self, store: ZarrArtifactStore
+    ) -> None:
+        import dask.array as da
+
+        value = {"x": da.arange(1000, chunks=100), "name": "noise"}
+        info = store.put(SIG, value, scheduler="sync")
+        assert info.kind == "mapping"
+        group = zarr.open_group(store.root / info.location, mode="r")
+        assert group["0"].attrs["helix"]["kind"] == "dask_array"
+        assert group["0/data"].chunks == (100,)
+        loaded = store.get(SIG)
+        assert isinstance(loaded["x"], da.Array) and loaded["x"].chunks == ((100,) * 10,)
+        np.testing.assert_array_equal(loaded["x"].compute(), np.arange(1000))
+        assert loaded["name"] == "noise"
+
+    def test_unpicklable_dict_entry_is_named_by_its_keys(self, store: ZarrArtifactStore) -> None:
+        value = {"X": rng.random(2**17), "cv": {"s": rng.random(2**17), "lock": threading.Lock()}}
+        with pytest.raises(
+            HelixStoreError,
+            match=r"cannot store the value at \['cv'\]\['lock'\] of type _thread\.lock: it "
+            "cannot be pickled",
+        ):
+            store.put(SIG, value)
+        assert self.temporaries(store) == []
 
     def test_worker_functions_share_one_store_per_root(self, tmp_path: Path) -> None:
         root = str(tmp_path / "store")
