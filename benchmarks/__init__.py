@@ -1,0 +1,1 @@
+"""Benchmarks of helix_dask against its peers (see RESULTS.md)."""

@@ -1,0 +1,188 @@
+"""``python -m benchmarks [--quick]``: run the workflows and micro-benchmarks, write the results.
+
+Full mode (≤ 30 min on 2 cores): full sizes, 10 iterations per workflow, each iteration a new
+Python process connected to a per-strategy LocalCluster(n_workers=2, threads_per_worker=1).
+Quick mode (≤ 3 min): small sizes, 4 iterations per workflow, iterations in the driver process
+on threaded clusters, small micro-benchmarks. Both write ``benchmarks/results/<date>.json``,
+one PNG per workflow, and rewrite ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+WORKFLOW_NAMES = ("tabular", "images", "text")
+
+
+def machine() -> dict[str, Any]:
+    import dask
+    import distributed
+    import sklearn
+    import zarr
+
+    try:
+        import joblib
+
+        joblib_version = joblib.__version__
+    except ImportError:
+        joblib_version = "not installed"
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        memory_kb = int(f.readline().split()[1])
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": memory_kb / 2**20,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "dask": dask.__version__,
+        "distributed": distributed.__version__,
+        "sklearn": sklearn.__version__,
+        "zarr": zarr.__version__,
+        "joblib": joblib_version,
+        "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+    }
+
+
+def run(
+    *,
+    quick: bool,
+    size: str,
+    iterations: int,
+    repeats: int,
+    workflows: tuple[str, ...],
+    micro: bool,
+    in_process: bool,
+    processes: bool,
+    out_dir: Path | None,
+    only: list[str] | None = None,
+    log=print,
+) -> dict[str, Any]:
+    """Run the benchmark and return its data; write files when ``out_dir`` is given."""
+    from ._driver import TIGHT_FRACTION, run_workflow
+    from ._oracle import lower_bound
+    from ._report import default_policy, identical_metrics, summarize
+
+    started = time.time()
+    data: dict[str, Any] = {
+        "date": datetime.datetime.now().strftime("%Y-%m-%d"),
+        "quick": quick,
+        "size": size,
+        "repeats": repeats,
+        "default_policy": default_policy(),
+        "tight_fraction": TIGHT_FRACTION,
+        "machine": machine(),
+        "method": (
+            "one LocalCluster(n_workers=2, threads_per_worker=1) per strategy and repeat, "
+            "started by the driver (its start-up time is reported separately); "
+            + (
+                "each iteration runs in the driver process (quick mode), on "
+                + ("worker processes" if processes else "worker threads")
+                if in_process
+                else "each iteration is a new Python process that connects by address "
+                "(import/start time reported separately)"
+            )
+            + ". Iteration time runs from connected to result (graph building, `hx.setup`, "
+            "compute and, for helix, the finished run report including artifact writes). "
+            "BLAS/OpenMP use one thread per worker. joblib.Memory wraps the same functions in "
+            "dask.delayed on the same kind of cluster; LB∞ is computed from the helix runs' "
+            "measured per-node costs (see benchmarks/_oracle.py)."
+        ),
+        "workflows": [],
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="helix-bench-", dir=os.environ.get("HELIX_BENCH_TMP")))
+    try:
+        for name in workflows:
+            log(f"workflow {name} ({size}, {iterations} iterations, {repeats} repeat(s))")
+            result = run_workflow(
+                name,
+                size,
+                iterations,
+                repeats,
+                workdir,
+                in_process=in_process,
+                processes=processes,
+                only=only,
+                log=log,
+            )
+            result["lb"] = lower_bound(result)
+            result["summary"] = summarize(result)
+            result["identical"] = identical_metrics(result)
+            data["workflows"].append(result)
+        if micro:
+            from ._micro import run_micro
+
+            data["micro"] = run_micro(quick, log=log)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    data["machine"]["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    data["seconds"] = time.time() - started
+    try:
+        import graphchain  # noqa: F401
+    except ImportError as exc:
+        data["graphchain_import"] = f"{type(exc).__name__}: {exc}"
+    if out_dir is not None:
+        write(data, out_dir)
+    return data
+
+
+def write(data: dict[str, Any], out_dir: Path) -> None:
+    from ._report import markdown, plot
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = data["date"] + ("-quick" if data["quick"] else "")
+    data["file"] = f"{stem}.json"
+    (out_dir / data["file"]).write_text(json.dumps(data, indent=1, default=str))
+    pngs: dict[str, str] = {}
+    try:
+        for w in data["workflows"]:
+            png = f"{stem}-{w['workflow']}.png"
+            plot(w, w["summary"], out_dir / png)
+            pngs[w["workflow"]] = f"results/{png}"
+    except ImportError as exc:
+        print(f"no plots: {exc}; pip install helix_dask[bench]", file=sys.stderr)
+    (HERE / "RESULTS.md").write_text(markdown(data, pngs))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, ≤ 3 minutes")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats (full 1, quick 1)")
+    parser.add_argument("--workflows", nargs="+", choices=WORKFLOW_NAMES, default=WORKFLOW_NAMES)
+    parser.add_argument("--no-micro", action="store_true", help="skip the micro-benchmarks")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    data = run(
+        quick=args.quick,
+        size="quick" if args.quick else "full",
+        iterations=4 if args.quick else 10,
+        repeats=args.repeats or 1,
+        workflows=tuple(args.workflows),
+        micro=not args.no_micro,
+        in_process=args.quick,
+        processes=not args.quick,
+        out_dir=args.out,
+    )
+    print(f"done in {data['seconds']:.0f}s; see {HERE / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Run every strategy through every workflow's scripted iterations and collect the results.
+
+One LocalCluster(n_workers=2, threads_per_worker=1) per strategy and repeat, started here and
+timed separately; each iteration is a new Python process (``python -m benchmarks._iteration``)
+that connects to it by address, so a code edit is a new import as for a user re-running a
+script. Iteration time is measured inside that process, from connecting to having the result
+(and, for helix, the finished run report): it includes building the graph and ``hx.setup``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from distributed import LocalCluster
+
+from helix_dask.materializer import POLICIES
+
+from ._iteration import WORKFLOWS, run_iteration
+
+ROOT = Path(__file__).resolve().parent.parent
+TIGHT_FRACTION = 0.3
+"""A tight budget is this fraction of what policy 'all' stored in the same repeat."""
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""One BLAS/OpenMP thread per worker: two single-threaded workers on two cores."""
+
+
+def strategies() -> list[dict[str, Any]]:
+    """Every helix policy (unbounded budget), then the peers; 'all' first (it sizes the tight
+    budgets), tight-budget runs of the other storing policies last."""
+    names = sorted(POLICIES, key=lambda n: (n != "all", n))
+    out = [{"id": f"helix:{p}", "kind": "helix", "policy": p, "budget": None} for p in names]
+    out += [{"id": kind, "kind": kind} for kind in ("dask", "joblib", "graphchain")]
+    out += [
+        {"id": f"helix:{p}@tight", "kind": "helix", "policy": p, "budget": "tight"}
+        for p in names
+        if p not in ("all", "none")
+    ]
+    return out
+
+
+def _cluster(processes: bool) -> LocalCluster:
+    return LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=processes,
+        dashboard_address=None,
+        worker_dashboard_address=None,
+    )
+
+
+def _subprocess_iteration(spec: dict[str, Any]) -> dict[str, Any]:
+    env = {**os.environ, **THREAD_ENV, "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks._iteration", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    wall = time.perf_counter() - t0
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = proc.stderr.strip().splitlines()[-3:]
+        return {"index": spec["index"], "error": f"exit {proc.returncode}: {' | '.join(tail)}"}
+    result = json.loads(lines[-1])
+    result["process_seconds"] = wall
+    return result
+
+
+def run_workflow(
+    name: str,
+    size: str,
+    n_iterations: int,
+    repeats: int,
+    workdir: Path,
+    *,
+    in_process: bool = False,
+    processes: bool = True,
+    only: Sequence[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run all strategies on workflow ``name``; return per-strategy, per-repeat iterations."""
+    os.environ.update(THREAD_ENV)
+    workflow = WORKFLOWS[name]
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for repeat in range(repeats):
+        all_bytes: int | None = None
+        for strategy in strategies():
+            if only and not any(strategy["id"].startswith(o) for o in only):
+                continue
+            strategy = dict(strategy)
+            if strategy.get("budget") == "tight":
+                if not all_bytes:
+                    log(f"  {strategy['id']}: no 'all' run to size the tight budget; skipped")
+                    continue
+                strategy["budget"] = int(all_bytes * TIGHT_FRACTION)
+            sdir = workdir / name / f"r{repeat}" / strategy["id"].replace(":", "_")
+            shutil.rmtree(sdir, ignore_errors=True)
+            sdir.mkdir(parents=True)
+            t0 = time.perf_counter()
+            cluster = _cluster(processes)
+            startup = time.perf_counter() - t0
+            iterations = []
+            try:
+                for i in range(n_iterations):
+                    spec = {
+                        "workflow": name,
+                        "size": size,
+                        "index": i,
+                        "strategy": strategy,
+                        "address": cluster.scheduler_address,
+                        "workdir": str(sdir),
+                    }
+                    res = run_iteration(spec) if in_process else _subprocess_iteration(spec)
+                    iterations.append(res)
+                    if "error" in res:
+                        log(f"  {strategy['id']} iteration {i + 1}: FAILED {res['error']}")
+                        break
+                    log(
+                        f"  {strategy['id']:<22} it {i + 1:>2} "
+                        f"{workflow.iterations[i].kind:<5} {res['seconds']:7.2f}s "
+                        f"store {res['storage_bytes'] / 1e6:8.1f} MB"
+                    )
+            finally:
+                cluster.close()
+            if strategy["id"] == "helix:all" and iterations and "error" not in iterations[-1]:
+                all_bytes = iterations[-1]["storage_bytes"]
+            runs.setdefault(strategy["id"], []).append(
+                {
+                    "repeat": repeat,
+                    "strategy": strategy,
+                    "cluster_startup_seconds": startup,
+                    "iterations": iterations,
+                }
+            )
+            shutil.rmtree(sdir, ignore_errors=True)
+    return {
+        "workflow": name,
+        "title": workflow.title,
+        "size": dict(workflow.sizes[size]),
+        "iterations": [
+            {"kind": it.kind, "what": it.what} for it in workflow.iterations[:n_iterations]
+        ],
+        "runs": runs,
+    }

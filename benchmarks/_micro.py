@@ -1,0 +1,303 @@
+"""Micro-benchmarks: planner latency, plugin transparency, signature throughput, artifact loads."""
+
+from __future__ import annotations
+
+import contextlib
+import cProfile
+import os
+import pstats
+import statistics
+import tempfile
+import time
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import helix_dask as hx
+from helix_dask.planner import PlanNode, plan
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def random_dag(n: int, seed: int = 0) -> list[PlanNode]:
+    """A layered operator DAG: 1-3 parents among the previous 50 nodes, half loadable, the
+    nodes nobody depends on are outputs."""
+    rng = np.random.default_rng(seed)
+    parents = [
+        tuple(sorted({int(i - 1 - j) for j in rng.integers(0, min(i, 50), rng.integers(1, 4))}))
+        if i
+        else ()
+        for i in range(n)
+    ]
+    has_child = {p for ps in parents for p in ps}
+    compute = rng.exponential(1.0, n)
+    load = rng.exponential(0.2, n)
+    loadable = rng.random(n) < 0.5
+    return [
+        PlanNode(
+            f"n{i}",
+            tuple(f"n{p}" for p in parents[i]),
+            float(compute[i]),
+            float(load[i]) if loadable[i] else None,
+            i not in has_child,
+        )
+        for i in range(n)
+    ]
+
+
+def planner_latency(sizes: list[int], networkx_max: int) -> dict[str, Any]:
+    rows = []
+    for n in sizes:
+        nodes = random_dag(n)
+        for solver in ("scipy", "networkx"):
+            if solver == "networkx" and n > networkx_max:
+                rows.append({"nodes": n, "solver": solver, "seconds": None, "note": "skipped"})
+                continue
+            repeats = 5 if n <= 10_000 else 2
+            seconds = _median_seconds(lambda nodes=nodes, s=solver: plan(nodes, solver=s), repeats)
+            rows.append({"nodes": n, "solver": solver, "seconds": seconds})
+    biggest = random_dag(max(sizes))
+    profiler = cProfile.Profile()
+    profiler.enable()
+    plan(biggest)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    hot = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:8]  # own time
+    hotspots = [
+        {"function": f"{Path(f).name}:{line}({fn})", "own_seconds": s[2], "cumulative": s[3]}
+        for (f, line, fn), s in hot
+    ]
+    return {"rows": rows, "hotspots_at": max(sizes), "hotspots": hotspots}
+
+
+def transparency(n_chunks: int, repeats: int) -> dict[str, Any]:
+    """The same dask.array graph (no helix task) on a plain cluster and on one with helix."""
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    def graph():
+        return ((da.ones(n_chunks * 10, chunks=10) + 1) * 2).sum()
+
+    n_tasks = len(graph().__dask_graph__())
+    times: dict[str, list[float]] = {"plain": [], "helix": []}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        clients = {}
+        for label in times:
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=2,
+                    threads_per_worker=1,
+                    dashboard_address=None,
+                    worker_dashboard_address=None,
+                )
+            )
+            clients[label] = stack.enter_context(Client(cluster, set_as_default=False))
+        hx.setup(clients["helix"], store=Path(tmp) / "store")
+        for client in clients.values():  # warm up both on a small graph
+            client.compute(((da.ones(1000, chunks=10) + 1) * 2).sum()).result()
+        for _ in range(repeats):
+            for label, client in clients.items():
+                g = graph()
+                t0 = time.perf_counter()
+                client.compute(g).result()
+                times[label].append(time.perf_counter() - t0)
+    plain, helix = statistics.median(times["plain"]), statistics.median(times["helix"])
+    return {
+        "tasks": n_tasks,
+        "plain_seconds": plain,
+        "helix_seconds": helix,
+        "ratio": helix / plain,
+        "samples": times,
+    }
+
+
+@contextlib.contextmanager
+def _count_hashed_bytes() -> Iterator[list[int]]:
+    """Count the bytes fed to xxh3_128 by helix's fingerprint and signature code."""
+    import xxhash
+
+    import helix_dask
+    from helix_dask import _fingerprint, signature  # noqa: F401  (load the hashing modules)
+
+    counter = [0]
+
+    class Counting:
+        def __init__(self, *args: Any) -> None:
+            self._h = xxhash.xxh3_128(*args)
+
+        def update(self, b: Any) -> None:
+            counter[0] += memoryview(b).nbytes
+            self._h.update(b)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._h, name)
+
+    class Shim:
+        xxh3_128 = Counting
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(xxhash, name)
+
+    # Every helix module that hashes holds xxhash as a module attribute; shim each one.
+    modules = [m for m in vars(helix_dask).values() if isinstance(m, types.ModuleType)]
+    modules = [m for m in modules if getattr(m, "xxhash", None) is xxhash]
+    for m in modules:
+        m.xxhash = Shim()  # type: ignore[attr-defined]
+    try:
+        yield counter
+    finally:
+        for m in modules:
+            m.xxhash = xxhash  # type: ignore[attr-defined]
+
+
+@hx.task
+def _make(n: int) -> np.ndarray:
+    return np.ones(n)
+
+
+@hx.task
+def _summary(x: np.ndarray, scale: float = 1.0) -> float:
+    return float(x.sum() * scale)
+
+
+def signatures(array_bytes: int, client: Any) -> dict[str, Any]:
+    """Throughput of fingerprint_value on a large array, and node creation downstream of
+    lazy and persisted upstream results of growing size (no data is hashed)."""
+    from helix_dask.signature import fingerprint_value
+
+    array = np.random.default_rng(0).random(array_bytes // 8)
+    fingerprint_value(array[:1000])
+    seconds = _median_seconds(lambda: fingerprint_value(array), 3)
+    array = None
+    rows = []
+    for n in (1_000, 1_000_000, array_bytes // 8):
+        upstream = _make(n)
+        persisted = client.persist(upstream)
+        from distributed import wait
+
+        wait(persisted)
+        for label, parent in (("lazy", upstream), ("persisted", persisted)):
+            _summary(parent, scale=2.0)
+            with _count_hashed_bytes() as counter:
+                t0 = time.perf_counter()
+                node = _summary(parent, scale=2.0)
+                created = time.perf_counter() - t0
+            rows.append(
+                {
+                    "upstream_bytes": n * 8,
+                    "upstream": label,
+                    "create_seconds": created,
+                    "hashed_bytes": counter[0],
+                    "signature": node.signature,
+                }
+            )
+        del persisted
+    return {
+        "array_bytes": array_bytes,
+        "fingerprint_seconds": seconds,
+        "gb_per_second": array_bytes / seconds / 1e9,
+        "node_creation": rows,
+    }
+
+
+def _drop_caches(paths: list[Path]) -> str:
+    """Evict ``paths`` from the page cache: drop_caches if permitted, else fadvise."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return "drop_caches"
+    except OSError as exc:
+        reason = f"echo 3 > /proc/sys/vm/drop_caches failed ({type(exc).__name__}: {exc})"
+    for path in paths:
+        files = (
+            [path] if path.is_file() else [Path(d) / f for d, _, fs in os.walk(path) for f in fs]
+        )
+        for file in files:
+            fd = os.open(file, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+    return f"posix_fadvise(DONTNEED) per file; {reason}"
+
+
+def artifact_load(array_bytes: int, repeats: int) -> dict[str, Any]:
+    """ZarrArtifactStore.get vs np.load of the same float64 array, warm and cold cache."""
+    from helix_dask.store import ZarrArtifactStore
+
+    array = np.random.default_rng(1).random(array_bytes // 8)
+    sig = "0" * 32
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        store = ZarrArtifactStore(Path(tmp) / "store")
+        t0 = time.perf_counter()
+        store.put(sig, array)
+        put_seconds = time.perf_counter() - t0
+        npy = Path(tmp) / "array.npy"
+        t0 = time.perf_counter()
+        np.save(npy, array)
+        save_seconds = time.perf_counter() - t0
+        del array
+        readers = {"zarr": lambda: store.get(sig), "npy": lambda: np.load(npy)}
+        paths = {"zarr": store.root / "artifacts", "npy": npy}
+        out: dict[str, Any] = {
+            "array_bytes": array_bytes,
+            "put_seconds": put_seconds,
+            "np_save_seconds": save_seconds,
+        }
+        for name, read in readers.items():
+            read()
+            out[f"{name}_warm_seconds"] = _median_seconds(read, repeats)
+        cold: dict[str, list[float]] = {"zarr": [], "npy": []}
+        for _ in range(repeats):
+            for name, read in readers.items():
+                out["cold_method"] = _drop_caches([paths[name]])
+                t0 = time.perf_counter()
+                read()
+                cold[name].append(time.perf_counter() - t0)
+        for name in readers:
+            out[f"{name}_cold_seconds"] = statistics.median(cold[name])
+        profiler = cProfile.Profile()
+        profiler.enable()
+        store.get(sig)
+        profiler.disable()
+        hot = sorted(pstats.Stats(profiler).stats.items(), key=lambda kv: kv[1][2], reverse=True)
+        out["zarr_hotspots"] = [
+            {"function": f"{Path(f).name}:{line}({fn})", "own_seconds": st[2]}
+            for (f, line, fn), st in hot[:6]
+        ]
+        out["warm_ratio"] = out["npy_warm_seconds"] / out["zarr_warm_seconds"]
+        out["cold_ratio"] = out["npy_cold_seconds"] / out["zarr_cold_seconds"]
+    return out
+
+
+def run_micro(quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
+    from distributed import Client, LocalCluster
+
+    sizes = [100, 1_000, 10_000] if quick else [100, 1_000, 10_000, 100_000]
+    gb = 2**28 if quick else 2**30
+    out: dict[str, Any] = {}
+    log("micro: planner latency")
+    out["planner"] = planner_latency(sizes, networkx_max=1_000 if quick else 10_000)
+    log("micro: plugin transparency")
+    out["transparency"] = transparency(500 if quick else 25_000, 2)
+    log("micro: signatures")
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        out["signatures"] = signatures(gb, client)
+    log("micro: artifact load")
+    out["artifact_load"] = artifact_load(gb, 3)
+    return out
