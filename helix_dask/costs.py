@@ -17,6 +17,9 @@ REVERT_PROBABILITY = 0.05
 UNSEEN_SURVIVAL = 0.5
 """Survival assumed for a task with no history yet: as likely to change as not."""
 
+HORIZON = 10
+"""How many later iterations a stored result is expected to serve at most."""
+
 
 @dataclass(frozen=True, slots=True)
 class IOModel:
@@ -85,3 +88,10 @@ def reuse_probability(
     if name in latest and signature not in latest[name]:
         return REVERT_PROBABILITY
     return rates.get(name, UNSEEN_SURVIVAL)
+
+
+def expected_reuses(p: float, horizon: int = HORIZON) -> float:
+    """Expected number of later iterations that ask for a result whose signature survives each
+    iteration with probability ``p``: p + p^2 + ... + p^horizon."""
+    p = min(max(p, 0.0), 1.0)
+    return float(horizon) if p == 1.0 else p * (1 - p**horizon) / (1 - p)

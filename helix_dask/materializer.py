@@ -4,8 +4,10 @@ A policy sees one :class:`Candidate` (a node that just finished, with its measur
 the free budget, and returns a :class:`Verdict`. Policies are chosen by name (``helix.policy``):
 
 ``value`` (default)
-    Stores a node when its expected saving, p(reuse) x (recreation - load), outweighs the cost
-    of writing it; when the budget is full it evicts artifacts of lower saving per byte.
+    Stores a node when its expected saving outweighs the cost of writing it once. The saving is
+    (recreation - load) per reuse times the expected number of reuses: with p the chance that
+    its signature survives an iteration, p + p^2 + ... over a horizon of iterations. When the
+    budget is full it evicts artifacts of lower saving per byte.
 ``helix2x``
     HELIX's streaming rule: store when recreation costs more than twice the load, while the
     budget lasts; it ranks nothing and never evicts.
@@ -24,6 +26,7 @@ from dask.utils import format_bytes
 
 from ._errors import HelixConfigError
 from ._events import Materialization
+from .costs import expected_reuses
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +48,13 @@ class Candidate:
     write_seconds: float = 0.0
 
     @property
+    def expected_reuses(self) -> float:
+        return expected_reuses(self.reuse_probability)
+
+    @property
     def saving(self) -> float:
-        """Expected seconds saved in the next iteration by having it stored."""
-        return self.reuse_probability * max(0.0, self.recompute_seconds - self.load_seconds)
+        """Expected seconds saved over later iterations by having it stored."""
+        return self.expected_reuses * max(0.0, self.recompute_seconds - self.load_seconds)
 
     @property
     def density(self) -> float:
@@ -57,7 +64,8 @@ class Candidate:
     def explain(self) -> str:
         return (
             f"saves {self.recompute_seconds - self.load_seconds:.3f}s per reuse, "
-            f"p(reuse)={self.reuse_probability:.2f}, {format_bytes(self.nbytes)}, "
+            f"p(reuse)={self.reuse_probability:.2f} (~{self.expected_reuses:.1f} reuses), "
+            f"{format_bytes(self.nbytes)}, "
             f"load {self.load_seconds:.3f}s, write {self.write_seconds:.3f}s"
         )
 

@@ -17,7 +17,14 @@ from distributed.protocol.pickle import dumps
 from . import _config
 from ._events import Decision, Materialization, NodeRecord, report_to_dict
 from .catalog import ArtifactRow, Catalog
-from .costs import UNSEEN_SURVIVAL, IOModel, fit_io, reuse_probability, survival_rates
+from .costs import (
+    UNSEEN_SURVIVAL,
+    IOModel,
+    expected_reuses,
+    fit_io,
+    reuse_probability,
+    survival_rates,
+)
 from .dashboard import install_routes
 from .materializer import Candidate, Stored, choose_evictions, get_policy
 from .planner import PlanNode, plan
@@ -457,7 +464,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         for a in self.catalog.artifacts():
             load = a.load_seconds if a.load_seconds is not None else model.io.load_seconds(a.nbytes)
             p = model.reuse(a.name, a.signature, current)
-            saving = p * max(0.0, a.recompute_seconds - load)
+            saving = expected_reuses(p) * max(0.0, a.recompute_seconds - load)
             out.append(Stored(a.signature, a.name, a.nbytes, saving / max(a.nbytes, 1)))
         return out
 

@@ -84,7 +84,7 @@ def test_value_policy_stores_when_expected_saving_beats_the_write():
 def test_value_policy_skips_when_reuse_is_unlikely_even_if_recompute_is_expensive():
     c = cand(recompute_seconds=10.0, load_seconds=1.0, reuse_probability=0.01, write_seconds=0.5)
     v = value(c, 10**6)
-    assert v.outcome is Materialization.SKIPPED and "expected saving 0.090s" in v.reason
+    assert v.outcome is Materialization.SKIPPED and "expected saving 0.091s" in v.reason
 
 
 def test_value_policy_stores_what_helix2x_would_skip_when_reuse_is_certain():
@@ -148,3 +148,12 @@ def test_io_model_separates_fixed_overhead_from_bandwidth():
     assert io.read_overhead == pytest.approx(0.002)
     assert io.load_seconds(200 * mb) == pytest.approx(0.202, rel=1e-3)
     assert io.write_overhead == pytest.approx(0.01)  # no writes measured: the prior
+
+
+def test_a_result_that_rarely_changes_is_expected_to_serve_many_iterations():
+    from helix_dask.costs import HORIZON, expected_reuses
+
+    assert expected_reuses(1.0) == HORIZON
+    assert expected_reuses(0.5) == pytest.approx(1.0, abs=1e-3)
+    assert expected_reuses(0.9) > 5 * expected_reuses(0.3)
+    assert expected_reuses(0.0) == 0.0
