@@ -363,28 +363,23 @@ class Catalog(MetadataStore):
         """Bytes of all committed artifacts."""
         return int(self._query("SELECT COALESCE(SUM(nbytes), 0) FROM artifacts")[0][0])
 
-    def compute_costs(self, signatures: Iterable[str], names: Iterable[str]) -> tuple[dict, dict]:
+    def compute_costs(
+        self, signatures: Iterable[str], names: Iterable[str]
+    ) -> tuple[dict[str, float], dict[str, float]]:
         """Measured compute seconds: the latest per signature, and the latest per task name."""
-        sigs, nms = sorted(set(signatures)), sorted(set(names))
-        by_sig: dict[str, float] = {}
-        by_name: dict[str, float] = {}
-        for chunk in _chunks(sigs):
+        return self._latest_compute("signature", signatures), self._latest_compute("name", names)
+
+    def _latest_compute(self, column: str, values: Iterable[str]) -> dict[str, float]:
+        latest: dict[str, float] = {}
+        for chunk in _chunks(sorted(set(values))):
             marks = ",".join("?" * len(chunk))
-            for sig, secs in self._query(
-                f"SELECT signature, compute_seconds FROM nodes WHERE compute_seconds IS NOT NULL "
-                f"AND signature IN ({marks}) ORDER BY version",
+            for value, secs in self._query(
+                f"SELECT {column}, compute_seconds FROM nodes WHERE compute_seconds IS NOT NULL "
+                f"AND {column} IN ({marks}) ORDER BY version",
                 chunk,
             ):
-                by_sig[sig] = secs
-        for chunk in _chunks(nms):
-            marks = ",".join("?" * len(chunk))
-            for name, secs in self._query(
-                f"SELECT name, compute_seconds FROM nodes WHERE compute_seconds IS NOT NULL "
-                f"AND name IN ({marks}) ORDER BY version",
-                chunk,
-            ):
-                by_name[name] = secs
-        return by_sig, by_name
+                latest[value] = secs  # ordered by version: the last one wins
+        return latest
 
     def code(self, digest: str) -> tuple[dict[str, str], dict[str, str]] | None:
         """The sources and package versions recorded for a code digest, or None."""
