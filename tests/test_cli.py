@@ -11,11 +11,13 @@ import importlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import xml.etree.ElementTree as ET
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -339,8 +341,13 @@ def test_du_accounts_for_every_stored_byte_per_task_and_version(history, helix):
 
 
 def _copy(history, tmp_path: Path) -> Path:
+    """A private copy of the history store; the catalog through SQLite's backup API, because
+    readers running meanwhile create and remove its WAL files."""
     store = tmp_path / "store"
-    shutil.copytree(history.store, store)
+    shutil.copytree(history.store, store, ignore=shutil.ignore_patterns("catalog.sqlite*"))
+    with closing(sqlite3.connect(history.store / "catalog.sqlite")) as src:
+        with closing(sqlite3.connect(store / "catalog.sqlite")) as dst:
+            src.backup(dst)
     return store
 
 
