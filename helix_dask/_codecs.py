@@ -26,6 +26,8 @@ import pickle
 import reprlib
 import struct
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -99,15 +101,96 @@ def _write_array(group: zarr.Group, key: str, data: np.ndarray) -> dict[str, Any
         chunks=_chunks(data.shape, data.dtype.itemsize),
         compressors=_compressors(data.dtype),
     )
-    if data.size:
+    if data.size and not _write_raw(array, data):
         array[...] = data
     return {"dtype": data.dtype.str}
 
 
 def _read_array(group: zarr.Group, key: str, meta: dict[str, Any]) -> np.ndarray:
     """Read the Zarr array ``key`` back with its original dtype (byte order included)."""
-    data = np.asarray(group[key][...])
+    array = group[key]
+    raw = _read_raw(array)
+    data = raw if raw is not None else np.asarray(array[...])
     return data.astype(np.dtype(meta["dtype"]), copy=False)
+
+
+# Zarr's own path for an uncompressed array copies every chunk through its async codec pipeline:
+# measured on a warm 268 MB float64 array, 0.2-1.0 s to read against 0.05 s for np.load. An
+# array whose only codec is little-endian bytes and whose chunks split the first axis alone is,
+# on disk, each chunk's C-order bytes in its own file (the last one padded to a full chunk), so
+# those files are read into, and written from, one buffer directly. Zarr still reads them.
+
+
+def _raw_layout(array: zarr.Array) -> tuple[Path, int] | None:
+    """The array's directory and rows per chunk, when its chunks are raw files; else None."""
+    from zarr.codecs import BytesCodec
+    from zarr.storage import LocalStore
+
+    md = array.metadata
+    codecs = getattr(md, "codecs", ())
+    store = array.store
+    if (
+        getattr(md, "zarr_format", None) != 3
+        or len(codecs) != 1
+        or not isinstance(codecs[0], BytesCodec)
+        or not isinstance(store, LocalStore)
+        or array.ndim == 0
+        or tuple(array.chunks[1:]) != tuple(array.shape[1:])
+        or (array.dtype.itemsize > 1 and sys.byteorder != "little")
+        or array.dtype.byteorder == ">"
+        or (array.dtype.itemsize > 1 and str(getattr(codecs[0].endian, "value", "")) != "little")
+    ):
+        return None
+    return Path(store.root) / array.path, int(array.chunks[0])
+
+
+def _chunk_files(array: zarr.Array, root: Path, rows: int) -> Iterator[tuple[int, int, Path]]:
+    zeros = (0,) * (array.ndim - 1)
+    for i in range(math.ceil(array.shape[0] / rows)):
+        start, stop = i * rows, min((i + 1) * rows, array.shape[0])
+        yield start, stop, root / array.metadata.encode_chunk_key((i, *zeros))
+
+
+def _read_raw(array: zarr.Array) -> np.ndarray | None:
+    layout = _raw_layout(array)
+    if layout is None:
+        return None
+    out = np.empty(array.shape, dtype=array.dtype)
+    row_bytes = out[:1].nbytes
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    for start, stop, path in _chunk_files(array, *layout):
+        if not path.exists():  # Zarr leaves out chunks that hold only the fill value
+            out[start:stop] = array.metadata.fill_value
+            continue
+        want = (stop - start) * row_bytes
+        target, got = view[start * row_bytes : start * row_bytes + want], 0
+        with path.open("rb", buffering=0) as f:
+            while got < want and (n := f.readinto(target[got:])):
+                got += n
+        if got != want:
+            raise HelixStoreError(
+                f"chunk {str(path)!r} holds {got} bytes where {want} were expected; the artifact "
+                "is damaged: delete it with store.delete(signature)"
+            )
+    return out
+
+
+def _write_raw(array: zarr.Array, data: np.ndarray) -> bool:
+    layout = _raw_layout(array)
+    if layout is None:
+        return False
+    data = np.ascontiguousarray(data, dtype=array.dtype)  # the byte order the file holds
+    row_bytes = data[:1].nbytes
+    for start, stop, path in _chunk_files(array, *layout):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:
+            f.write(memoryview(data[start:stop].reshape(-1).view(np.uint8)))
+            missing = (layout[1] - (stop - start)) * row_bytes
+            if missing:  # the last chunk is stored full size, padded with the fill value
+                pad = np.full((layout[1] - (stop - start), *data.shape[1:]), 0, dtype=data.dtype)
+                pad[...] = array.metadata.fill_value
+                f.write(memoryview(pad.reshape(-1).view(np.uint8)))
+    return True
 
 
 # -- Dask arrays --------------------------------------------------------------------------------
