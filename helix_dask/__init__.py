@@ -38,6 +38,7 @@ __all__ = [
     "NodeRecord",
     "RunReport",
     "last_run",
+    "preview",
     "setup",
     "task",
 ]
@@ -50,6 +51,7 @@ _LAZY = {
     "last_run": "client",
     "HelixSchedulerPlugin": "scheduler_plugin",
     "HelixWorkerPlugin": "worker_plugin",
+    "preview": "planning",
 }
 """Names whose modules import distributed: loaded on first use, so the CLI starts fast."""
 

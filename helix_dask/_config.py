@@ -36,3 +36,8 @@ def resolve_budget(budget: int | str | None, store: str | os.PathLike[str]) -> i
     if value < 0:
         raise HelixConfigError(f"budget {budget!r} is negative; pass a size of at least 0")
     return value
+
+
+def parse_size(value: object) -> int:
+    """Bytes from an int or a size string such as ``"500MB"``."""
+    return parse_bytes(value) if isinstance(value, str) else int(value)  # type: ignore[arg-type]

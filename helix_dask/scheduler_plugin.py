@@ -21,13 +21,12 @@ from .costs import (
     UNSEEN_SURVIVAL,
     IOModel,
     expected_reuses,
-    fit_io,
     reuse_probability,
     survival_rates,
 )
 from .dashboard import install_routes
 from .materializer import Candidate, Stored, choose_evictions, get_policy
-from .planner import PlanNode, plan
+from .planning import GraphNode, io_model, plan_graph
 from .rewrite import load_key, rewrite
 from .store import ZarrArtifactStore
 from .task import ANNOTATION, NodeMeta
@@ -39,8 +38,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("helix_dask")
 
 PLUGIN_NAME = "helix"
-DEFAULT_COMPUTE_PRIOR = 1.0
-"""Seconds assumed for a task never measured before (it computes anyway: nothing is stored)."""
 
 
 @dataclass(slots=True)
@@ -234,43 +231,34 @@ class HelixSchedulerPlugin(SchedulerPlugin):
     ) -> tuple[dict[str, _Node], dict[str, str], float]:
         """Decisions for every helix node, the loads to rewrite and the predicted seconds.
 
-        Reads the catalog and the scheduler's task states; changes neither.
+        Reads the catalog and the scheduler's task states; changes neither. A node whose task
+        already exists on the scheduler (held, or running for another graph) is used as is.
         """
-        metas = {k: m for k, (_, m) in helix.items()}
-        by_sig, by_name = self.catalog.compute_costs(
-            (m.signature for m in metas.values()), (m.name for m in metas.values())
-        )
-        stored = self.catalog.artifacts_for(m.signature for m in metas.values() if m.deterministic)
+        fresh = {
+            k
+            for k, (ts, _) in helix.items()
+            if ts.state == "released" and ts.run_spec is not None and k not in self._key_run
+        }
+        graph = {
+            k: GraphNode(
+                meta=m,
+                parents=tuple(d.key for d in ts.dependencies if d.key in helix),
+                is_output=k in wanted or any(d.key not in helix for d in ts.dependents),
+                fixed=k not in fresh,
+            )
+            for k, (ts, m) in helix.items()
+        }
         self._model = model = self._cost_model()
-        fresh: set[str] = set()
-        plan_nodes = []
-        estimates: dict[str, float] = {}
-        for k, (ts, m) in helix.items():
-            is_fresh = ts.state == "released" and ts.run_spec is not None and k not in self._key_run
-            estimate = by_sig.get(m.signature, by_name.get(m.name, DEFAULT_COMPUTE_PRIOR))
-            estimates[k] = estimate
-            load: float | None = None  # None: it must compute (nothing stored, or not reusable)
-            if not is_fresh:
-                load = 0.0
-            elif (row := stored.get(m.signature)) is not None and self.artifacts.contains(
-                m.signature
-            ):
-                load = row.load_seconds or model.io.load_seconds(row.nbytes)
-            if is_fresh:
-                fresh.add(k)
-            outputs = k in wanted or any(d.key not in helix for d in ts.dependents)
-            parents = tuple(d.key for d in ts.dependencies if d.key in helix)
-            plan_nodes.append(PlanNode(k, parents, estimate, load, outputs))
-        chosen = plan(plan_nodes, solver=self.solver)
-        decided = chosen.decisions
+        chosen = plan_graph(graph, self.catalog, self.artifacts, model.io, self.solver)
         nodes: dict[str, _Node] = {}
         loads: dict[str, str] = {}
-        for k, d in decided.items():
+        for k, d in chosen.decisions.items():
+            meta = graph[k].meta
             if k not in fresh:
                 d = Decision.IN_CLUSTER
             elif d is Decision.LOAD:
-                loads[k] = metas[k].signature
-            nodes[k] = _Node(metas[k], d, estimates[k])
+                loads[k] = meta.signature
+            nodes[k] = _Node(meta, d, chosen.estimates[k])
         return nodes, loads, chosen.cost
 
     # -- progress -------------------------------------------------------------------------------
@@ -433,15 +421,10 @@ class HelixSchedulerPlugin(SchedulerPlugin):
 
     def _cost_model(self) -> _Model:
         """Refit I/O costs and reuse rates from the catalog (a few small queries)."""
-        loads, writes = self.catalog.io_samples()
-        io = fit_io(
-            loads,
-            writes,
-            float(_config.get("load-overhead")),  # type: ignore[arg-type]
-            float(_parse_size(_config.get("read-bandwidth"))),
-        )
         history = self.catalog.signature_history(self.workflow)
-        return _Model(io, survival_rates(history), history[-1] if history else {})
+        return _Model(
+            io_model(self.catalog), survival_rates(history), history[-1] if history else {}
+        )
 
     def _protected(self) -> set[str]:
         """Signatures that a running plan is loading: never evicted."""
@@ -546,9 +529,3 @@ class HelixSchedulerPlugin(SchedulerPlugin):
 
 def _compute_seconds(startstops: Iterable[Mapping[str, Any]]) -> float:
     return sum(ss["stop"] - ss["start"] for ss in startstops if ss.get("action") == "compute")
-
-
-def _parse_size(value: object) -> int:
-    from dask.utils import parse_bytes
-
-    return parse_bytes(value) if isinstance(value, str) else int(value)  # type: ignore[arg-type]

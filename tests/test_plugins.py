@@ -208,3 +208,18 @@ def test_dask_progress_bar_follows_a_helix_compute(threaded_client, capsys):
     assert "100% Completed" in capsys.readouterr().out
     hx.last_run(threaded_client)
     del fut
+
+
+def test_preview_shows_the_plan_of_a_graph_before_it_runs(threaded_client, tmp_path, calls):
+    score(make(8)).compute()
+    hx.last_run(threaded_client)
+    calls.take()
+    view = hx.preview(score(make(8)), make(9), store=tmp_path / "store")
+    states = {d["name"] + str(d["arg_values"]): d["state"] for _, d in view.graph.nodes(data=True)}
+    assert states == {
+        "score{'x': '<make>'}": "loaded",
+        "make{'n': '8'}": "pruned",
+        "make{'n': '9'}": "computed",
+    }
+    assert calls.take() == {}  # nothing ran
+    assert view.to_svg().count('class="node"') == 3

@@ -1,0 +1,153 @@
+"""Plan a graph against a store without running it.
+
+:func:`plan_graph` turns helix nodes plus what the catalog measured into the planner's input and
+its decisions; the scheduler plugin plans every submitted graph with it, and :func:`preview`
+shows the plan of a graph that has not run yet (``hx.preview(out, store=...)``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import networkx as nx
+
+from . import _config
+from ._events import Decision
+from .catalog import Catalog
+from .costs import fit_io
+from .planner import PlanNode, plan
+from .store import ZarrArtifactStore
+from .task import ANNOTATION, HelixNode, NodeMeta
+
+if TYPE_CHECKING:
+    from ._drawing import DagView
+    from .costs import IOModel
+
+DEFAULT_COMPUTE_PRIOR = 1.0
+"""Seconds assumed for a task never measured before (it computes anyway: nothing is stored)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GraphNode:
+    """A helix node as planning sees it: its metadata, parents and role in the graph."""
+
+    meta: NodeMeta
+    parents: tuple[str, ...]
+    is_output: bool
+    fixed: bool = False
+    """Already held or being computed on the cluster: available at no cost, never rewritten."""
+
+
+@dataclass(frozen=True, slots=True)
+class GraphPlan:
+    """Decisions per key, the compute estimate behind each, and the predicted seconds."""
+
+    decisions: Mapping[str, Decision]
+    estimates: Mapping[str, float]
+    cost: float
+
+
+def plan_graph(
+    nodes: Mapping[str, GraphNode],
+    catalog: Catalog,
+    artifacts: ZarrArtifactStore,
+    io: IOModel,
+    solver: str = "scipy",
+) -> GraphPlan:
+    """The cheapest plan for ``nodes`` given what ``catalog`` measured and what is stored.
+
+    Compute costs come from the same signature, else the task's latest run, else a prior;
+    load costs from the artifact's measured loads, else its size through ``io``.
+    """
+    metas = [g.meta for g in nodes.values()]
+    by_sig, by_name = catalog.compute_costs((m.signature for m in metas), (m.name for m in metas))
+    stored = catalog.artifacts_for(m.signature for m in metas if m.deterministic)
+    estimates: dict[str, float] = {}
+    plan_nodes = []
+    for key, g in nodes.items():
+        m = g.meta
+        estimates[key] = by_sig.get(m.signature, by_name.get(m.name, DEFAULT_COMPUTE_PRIOR))
+        load: float | None = None  # None: it must compute (nothing stored, or not reusable)
+        if g.fixed:
+            load = 0.0
+        elif (row := stored.get(m.signature)) is not None and artifacts.contains(m.signature):
+            load = row.load_seconds or io.load_seconds(row.nbytes)
+        plan_nodes.append(PlanNode(key, g.parents, estimates[key], load, g.is_output))
+    chosen = plan(plan_nodes, solver=solver)
+    return GraphPlan(chosen.decisions, estimates, chosen.cost)
+
+
+def io_model(catalog: Catalog) -> IOModel:
+    """Load and write costs fitted to what ``catalog`` measured, the config's priors elsewhere."""
+    loads, writes = catalog.io_samples()
+    return fit_io(
+        loads,
+        writes,
+        float(_config.get("load-overhead")),  # type: ignore[arg-type]
+        float(_config.parse_size(_config.get("read-bandwidth"))),
+    )
+
+
+def graph_nodes(*outputs: HelixNode) -> dict[str, GraphNode]:
+    """Every helix node behind ``outputs``, read from their graphs' annotations."""
+    found: dict[str, NodeMeta] = {}
+    for out in outputs:
+        for name, layer in out.dask.layers.items():
+            ann = (layer.annotations or {}).get(ANNOTATION)
+            if ann is not None:
+                found[str(name)] = NodeMeta.from_annotation(ann)
+    wanted = {o.key for o in outputs}
+    return {
+        k: GraphNode(m, tuple(p for p in m.parents if p in found), k in wanted)
+        for k, m in found.items()
+    }
+
+
+def preview(*outputs: HelixNode, store: str | os.PathLike[str] | None = None) -> DagView:
+    """The plan helix would make for ``outputs`` now, as a DAG, without running anything.
+
+    Examples
+    --------
+    >>> view = hx.preview(evaluate(train(features)), store="./.helix")   # doctest: +SKIP
+    >>> view.graph.nodes["train-..."]["state"]                          # doctest: +SKIP
+    'computed'
+    >>> Path("plan.svg").write_text(view.to_svg())                      # doctest: +SKIP
+    """
+    from ._drawing import DagView
+    from .views import STATES
+
+    root = Path(store or str(_config.get("store")))
+    catalog = Catalog(root)
+    nodes = graph_nodes(*outputs)
+    chosen = plan_graph(
+        nodes, catalog, ZarrArtifactStore(root), io_model(catalog), str(_config.get("solver"))
+    )
+    stored = catalog.artifacts_for(g.meta.signature for g in nodes.values())
+    graph = nx.DiGraph(version=0, message="plan, not run", status="planned")
+    for key, g in nodes.items():
+        row = stored.get(g.meta.signature)
+        graph.add_node(
+            key,
+            name=g.meta.name,
+            signature=g.meta.signature,
+            state=STATES[chosen.decisions[key]],
+            changed=False,
+            stored=row is not None,
+            materialization=None,
+            artifact=row.location if row is not None else None,
+            nbytes=row.nbytes if row is not None else None,
+            compute_seconds=None,
+            load_seconds=row.load_seconds if row is not None else None,
+            write_seconds=None,
+            estimated_compute_seconds=chosen.estimates[key],
+            reason="",
+            metrics=None,
+            arg_values=dict(g.meta.arg_values),
+        )
+        graph.add_edges_from((p, key) for p in g.parents)
+    catalog.close()
+    return DagView(graph)
