@@ -288,6 +288,10 @@ def _plot_metrics(t: views.MetricsTable, path: Path) -> None:
 
 
 def cmd_dag(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
+    if args.plan:
+        return _plan_dag(cat, args, out)
+    if args.version is None:
+        raise HelixConfigError("helix dag needs a version (3, v3, latest) or --plan MODULE:NAME")
     v = _version(cat, args.version)
     graph = views.dag(cat, v)
     path = Path(args.output)
@@ -313,6 +317,46 @@ def cmd_dag(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
             {"version": v, "output": str(path), "format": kind, "nodes": len(graph)}, out
         )
     out.write(f"wrote v{v} ({len(graph)} nodes) to {path}\n")
+
+
+def _plan_dag(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
+    """The plan of a graph not run yet: ``--plan pkg.module:name`` names helix nodes, or a
+    function without arguments that returns them."""
+    import importlib
+
+    from .planning import preview
+    from .task import HelixNode
+
+    module_name, _, attr = args.plan.partition(":")
+    if not module_name or not attr:
+        raise HelixConfigError(
+            f"--plan {args.plan!r} is not MODULE:NAME; pass e.g. --plan workflow:build"
+        )
+    sys.path.insert(0, os.getcwd())
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    finally:
+        sys.path.pop(0)
+    if callable(target) and not isinstance(target, HelixNode):
+        target = target()
+    nodes = list(target) if isinstance(target, (list, tuple)) else [target]
+    if not nodes or not all(isinstance(n, HelixNode) for n in nodes):
+        raise HelixConfigError(
+            f"--plan {args.plan!r} gave {type(target).__name__}, not helix nodes; name a node, "
+            "a list of nodes, or a function without arguments that returns them"
+        )
+    graph = preview(*nodes, store=cat.root).graph
+    path = Path(args.output)
+    if path.suffix.lower() != ".svg" and (args.format or "svg") != "svg":
+        raise HelixConfigError(f"cannot write {path.name!r}: a plan is written as .svg")
+    path.write_text(views.render_svg(graph))
+    states = {}
+    for _, d in graph.nodes(data=True):
+        states[d["state"]] = states.get(d["state"], 0) + 1
+    if args.json:
+        return _print_json({"plan": args.plan, "output": str(path), "states": states}, out)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+    out.write(f"wrote the plan of {args.plan} ({counts}) to {path}\n")
 
 
 def _plot_dag(graph, path: Path) -> None:
@@ -462,7 +506,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--ascending", action="store_true", help="lowest first with --sort")
     s.add_argument("--plot", metavar="PNG", help="also write a plot (needs matplotlib)")
     s = sub.add_parser("dag", parents=[common], help="the DAG of a version as SVG, PNG or HTML")
-    s.add_argument("version", help="3, v3, latest or -2")
+    s.add_argument("version", nargs="?", help="3, v3, latest or -2")
+    s.add_argument(
+        "--plan",
+        metavar="MODULE:NAME",
+        help="instead of a version: the plan of helix nodes not run yet (a node, a list of "
+        "nodes, or a function without arguments returning them), as SVG",
+    )
     s.add_argument("-o", "--output", required=True, help="file.svg, file.png or file.html")
     s.add_argument("--format", choices=["svg", "png", "html"], help="override the file suffix")
     sub.add_parser("du", parents=[common], help="storage per task and per version")

@@ -436,3 +436,29 @@ def test_python_gc_mirrors_the_cli_dry_run_first(history, tmp_path):
     result = cat.gc(keep=1, dry_run=False)
     assert set(result.deleted) == doomed
     assert not doomed & set(ZarrArtifactStore(store).signatures())
+
+
+def test_dag_plan_draws_a_graph_not_run_yet(history, out_dir):
+    usercode = history.store.parent / "usercode"
+    (out_dir / "planned.py").write_text(
+        f"import sys\nsys.path[:0] = [{str(usercode)!r}, {str(Path(__file__).parent)!r}]\n"
+        "import cli_userflow\n\n\n"
+        f"def build():\n    return cli_userflow.workflow({str(history.data)!r}, 5)\n"
+    )
+    svg = out_dir / "plan.svg"
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "helix_dask.cli", "--store", str(history.store), "--json"),
+            *("dag", "--plan", "planned:build", "-o", str(svg)),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=out_dir,
+        env={**os.environ, CALL_LOG: str(out_dir / "plan-calls.log")},
+    )
+    assert proc.returncode == 0, proc.stderr
+    states = json.loads(proc.stdout)["states"]
+    assert states.get("loaded") == 1 and "computed" not in states  # the stored output loads
+    root = ET.parse(svg).getroot()
+    assert len([g for g in root.iter() if g.get("class") == "node"]) == sum(states.values())
+    assert not (out_dir / "plan-calls.log").exists()  # nothing ran
