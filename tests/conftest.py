@@ -45,12 +45,13 @@ def calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Calls:
     return Calls(path)
 
 
-def _cluster(processes: bool) -> LocalCluster:
+def _cluster(processes: bool, *, dashboard: bool = False) -> LocalCluster:
+    """Two single-threaded workers; the scheduler's dashboard on a free port when asked."""
     return LocalCluster(
         n_workers=2,
         threads_per_worker=1,
         processes=processes,
-        dashboard_address=None,
+        dashboard_address=":0" if dashboard else None,
         worker_dashboard_address=None,
     )
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import dask
 import pytest
-from conftest import CALL_LOG, Calls, _assert_no_leaked_tasks
-from distributed import Client, LocalCluster
+from conftest import CALL_LOG, Calls, _assert_no_leaked_tasks, _cluster
+from distributed import Client
 
 import helix_dask as hx
 from helix_dask import Decision
@@ -114,13 +114,7 @@ def history(tmp_path_factory: pytest.TempPathFactory):
         mp.syspath_prepend(str(tmp / "usercode"))
         with (
             dask.config.set({"distributed.scheduler.validate": True}),
-            LocalCluster(
-                n_workers=2,
-                threads_per_worker=1,
-                processes=False,
-                dashboard_address=None,
-                worker_dashboard_address=None,
-            ) as cluster,
+            _cluster(False) as cluster,
             Client(cluster) as client,
         ):
             hx.setup(client, store=tmp / "store", budget="1 GiB", workflow="cli")

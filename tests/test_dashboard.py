@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import dask
 import pytest
-from conftest import _assert_no_leaked_tasks, log_call
-from distributed import Client, LocalCluster
+from conftest import _assert_no_leaked_tasks, _cluster, log_call
+from distributed import Client
 
 import helix_dask as hx
 
@@ -48,13 +48,7 @@ def dashboard(calls, tmp_path: Path) -> Iterator[tuple[Client, str]]:
     """A cluster with a dashboard on a free port and two versions: factor 2, then factor 3."""
     with (
         dask.config.set({"distributed.scheduler.validate": True}),
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=False,
-            dashboard_address=":0",
-            worker_dashboard_address=None,
-        ) as cluster,
+        _cluster(False, dashboard=True) as cluster,
         Client(cluster) as client,
     ):
         hx.setup(client, store=tmp_path / "store", budget="1 GiB")
