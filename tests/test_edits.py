@@ -54,7 +54,7 @@ def transform(values, power={power}):
 def summarize(values):
     log_call("summarize")
     time.sleep(0.1)
-    return sum(values)
+    return {summarize_body}
 
 
 def workflow(path):
@@ -63,7 +63,13 @@ def workflow(path):
 '''
 
 DEFAULTS = dict(
-    scale=1, helper_offset=0, closure_k=2, power=1, comment="# square the values", docstring=""
+    scale=1,
+    helper_offset=0,
+    closure_k=2,
+    power=1,
+    comment="# square the values",
+    docstring="",
+    summarize_body="sum(values)",
 )
 
 
@@ -85,6 +91,7 @@ def run(client, mod, data):
 def _expected(values, **kw):
     p = {**DEFAULTS, **kw}
     t = sum((v + p["helper_offset"]) ** p["power"] * p["scale"] for v in values)
+    t = t * 10 if p["summarize_body"] != DEFAULTS["summarize_body"] else t
     return t, t * p["closure_k"]
 
 
@@ -94,11 +101,20 @@ def _expected(values, **kw):
         ({"helper_offset": 1}, {"transform", "summarize", "closured"}),
         ({"scale": 3}, {"transform", "summarize", "closured"}),
         ({"closure_k": 5}, {"closured"}),
+        ({"summarize_body": "10 * sum(values)"}, {"summarize", "closured"}),
         ({"power": 2}, {"transform", "summarize", "closured"}),
         ({"comment": "# cube? no: just the values"}, set()),
         ({"comment": '"""A docstring-like string is not code."""'}, set()),
     ],
-    ids=["helper", "module-constant", "closure-value", "default", "comment", "string-stmt"],
+    ids=[
+        "helper",
+        "module-constant",
+        "closure-value",
+        "task-body",
+        "default",
+        "comment",
+        "string-stmt",
+    ],
 )
 def test_edit_recomputes_exactly_the_edited_node_and_descendants(
     threaded_client, calls, module_factory, data, edit, recomputed
