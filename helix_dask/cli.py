@@ -155,8 +155,14 @@ def cmd_show(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
         )
     out.write(
         f"v{v}  {views.when(run.started)}  {run.status}  workflow {run.workflow!r}"
-        f"  message {run.message!r}\n{run.summary()}\n\n"
+        f"  message {run.message!r}\n{run.summary()}\n"
     )
+    if run.predicted_seconds is not None and run.measured_seconds is not None:
+        out.write(
+            f"plan predicted {run.predicted_seconds:.3f}s of compute and loads, measured "
+            f"{run.measured_seconds:.3f}s\n"
+        )
+    out.write("\n")
     headers = [
         "NODE",
         "STATE",

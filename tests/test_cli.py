@@ -325,6 +325,8 @@ def test_show_lists_every_node_with_state_signature_costs_and_artifact(history, 
         assert n.signature[:12] in line and "computed" in line
     stored = [n for n in run.nodes if n.materialization is not None and n.signature]
     assert any(f"artifacts/{n.signature[:2]}/{n.signature}" in text for n in stored)
+    assert f"plan predicted {run.predicted_seconds:.3f}s" in text
+    assert f"measured {run.measured_seconds:.3f}s" in text
 
 
 def test_du_accounts_for_every_stored_byte_per_task_and_version(history, helix):
