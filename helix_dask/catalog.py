@@ -436,6 +436,10 @@ class Catalog(MetadataStore):
             )
         ]
 
+    def runs(self) -> list[RunReport]:
+        """Every version's report, oldest first."""
+        return [self.run(v.id) for v in reversed(self.versions())]
+
     def last_version(self) -> int | None:
         """The newest version id, or None for an empty catalog."""
         row = self._query("SELECT MAX(id) FROM versions")[0]

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import itertools
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 SMALL = 1 << 20
 """Artifacts below this many bytes measure the fixed cost of a load or write, not bandwidth."""
@@ -88,6 +89,11 @@ def reuse_probability(
     if name in latest and signature not in latest[name]:
         return REVERT_PROBABILITY
     return rates.get(name, UNSEEN_SURVIVAL)
+
+
+def compute_seconds(startstops: Iterable[Mapping[str, Any]]) -> float:
+    """Seconds a task spent computing, from a Dask task state's ``startstops``."""
+    return sum(s["stop"] - s["start"] for s in startstops if s.get("action") == "compute")
 
 
 def expected_reuses(p: float, horizon: int = HORIZON) -> float:

@@ -20,6 +20,7 @@ from .catalog import ArtifactRow, Catalog
 from .costs import (
     UNSEEN_SURVIVAL,
     IOModel,
+    compute_seconds,
     expected_reuses,
     reuse_probability,
     survival_rates,
@@ -273,7 +274,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         if node is None:
             return
         if finish == "memory" and start == "processing":
-            seconds = _compute_seconds(kwargs.get("startstops", ()))
+            seconds = compute_seconds(kwargs.get("startstops", ()))
             node.nbytes = kwargs.get("nbytes", node.nbytes)
             if is_load:
                 node.load_seconds = seconds
@@ -525,7 +526,3 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             "policy": self.policy_name,
             "running": [v for v, r in self._runs.items() if r.finished is None],
         }
-
-
-def _compute_seconds(startstops: Iterable[Mapping[str, Any]]) -> float:
-    return sum(ss["stop"] - ss["start"] for ss in startstops if ss.get("action") == "compute")

@@ -11,15 +11,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._errors import HelixConfigError
-from ._events import Materialization, RunReport
+from ._events import Materialization
 
 if TYPE_CHECKING:
     from .catalog import Catalog
-
-
-def _runs(cat: Catalog) -> list[RunReport]:
-    """Every version's report, oldest first."""
-    return [cat.run(v.id) for v in reversed(cat.versions())]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +54,7 @@ def disk_usage(cat: Catalog) -> DiskUsage:
         tasks[r.name][0] += 1
         tasks[r.name][1] += r.nbytes
     versions = []
-    for run in reversed(_runs(cat)):
+    for run in reversed(cat.runs()):
         used = {n.signature for n in run.nodes if n.signature in rows}
         added = {
             n.signature
@@ -129,7 +124,7 @@ def gc_plan(cat: Catalog, keep: int) -> GcPlan:
     """
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
         raise HelixConfigError(f"keep={keep!r} is not a count of versions; pass an int >= 0")
-    runs = _runs(cat)
+    runs = cat.runs()
     kept_versions = tuple(r.version for r in runs[::-1][:keep])
     running, protected = _running_signatures(cat)
     used = {n.signature for r in runs if r.version in kept_versions for n in r.nodes} | protected

@@ -89,11 +89,6 @@ class LogRow:
         return None if self.finished is None else self.finished - self.started
 
 
-def _runs(cat: Catalog) -> list[RunReport]:
-    """Every version's report, oldest first."""
-    return [cat.run(v.id) for v in reversed(cat.versions())]
-
-
 def _stored_bytes(cat: Catalog, node: NodeRecord) -> int:
     if node.materialization is not Materialization.STORED:
         return 0
@@ -393,7 +388,7 @@ def diff(cat: Catalog, a: int, b: int) -> VersionDiff:
     def order(c: NodeChange) -> int:
         return depth_new[c.new_key] if c.new_key else depth_old.get(c.old_key or "", 0)
 
-    known = _known_metrics(_runs(cat))
+    known = _known_metrics(cat.runs())
     before, after = _metrics_by_node(old, known), _metrics_by_node(new, known)
     deltas = [
         MetricDelta(node, metric, before.get(node, {}).get(metric), after.get(node, {}).get(metric))
@@ -465,7 +460,7 @@ class MetricsTable:
 def metrics_table(cat: Catalog) -> MetricsTable:
     """The metrics every ``@hx.task(metrics=True)`` node reported, one row per version (oldest
     first)."""
-    runs = _runs(cat)
+    runs = cat.runs()
     known = _known_metrics(runs)
     per_run = [(r, _metrics_by_node(r, known)) for r in runs]
     owners: dict[str, set[str]] = defaultdict(set)

@@ -11,6 +11,7 @@ from dask import is_dask_collection
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ._errors import HelixStoreError
+from .costs import compute_seconds
 from .store import ArtifactInfo, ZarrArtifactStore
 from .task import ANNOTATION
 
@@ -48,7 +49,7 @@ class HelixWorkerPlugin(WorkerPlugin):
         ann = ts.annotations.get(ANNOTATION) if ts is not None and ts.annotations else None
         if ann is None or key not in self.worker.data:
             return
-        seconds = sum(s["stop"] - s["start"] for s in ts.startstops if s.get("action") == "compute")
+        seconds = compute_seconds(ts.startstops)
         value = self.worker.data[key]
         nbytes = int(getattr(value, "nbytes", 0)) if is_dask_collection(value) else ts.nbytes or 0
         metrics = _metrics(value) if ann.get("metrics") else None
