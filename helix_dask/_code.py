@@ -21,6 +21,7 @@ import sysconfig
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from helix_dask._errors import HelixSignatureError
@@ -116,13 +117,75 @@ def _distributions() -> Mapping[str, list[str]]:
     return importlib.metadata.packages_distributions()
 
 
+def _provides(meta: Path, top: str) -> bool:
+    """Whether the ``*.dist-info`` / ``*.egg-info`` directory ``meta`` provides import name
+    ``top``: by its ``top_level.txt`` if it has one, else by the ``.py`` files its file list
+    names (the rule of :func:`importlib.metadata.packages_distributions`)."""
+    declared = meta / "top_level.txt"
+    if declared.is_file() and (names := declared.read_text(errors="replace").split()):
+        return top in names
+    for listing in ("RECORD", "installed-files.txt", "SOURCES.txt"):
+        if not (meta / listing).is_file():
+            continue
+        text = (meta / listing).read_text(errors="replace")
+        if f"{top}/" not in text and f"{top}.py" not in text:
+            return False
+        for line in text.splitlines():
+            path = line.split(",", 1)[0].strip()
+            if path.endswith(".py") and not path.startswith(("..", "/")):
+                head, _, rest = path.partition("/")
+                if (head if rest else head[: -len(".py")]) == top:
+                    return True
+        return False
+    return False
+
+
+def _metadata_name(meta: Path) -> str | None:
+    for listing in ("METADATA", "PKG-INFO"):
+        if (meta / listing).is_file():
+            for line in (meta / listing).read_text(errors="replace").splitlines():
+                if line.lower().startswith("name:"):
+                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+    return None
+
+
+def _site_distributions(top: str) -> list[str] | None:
+    """Names of the distributions in the directory the loaded module ``top`` was imported from
+    that provide it; None when that cannot be told this way (namespace or unloaded package).
+
+    Reads only that directory's metadata, where ``packages_distributions()`` reads the file lists
+    of every installed distribution (about a second in a data-science environment).
+    """
+    file = getattr(sys.modules.get(top), "__file__", None)
+    if not isinstance(file, str):
+        return None
+    where = Path(file).parent
+    if Path(file).stem == "__init__":
+        where = where.parent
+    try:
+        metas = [e for e in where.iterdir() if e.suffix in (".dist-info", ".egg-info")]
+    except OSError:
+        return None
+    found = [
+        name
+        for meta in metas
+        if meta.is_dir() and _provides(meta, top) and (name := _metadata_name(meta))
+    ]
+    return found or None
+
+
 @functools.cache
 def _package_versions(top: str) -> tuple[tuple[str, str], ...]:
     """Map a top-level import name to ``(distribution, version)`` pairs."""
     if top in sys.stdlib_module_names or top in sys.builtin_module_names:
         return (("python", platform.python_version()),)
     found = []
-    for dist in sorted(set(_distributions().get(top, ()))):
+    providers = _site_distributions(top)
+    if providers is None:
+        providers = _distributions().get(top, [])
+    for dist in sorted(set(providers)):
         try:
             found.append((dist, importlib.metadata.version(dist)))
         except importlib.metadata.PackageNotFoundError:

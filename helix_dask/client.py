@@ -59,14 +59,18 @@ def setup(
         policy=policy,
         workflow=workflow,
     )
-    if client.run_on_scheduler(_has_plugin):
+    installed = client.run_on_scheduler(_installed_settings)
+    if installed == list(plugin.settings()):
+        return client  # the same settings: keep the running plugin and what it has measured
+    if installed is not None:
         client.unregister_scheduler_plugin(PLUGIN_NAME)  # new settings replace the old ones
     client.register_plugin(plugin, name=PLUGIN_NAME)
     return client
 
 
-def _has_plugin(dask_scheduler) -> bool:
-    return PLUGIN_NAME in dask_scheduler.plugins
+def _installed_settings(dask_scheduler) -> list | None:
+    plugin = dask_scheduler.plugins.get(PLUGIN_NAME)
+    return None if plugin is None else list(plugin.settings())
 
 
 def last_run(client: Client | None = None, *, timeout: float = 60.0) -> RunReport | None:

@@ -15,8 +15,12 @@ return exact cuts.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +29,7 @@ from ._errors import HelixConfigError
 from ._events import Decision
 
 _INT32_MAX = 2**31 - 1
+_FIELDS = operator.attrgetter("key", "parents", "compute_cost", "load_cost", "is_output")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,24 +70,49 @@ def plan(nodes: Sequence[PlanNode], *, solver: str = "scipy") -> Plan:
     """
     if not nodes:
         return Plan({}, 0.0)
+    with _no_cyclic_gc():
+        return _plan(nodes, solver)
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector: planning allocates a few containers per node,
+    none of them cyclic, and at 100k nodes the full collections they would trigger (each walks
+    every object of the process, the scheduler's whole task graph included) cost more than the
+    planning itself."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _plan(nodes: Sequence[PlanNode], solver: str) -> Plan:
     count = len(nodes)
-    index = {n.key: i for i, n in enumerate(nodes)}
-    child_of: list[int] = []
-    parent_of: list[int] = []
-    for i, n in enumerate(nodes):
-        for p in n.parents:
-            j = index.get(p)
-            if j is None:
-                raise HelixConfigError(
-                    f"node {n.key!r} names parent {p!r}, which is not in the plan's node list; "
-                    "pass every ancestor of the requested outputs"
-                )
-            child_of.append(i)
-            parent_of.append(j)
-    compute_s = np.array([n.compute_cost for n in nodes], dtype=np.float64)
-    loadable = np.array([n.load_cost is not None for n in nodes], dtype=bool)
-    load_s = np.array([n.load_cost or 0.0 for n in nodes], dtype=np.float64)
-    output = np.array([n.is_output for n in nodes], dtype=bool)
+    # One C-level pass over the nodes (this function must stay fast at 100k nodes).
+    columns = zip(*map(_FIELDS, nodes), strict=True)
+    keys, parents, computes, load_costs, outputs = columns
+    index = dict(zip(keys, range(count), strict=True))
+    n_parents = np.fromiter(map(len, parents), dtype=np.int64, count=count)
+    child_of = np.repeat(np.arange(count, dtype=np.int64), n_parents)
+    try:
+        parent_of = np.fromiter(
+            map(index.__getitem__, itertools.chain.from_iterable(parents)),
+            dtype=np.int64,
+            count=int(n_parents.sum()),
+        )
+    except KeyError:
+        n, p = next((n, p) for n in nodes for p in n.parents if p not in index)
+        raise HelixConfigError(
+            f"node {n.key!r} names parent {p!r}, which is not in the plan's node list; "
+            "pass every ancestor of the requested outputs"
+        ) from None
+    compute_s = np.array(computes, dtype=np.float64)
+    loadable = np.fromiter((x is not None for x in load_costs), dtype=bool, count=count)
+    load_s = np.where(loadable, np.array(load_costs, dtype=np.float64), 0.0)
+    output = np.array(outputs, dtype=bool)
     for name, arr in (("compute", compute_s), ("load", load_s)):
         bad = ~np.isfinite(arr) | (arr < 0)
         if bad.any():
@@ -96,30 +126,27 @@ def plan(nodes: Sequence[PlanNode], *, solver: str = "scipy") -> Plan:
     c, load = c_us // scale, l_us // scale
     inf = int(c.sum() + load.sum()) + 1
 
-    # Vertices: source 0, sink 1, avail(i) = 2 + 2i, run(i) = 3 + 2i.
+    # Vertices: source 0, sink 1, run(i) = 2 + i; avail(i) = run(i) for a node that cannot be
+    # loaded (avail ⇔ run), else a vertex of its own after the run vertices.
     src, snk = 0, 1
-    ids = np.arange(count)
-    avail, run = 2 + 2 * ids, 3 + 2 * ids
+    run = 2 + np.arange(count, dtype=np.int64)
+    avail = run.copy()
+    avail[loadable] = 2 + count + np.arange(int(loadable.sum()), dtype=np.int64)
+    nverts = 2 + count + int(loadable.sum())
     run_w = c - load
     pieces = [
         (avail[load > 0], np.full(int((load > 0).sum()), snk), load[load > 0]),
         (run[run_w > 0], np.full(int((run_w > 0).sum()), snk), run_w[run_w > 0]),
         (np.full(int((run_w < 0).sum()), src), run[run_w < 0], -run_w[run_w < 0]),
-        (run, avail, np.full(count, inf)),
-        (avail[~loadable], run[~loadable], np.full(int((~loadable).sum()), inf)),
+        (run[loadable], avail[loadable], np.full(int(loadable.sum()), inf)),
         # A stored output is always loaded: computing it is excluded.
         (run[output & loadable], np.full(int((output & loadable).sum()), snk), inf),
         (np.full(int(output.sum()), src), avail[output], np.full(int(output.sum()), inf)),
-        (
-            run[np.array(child_of, dtype=np.int64)],
-            avail[np.array(parent_of, dtype=np.int64)],
-            np.full(len(child_of), inf),
-        ),
+        (run[child_of], avail[parent_of], np.full(len(child_of), inf)),
     ]
     tails = np.concatenate([p[0] for p in pieces]).astype(np.int64)
     heads = np.concatenate([p[1] for p in pieces]).astype(np.int64)
     caps = np.concatenate([np.broadcast_to(p[2], p[0].shape) for p in pieces]).astype(np.int64)
-    nverts = 2 + 2 * count
     if solver == "scipy":
         selected = _source_side_scipy(nverts, tails, heads, caps, src, snk)
     elif solver == "networkx":
@@ -127,18 +154,12 @@ def plan(nodes: Sequence[PlanNode], *, solver: str = "scipy") -> Plan:
     else:
         raise HelixConfigError(f"solver {solver!r} is unknown; use 'scipy' or 'networkx'")
 
-    runs, avails = selected[3::2], selected[2::2]
-    decisions: dict[str, Decision] = {}
-    cost = 0.0
-    for i, n in enumerate(nodes):
-        if runs[i]:
-            decisions[n.key] = Decision.COMPUTE
-            cost += n.compute_cost
-        elif avails[i]:
-            decisions[n.key] = Decision.LOAD
-            cost += n.load_cost or 0.0
-        else:
-            decisions[n.key] = Decision.PRUNE
+    runs = selected[run]
+    loads = selected[avail] & ~runs
+    codes = np.where(runs, 0, np.where(loads, 1, 2)).tolist()
+    choice = (Decision.COMPUTE, Decision.LOAD, Decision.PRUNE)
+    decisions = dict(zip(keys, map(choice.__getitem__, codes), strict=True))
+    cost = float(compute_s[runs].sum() + load_s[loads].sum())
     return Plan(decisions, cost)
 
 

@@ -13,19 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import networkx as nx
-
 from . import _config
 from ._events import Decision
 from .catalog import Catalog
 from .costs import fit_io
 from .planner import PlanNode, plan
-from .store import ZarrArtifactStore
 from .task import ANNOTATION, HelixNode, NodeMeta
 
 if TYPE_CHECKING:
     from ._drawing import DagView
     from .costs import IOModel
+    from .store import ZarrArtifactStore
 
 DEFAULT_COMPUTE_PRIOR = 1.0
 """Seconds assumed for a task never measured before (it computes anyway: nothing is stored)."""
@@ -117,7 +115,10 @@ def preview(*outputs: HelixNode, store: str | os.PathLike[str] | None = None) ->
     'computed'
     >>> Path("plan.svg").write_text(view.to_svg())                      # doctest: +SKIP
     """
+    import networkx as nx
+
     from ._drawing import DagView
+    from .store import ZarrArtifactStore
     from .views import STATES
 
     root = Path(store or str(_config.get("store")))

@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING
 
 from dask._task_spec import Alias, Task
 
-from .store import load_artifact
-
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler, TaskState
 
@@ -37,6 +35,8 @@ def rewrite(
     A pruned node can also be an orphan from the start: the submitted graph re-created the
     parents of a key the cluster already holds, which the scheduler does not link to it.
     """
+    from .store import load_artifact  # Zarr loads on the scheduler only, never on import
+
     computation = scheduler.computations[-1] if scheduler.computations else None
     orphans: list[TaskState] = []
     for key, signature in loads.items():

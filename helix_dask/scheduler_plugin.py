@@ -25,11 +25,9 @@ from .costs import (
     reuse_probability,
     survival_rates,
 )
-from .dashboard import install_routes
 from .materializer import Candidate, Stored, choose_evictions, get_policy
 from .planning import GraphNode, io_model, plan_graph
 from .rewrite import load_key, rewrite
-from .store import ZarrArtifactStore
 from .task import ANNOTATION, NodeMeta
 from .worker_plugin import HelixWorkerPlugin
 
@@ -132,9 +130,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         solver: str | None = None,
     ) -> None:
         self.store = str(Path(store or str(_config.get("store"))).resolve())
-        self.budget = _config.resolve_budget(
-            budget if budget is not None else _config.get("budget"), self.store
-        )  # type: ignore[arg-type]
+        self._budget_setting = budget if budget is not None else _config.get("budget")
+        self.budget = _config.resolve_budget(self._budget_setting, self.store)  # type: ignore[arg-type]
         self.policy_name = str(policy or _config.get("policy"))
         self.policy = get_policy(self.policy_name)
         self.workflow = str(workflow or _config.get("workflow") or "default")
@@ -147,11 +144,26 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         self._reserved = 0
         self._model: _Model | None = None
 
+    def settings(self) -> tuple[str, str, str, str, str]:
+        """What ``hx.setup`` was given: store, budget (as configured, so a default of a share of
+        the free space stays the same setting), policy, workflow and solver."""
+        return (
+            self.store,
+            repr(self._budget_setting),
+            self.policy_name,
+            self.workflow,
+            self.solver,
+        )
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
         self.catalog = Catalog(self.store)
+        # Imported here: the client only pickles this plugin, and Zarr takes 0.2 s to import.
+        from .dashboard import install_routes
+        from .store import ZarrArtifactStore
+
         self.artifacts = ZarrArtifactStore(self.store)
         scheduler.handlers.update(
             {

@@ -17,14 +17,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-
 from ._drawing import COLOURS, DagView, layout, render_svg
 from ._errors import HelixConfigError
 from ._events import Decision, Materialization, NodeRecord, RunReport
 from .usage import DiskUsage, GcPlan, GcResult, apply_gc, disk_usage, gc_plan
 
 if TYPE_CHECKING:
+    import networkx as nx
+
     from .catalog import Catalog
 
 __all__ = [
@@ -138,6 +138,8 @@ def _task_name(key: str) -> str:
 
 def _depths(run: RunReport) -> dict[str, int]:
     """Longest distance from a root, per key: the node's generation in the DAG."""
+    import networkx as nx
+
     graph = nx.DiGraph()
     graph.add_nodes_from(n.key for n in run.nodes)
     graph.add_edges_from((p, n.key) for n in run.nodes for p in n.parents if p in graph)
@@ -500,6 +502,8 @@ def dag(cat: Catalog, version: int) -> nx.DiGraph:
     ``stored``, ``artifact`` (location or None), ``nbytes``, the costs (``compute_seconds``,
     ``load_seconds``, ``write_seconds``, ``estimated_compute_seconds``), ``reason``, ``metrics``.
     """
+    import networkx as nx
+
     run = cat.run(version)
     before = _previous(cat, run)
     changed: set[str] = set()

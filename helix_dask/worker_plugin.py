@@ -12,11 +12,12 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from ._errors import HelixStoreError
 from .costs import compute_seconds
-from .store import ArtifactInfo, ZarrArtifactStore
 from .task import ANNOTATION
 
 if TYPE_CHECKING:
     from distributed import Worker
+
+    from .store import ArtifactInfo
 
 logger = logging.getLogger("helix_dask")
 
@@ -36,6 +37,8 @@ class HelixWorkerPlugin(WorkerPlugin):
 
     def setup(self, worker: Worker) -> None:
         self.worker = worker
+        from .store import ZarrArtifactStore
+
         self.artifacts = ZarrArtifactStore(self.store)
 
     async def teardown(self, worker: Worker) -> None:

@@ -97,6 +97,27 @@ def test_setup_without_a_client_starts_an_embedded_cluster(tmp_path, calls):
         cluster.close()
 
 
+def test_setup_again_with_the_same_settings_keeps_the_plugin_and_new_settings_replace_it(
+    threaded_client, tmp_path, calls
+):
+    def installed(dask_scheduler):
+        plugin = dask_scheduler.plugins["helix"]
+        return id(plugin), plugin.budget, plugin.policy_name
+
+    first = threaded_client.run_on_scheduler(installed)
+    assert first[1:] == (2**30, "value")
+    score(make(3)).compute()
+    hx.setup(threaded_client, store=tmp_path / "store", budget="1 GiB")
+    assert threaded_client.run_on_scheduler(installed) == first
+    assert hx.last_run(threaded_client).computed == ["make", "score"]  # its runs are kept
+    hx.setup(threaded_client, store=tmp_path / "store", budget="2 GiB", policy="helix2x")
+    again = threaded_client.run_on_scheduler(installed)
+    assert again[0] != first[0] and again[1:] == (2 * 2**30, "helix2x")
+    assert score(make(3)).compute()["n"] == 3
+    assert hx.last_run(threaded_client).loaded == ["score"]  # same store, new plugin
+    assert calls.take() == {"make": 1, "score": 1}
+
+
 def test_scheduler_started_from_the_command_line_loads_the_plugin_by_preload(tmp_path, calls):
     tests_dir = os.path.dirname(__file__)  # the graph refers to this module's helpers
     env = {

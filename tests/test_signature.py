@@ -8,6 +8,7 @@ import decimal
 import enum
 import functools
 import importlib
+import importlib.metadata
 import itertools
 import json
 import linecache
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helix_dask import _files, signature
+from helix_dask import _code, _files, _syntax, signature
 from helix_dask._errors import HelixSignatureError
 from helix_dask.signature import (
     CannotFingerprint,
@@ -373,6 +374,68 @@ def test_third_party_calls_record_package_version(project: Project) -> None:
     assert fingerprint.packages["python"] == sys.version.split()[0]
     assert list(fingerprint.sources) == [f"{project.prefix}m.f"]  # no library source
     assert fingerprint.constants == {}
+
+
+@pytest.mark.parametrize(
+    "top", ["numpy", "pandas", "sklearn", "scipy", "dask", "distributed", "zarr", "yaml", "toolz"]
+)
+def test_package_lookup_reads_one_directory_and_agrees_with_importlib(top: str) -> None:
+    # The fast lookup (the imported module's own site directory) must name the same
+    # distributions as importlib's scan of every installed one, or digests would change.
+    importlib.import_module(top)
+    expected = sorted(set(importlib.metadata.packages_distributions().get(top, [])))
+    assert expected, f"{top} should be installed by a distribution here"
+    assert sorted(set(_code._site_distributions(top) or [])) == expected
+
+
+def test_package_lookup_falls_back_for_modules_without_a_file() -> None:
+    assert _code._site_distributions("helix_no_such_module_loaded") is None
+    assert _code._package_versions("sys") == (("python", sys.version.split()[0]),)
+
+
+def _decorate(f):
+    return f
+
+
+@_decorate
+def _decorated(x):  # a comment line
+    return x
+
+
+async def _coroutine(x):
+    return x
+
+
+def test_source_of_code_objects_matches_inspect(project: Project) -> None:
+    import inspect
+
+    mod = project.write(
+        "src",
+        """
+        import functools
+
+        def outer(a):
+            def inner(b):
+                return a + b
+            return inner
+
+        square = lambda v: v * v  # noqa: E731
+
+        @functools.lru_cache
+        def cached(x):
+            return x
+        """,
+    )
+    codes = [
+        _decorated.__code__,
+        _coroutine.__code__,
+        mod.outer.__code__,
+        mod.outer(1).__code__,
+        mod.square.__code__,
+        mod.cached.__wrapped__.__code__,
+    ]
+    for code in codes:
+        assert _syntax._code_source(code) == inspect.getsource(code), code.co_name
 
 
 def test_builtins_are_ignored() -> None:
