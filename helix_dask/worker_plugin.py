@@ -17,7 +17,7 @@ from .task import ANNOTATION
 if TYPE_CHECKING:
     from distributed import Worker
 
-    from .store import ArtifactInfo
+    from .store import ArtifactInfo, ZarrArtifactStore
 
 logger = logging.getLogger("helix_dask")
 
@@ -37,9 +37,17 @@ class HelixWorkerPlugin(WorkerPlugin):
 
     def setup(self, worker: Worker) -> None:
         self.worker = worker
-        from .store import ZarrArtifactStore
+        self._artifacts: ZarrArtifactStore | None = None
 
-        self.artifacts = ZarrArtifactStore(self.store)
+    @property
+    def artifacts(self) -> ZarrArtifactStore:
+        """The store, opened on the first write: importing Zarr takes a few tenths of a second,
+        which registering the plugin (``hx.setup``) should not wait for."""
+        if self._artifacts is None:
+            from .store import ZarrArtifactStore
+
+            self._artifacts = ZarrArtifactStore(self.store)
+        return self._artifacts
 
     async def teardown(self, worker: Worker) -> None:
         if self._pending:
