@@ -80,8 +80,42 @@ def planner_latency(sizes: list[int], networkx_max: int) -> dict[str, Any]:
     return {"rows": rows, "hotspots_at": max(sizes), "hotspots": hotspots}
 
 
+def _time_hooks(plugin: Any, names: tuple[str, ...]) -> None:
+    """Wrap ``plugin``'s hook methods so the seconds spent inside them add up in
+    ``plugin.hook_seconds``."""
+    plugin.hook_seconds = 0.0
+    for name in names:
+        hook = getattr(plugin, name)
+
+        def timed(*args: Any, _hook: Callable = hook, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return _hook(*args, **kwargs)
+            finally:
+                plugin.hook_seconds += time.perf_counter() - t0
+
+        setattr(plugin, name, timed)
+
+
+def _time_scheduler_hooks(dask_scheduler: Any) -> None:
+    _time_hooks(dask_scheduler.plugins["helix"], ("update_graph", "transition"))
+
+
+def _time_worker_hooks(dask_worker: Any) -> None:
+    _time_hooks(dask_worker.plugins["helix"], ("transition",))
+
+
+def _scheduler_hook_seconds(dask_scheduler: Any) -> float:
+    return dask_scheduler.plugins["helix"].hook_seconds
+
+
+def _worker_hook_seconds(dask_worker: Any) -> float:
+    return dask_worker.plugins["helix"].hook_seconds
+
+
 def transparency(n_chunks: int, repeats: int) -> dict[str, Any]:
-    """The same dask.array graph (no helix task) on a plain cluster and on one with helix."""
+    """The same dask.array graph (no helix task) on a plain cluster and on one with helix;
+    and the seconds the helix hooks themselves took, summed over the scheduler and workers."""
     import dask.array as da
     from distributed import Client, LocalCluster
 
@@ -105,15 +139,22 @@ def transparency(n_chunks: int, repeats: int) -> dict[str, Any]:
         hx.setup(clients["helix"], store=Path(tmp) / "store")
         for client in clients.values():  # warm up both on a small graph
             client.compute(((da.ones(1000, chunks=10) + 1) * 2).sum()).result()
+        clients["helix"].run_on_scheduler(_time_scheduler_hooks)
+        clients["helix"].run(_time_worker_hooks)
         for _ in range(repeats):
             for label, client in clients.items():
                 g = graph()
                 t0 = time.perf_counter()
                 client.compute(g).result()
                 times[label].append(time.perf_counter() - t0)
+        scheduler_hooks = clients["helix"].run_on_scheduler(_scheduler_hook_seconds) / repeats
+        worker_hooks = sum(clients["helix"].run(_worker_hook_seconds).values()) / repeats
     plain, helix = statistics.median(times["plain"]), statistics.median(times["helix"])
     return {
         "tasks": n_tasks,
+        "scheduler_hook_seconds": scheduler_hooks,
+        "worker_hook_seconds": worker_hooks,
+        "hook_fraction": (scheduler_hooks + worker_hooks) / helix,
         "plain_seconds": plain,
         "helix_seconds": helix,
         "ratio": helix / plain,
@@ -291,7 +332,7 @@ def run_micro(quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]
     log("micro: planner latency")
     out["planner"] = planner_latency(sizes, networkx_max=1_000 if quick else 10_000)
     log("micro: plugin transparency")
-    out["transparency"] = transparency(500 if quick else 25_000, 2)
+    out["transparency"] = transparency(500 if quick else 25_000, 1)
     log("micro: signatures")
     with (
         LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,

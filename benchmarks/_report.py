@@ -263,8 +263,22 @@ def markdown(data: dict[str, Any], png_names: dict[str, str]) -> str:
             f"{tr['helix_seconds']:.2f} s (medians of {len(tr['samples']['plain'])} alternated "
             f"runs), ratio {tr['ratio']:.3f}. Samples: {tr['samples']}.",
         ]
+        if "hook_fraction" in tr:
+            lines += [
+                "",
+                f"Time inside the helix hooks during the helix run: scheduler "
+                f"{tr['scheduler_hook_seconds']:.3f} s, workers {tr['worker_hook_seconds']:.3f} s "
+                f"(summed), {tr['hook_fraction'] * 100:.2f}% of its wall time. The wall-clock "
+                "ratio also carries this machine's run-to-run spread; the hook time is what the "
+                "plugins add.",
+            ]
+            verdicts.append(
+                f"plugin transparency by time inside the hooks: "
+                f"{1 + tr['hook_fraction']:.4f}x (≤ 1.02): {_ok(tr['hook_fraction'] <= 0.02)}"
+            )
         verdicts.append(
-            f"plugin transparency {tr['ratio']:.3f}x (≤ 1.02): {_ok(tr['ratio'] <= 1.02)}"
+            f"plugin transparency by wall clock: {tr['ratio']:.3f}x (≤ 1.02): "
+            f"{_ok(tr['ratio'] <= 1.02)}"
         )
         sg = micro["signatures"]
         lines += [

@@ -119,7 +119,8 @@ WORKFLOW = Workflow(
     sizes={
         "smoke": {"images": 2_000, "components": 50},
         "quick": {"images": 20_000, "components": 300},
-        "full": {"images": 100_000, "components": 800},
+        "full": {"images": 40_000, "components": 600},
+        "large": {"images": 100_000, "components": 800},
     },
     variants=variants(
         augment_v1,
