@@ -102,7 +102,8 @@ def run(
                 "iteration imports afresh (process start reported separately)"
             )
             + ". Iteration time runs from connected to result (graph building, `hx.setup`, "
-            "compute and, for helix, the finished run report including artifact writes). "
+            "compute and, for helix, the finished run report including artifact writes); "
+            "'to result' stops when compute returns, before helix waits for its writes. "
             "BLAS/OpenMP use one thread per worker. joblib.Memory wraps the same functions in "
             "dask.delayed on the same kind of cluster; LB∞ is computed from the helix runs' "
             "measured per-node costs (see benchmarks/_oracle.py)."

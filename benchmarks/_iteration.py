@@ -80,7 +80,8 @@ def run_iteration(spec: Mapping[str, Any]) -> dict[str, Any]:
                 )
                 node = workflow.build(lambda name: workflow.task(name, params), params, size)
                 metrics = node.compute()
-                report = hx.last_run(client)
+                out["result_seconds"] = time.perf_counter() - started
+                report = hx.last_run(client)  # waits for the writes to commit
                 out["nodes"] = _node_rows(report)
                 out["status"] = report.status
             elif kind == "dask":

@@ -1,8 +1,10 @@
 """LB∞: the cost of each iteration's optimal plan when every earlier result is stored for free.
 
-From the per-node costs measured by the helix runs: a node's compute cost is the fastest of its
-measured compute times, its load cost the fastest of its measured load times or, if it was never
-loaded, the load overhead plus its size over the median measured read bandwidth. In iteration
+From the per-node costs measured by the helix runs: a node's compute cost is the median of its
+measured compute times, its load cost the median of its measured load times or, if it was never
+loaded, the load overhead plus its size over the median measured read bandwidth. Medians, not
+minima: the fastest of many samples on a shared machine is luck, and a bound built from it
+would drop with every extra run. In iteration
 ``i`` every node whose signature appeared in an earlier iteration is loadable; writes cost
 nothing. ``helix_dask.planner.plan`` then gives the cheapest valid plan. The bound is in summed
 task seconds: it leaves out scheduling, process and cluster overheads, so it bounds what any
@@ -53,11 +55,11 @@ def lower_bound(result: dict[str, Any]) -> dict[str, Any]:
         for sig, n in nodes.items():
             if sig not in computes:
                 return {"error": f"node {n['name']} ({sig}) was never measured computing"}
-            compute = min(computes[sig])
+            compute = statistics.median(computes[sig])
             load = None
             if sig in seen:
                 load = (
-                    min(loads[sig])
+                    statistics.median(loads[sig])
                     if loads[sig]
                     else LOAD_OVERHEAD + nbytes.get(sig, 0) / bandwidth
                 )

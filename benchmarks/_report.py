@@ -60,9 +60,15 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
                         for n in nodes
                     )
                 )
+        to_result = [
+            sum(it.get("result_seconds", it["seconds"]) for it in r["iterations"])
+            for r in runs
+            if _cumulative(r)
+        ]
         rows[sid] = {
             "curve": curve,
             "cumulative": curve[-1],
+            "to_result": statistics.median(to_result),
             "first": first,
             "storage_bytes": statistics.median(r["iterations"][-1]["storage_bytes"] for r in runs),
             "cluster_startup": statistics.median(r["cluster_startup_seconds"] for r in runs),
@@ -173,25 +179,26 @@ def markdown(data: dict[str, Any], png_names: dict[str, str]) -> str:
             "",
             f"![cumulative time]({png_names.get(w['workflow'], '')})" if png_names else "",
             "",
-            "| strategy | cumulative (s) | x LB∞ | x helix_dask | first it. (s) | storage | "
-            "task s (Σ compute+load) | cluster start (s) | process start (s) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| strategy | cumulative (s) | to result (s) | x LB∞ | x helix_dask | first it. (s) | "
+            "storage | task s (Σ compute+load) | cluster start (s) | process start (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for sid, row in rows.items():
             if "error" in row:
-                lines.append(f"| {sid} | failed: `{row['error']}` | | | | | | | |")
+                lines.append(f"| {sid} | failed: `{row['error']}` | | | | | | | | |")
                 continue
             vs_helix = (
                 f"{row['cumulative'] / helix['cumulative']:.2f}" if "cumulative" in helix else "-"
             )
             task = f"{row['task_seconds']:.1f}" if row["task_seconds"] is not None else "-"
             lines.append(
-                f"| {sid} | {row['cumulative']:.1f} | {row.get('vs_lb', float('nan')):.2f} | "
+                f"| {sid} | {row['cumulative']:.1f} | {row['to_result']:.1f} | "
+                f"{row.get('vs_lb', float('nan')):.2f} | "
                 f"{vs_helix} | {row['first']:.2f} | {_fmt_bytes(row['storage_bytes'])} | "
                 f"{task} | {row['cluster_startup']:.1f} | {row['process']:.1f} |"
             )
         if s["lb_total"] is not None:
-            lines.append(f"| LB∞ | {s['lb_total']:.1f} | 1.00 | | | | | | |")
+            lines.append(f"| LB∞ | {s['lb_total']:.1f} | | 1.00 | | | | | | |")
         same = w["identical"]
         lines += [
             "",

@@ -43,3 +43,41 @@ def test_every_strategy_produces_identical_metrics_at_smoke_size(tmp_path, monke
         assert workflow["identical"]["identical"], workflow["identical"]["mismatches"]
         for sid in ran:
             assert len(rows[sid]["curve"]) == 3, sid
+
+
+@pytest.mark.timeout(180)
+def test_iterations_as_new_processes_agree_with_plain_dask(tmp_path, monkeypatch):
+    # Full mode runs each iteration in a process forked from a server that preloaded the
+    # libraries; the code edits must still reach it (it imports helix and the workflow afresh).
+    monkeypatch.setenv("HELIX_BENCH_TMP", str(tmp_path))
+    data = run(
+        quick=False,
+        size="smoke",
+        iterations=3,
+        repeats=1,
+        workflows=("tabular",),
+        micro=False,
+        in_process=False,
+        processes=True,
+        out_dir=None,
+        only=["helix:value", "dask"],
+        log=lambda line: None,
+    )
+    (workflow,) = data["workflows"]
+    runs = workflow["runs"]
+    assert set(runs) == {"helix:value", "dask"}
+    for sid, (r,) in runs.items():
+        assert [it.get("error") for it in r["iterations"]] == [None] * 3, sid
+        assert all(it["process_seconds"] >= it["seconds"] for it in r["iterations"]), sid
+    assert workflow["identical"]["identical"], workflow["identical"]["mismatches"]
+    # The PPR code edit of iteration 3 shows in its metrics: it adds log-loss and AUC.
+    assert set(runs["dask"][0]["iterations"][2]["metrics"]) == {"accuracy", "log_loss", "auc"}
+    helix = runs["helix:value"][0]["iterations"]
+
+    def node(i: int, name: str) -> dict:
+        (found,) = [n for n in helix[i]["nodes"] if n["name"] == name]
+        return found
+
+    assert node(2, "evaluate")["signature"] != node(1, "evaluate")["signature"]
+    assert node(2, "evaluate")["decision"] == "compute"
+    assert node(2, "train")["signature"] == node(1, "train")["signature"]
