@@ -2,7 +2,7 @@
 
 Full mode (≤ 30 min on 2 cores): full sizes, 10 iterations per workflow, 3 repeats, each
 iteration a new Python process connected to a per-strategy LocalCluster(n_workers=2,
-threads_per_worker=1). ``--size large``: 2.5-3x the data, one repeat (about 30 min).
+threads_per_worker=1). ``--size large``: 3-4x the data, one repeat (about 45 min).
 Quick mode (≤ 3 min): small sizes, 4 iterations per workflow, iterations in the driver process
 on threaded clusters, small micro-benchmarks. Both write ``benchmarks/results/<date>.json``,
 one PNG per workflow, and rewrite ``benchmarks/RESULTS.md``.
@@ -178,8 +178,8 @@ def main(argv: list[str] | None = None) -> None:
         "--size",
         choices=("full", "large"),
         default="full",
-        help="workflow sizes without --quick: full (3 repeats in ≤ 30 min) or large (2.5-3x "
-        "the data; one repeat takes about 30 min)",
+        help="workflow sizes without --quick: full (3 repeats in ≤ 30 min) or large (3-4x "
+        "the data; one repeat takes about 45 min)",
     )
     parser.add_argument(
         "--repeats", type=int, default=None, help="repeats (full 3, large 1, quick 1)"

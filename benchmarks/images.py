@@ -119,7 +119,7 @@ WORKFLOW = Workflow(
     sizes={
         "smoke": {"images": 2_000, "components": 50},
         "quick": {"images": 20_000, "components": 300},
-        "full": {"images": 40_000, "components": 600},
+        "full": {"images": 30_000, "components": 500},
         "large": {"images": 100_000, "components": 800},
     },
     variants=variants(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,49 @@ def reuse_probability(
     if name in latest and signature not in latest[name]:
         return REVERT_PROBABILITY
     return rates.get(name, UNSEEN_SURVIVAL)
+
+
+def survives_with(
+    history: Sequence[Mapping[str, frozenset[str]]], parent: str, child: str
+) -> float:
+    """Chance that task ``child``'s signature survives an iteration in which ``parent``'s does.
+
+    Counted over consecutive versions of ``history`` (oldest first) where both tasks ran and the
+    parent's signatures stayed the same, with the same Laplace smoothing as
+    :func:`survival_rates`: (both survived + 1) / (parent survived + 2).
+    """
+    both = kept = 0
+    for before, after in itertools.pairwise(history):
+        if parent in before and parent in after and child in before and child in after:
+            if after[parent] == before[parent]:
+                kept += 1
+                both += after[child] == before[child]
+    return (both + 1) / (kept + 2)
+
+
+def read_probability(
+    name: str,
+    children: Iterable[str],
+    rates: Mapping[str, float],
+    stored: Collection[str],
+    history: Sequence[Mapping[str, frozenset[str]]],
+) -> float:
+    """Chance that the result of task ``name`` is read in the next iteration.
+
+    It must survive (its task's rate) and a child must need it: a child that survives too and
+    whose task keeps its results stored (``stored`` holds such task names) is loaded instead, so
+    it reads nothing upstream. Children are taken as independent given the parent survives. A
+    node whose children are all stored and always change with it is never read: storing it
+    only costs a write (HELIX stores it anyway; so does a rule that ignores the graph).
+    """
+    p = rates.get(name, UNSEEN_SURVIVAL)
+    skip = 1.0
+    children = set(children)
+    for child in children:
+        if child not in stored:
+            return p  # that child recomputes whenever it is needed, and reads this result
+        skip *= survives_with(history, name, child)
+    return p * (1.0 - skip) if children else p
 
 
 def compute_seconds(startstops: Iterable[Mapping[str, Any]]) -> float:

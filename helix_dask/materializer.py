@@ -6,7 +6,9 @@ the free budget, and returns a :class:`Verdict`. Policies are chosen by name (``
 ``value`` (default)
     Stores a node when its expected saving outweighs the cost of writing it once. The saving is
     (recreation - load) per reuse times the expected number of reuses: with p the chance that
-    its signature survives an iteration, p + p^2 + ... over a horizon of iterations. When the
+    it is read in an iteration, p + p^2 + ... over a horizon of iterations. It is read when its
+    signature survives and a child must run rather than load its own stored result
+    (:func:`helix_dask.costs.read_probability`). When the
     budget is full it evicts artifacts of lower saving per byte.
 ``helix2x``
     HELIX's streaming rule: store when recreation costs more than twice the load, while the

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from .costs import (
     IOModel,
     compute_seconds,
     expected_reuses,
+    read_probability,
     reuse_probability,
     survival_rates,
 )
@@ -86,6 +87,8 @@ class _Run:
     workflow: str
     started: float
     nodes: dict[str, _Node]
+    children: dict[str, list[str]] = field(default_factory=dict)
+    """Key of each node -> task names of the nodes that take it as an argument."""
     failed: bool = False
     finished: float | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -96,20 +99,38 @@ class _Run:
 
 @dataclass(frozen=True, slots=True)
 class _Model:
-    """The fitted cost model of the current plan: I/O costs and reuse rates."""
+    """The fitted cost model of the current plan: I/O costs, reuse rates, and the task names
+    whose results the store holds."""
 
     io: IOModel
     rates: Mapping[str, float]
-    latest: Mapping[str, frozenset[str]]
+    history: Sequence[Mapping[str, frozenset[str]]]
+    stored: frozenset[str]
+
+    @property
+    def latest(self) -> Mapping[str, frozenset[str]]:
+        return self.history[-1] if self.history else {}
 
     def survival(self, name: str) -> float:
         """Chance that a node computed now is asked for again next time."""
         return self.rates.get(name, UNSEEN_SURVIVAL)
 
-    def reuse(self, name: str, signature: str, current: Mapping[str, frozenset[str]]) -> float:
-        """Chance that a stored artifact is asked for next time, judged against ``current``
-        (the signatures of the running version, or else of the last one)."""
-        return reuse_probability(name, signature, current or self.latest, self.rates)
+    def read(self, name: str, children: Iterable[str]) -> float:
+        """Chance that a node computed now is read next time: it survives and a child of it
+        (task names) must run rather than load."""
+        return read_probability(name, children, self.rates, self.stored, self.history)
+
+    def reuse(
+        self,
+        name: str,
+        signature: str,
+        current: Mapping[str, frozenset[str]],
+        children: Iterable[str] = (),
+    ) -> float:
+        """Chance that a stored artifact is read next time, judged against ``current`` (the
+        signatures of the running version, or else of the last one)."""
+        p = reuse_probability(name, signature, current or self.latest, self.rates)
+        return p if p != self.survival(name) else self.read(name, children)
 
 
 class HelixSchedulerPlugin(SchedulerPlugin):
@@ -226,6 +247,9 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         for digest, m in {m.code: m for _, m in helix.values() if m.code}.items():
             self.catalog.record_code(digest, m.sources, m.packages)
         run = _Run(version, self.workflow, time.time(), nodes)
+        for node in nodes.values():
+            for parent in node.meta.parents:
+                run.children.setdefault(parent, []).append(node.meta.name)
         self._runs[version] = run
         self._last_by_client[client] = version
         for key, node in nodes.items():
@@ -338,7 +362,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             load_seconds=model.io.load_seconds(nbytes),
             is_output=key in self.scheduler.tasks and bool(self.scheduler.tasks[key].who_wants),
             forced=node.meta.materialize,
-            reuse_probability=model.survival(node.meta.name),
+            reuse_probability=model.read(node.meta.name, run.children.get(key, ())),
             write_seconds=model.io.write_seconds(nbytes),
         )
         verdict = self.policy.decide(candidate, self._free())
@@ -435,9 +459,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
     def _cost_model(self) -> _Model:
         """Refit I/O costs and reuse rates from the catalog (a few small queries)."""
         history = self.catalog.signature_history(self.workflow)
-        return _Model(
-            io_model(self.catalog), survival_rates(history), history[-1] if history else {}
-        )
+        stored = frozenset(a.name for a in self.catalog.artifacts())
+        return _Model(io_model(self.catalog), survival_rates(history), history, stored)
 
     def _protected(self) -> set[str]:
         """Signatures that a running plan is loading: never evicted."""
@@ -456,10 +479,16 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 for n in r.nodes.values():
                     current.setdefault(n.meta.name, set()).add(n.meta.signature)
         current = {k: frozenset(v) for k, v in current.items()}  # type: ignore[misc]
+        children: dict[str, set[str]] = {}
+        if self._runs:  # the task graph of the newest run, by task name
+            newest = self._runs[max(self._runs)]
+            for key, names in newest.children.items():
+                if key in newest.nodes:
+                    children.setdefault(newest.nodes[key].meta.name, set()).update(names)
         out = []
         for a in self.catalog.artifacts():
             load = a.load_seconds if a.load_seconds is not None else model.io.load_seconds(a.nbytes)
-            p = model.reuse(a.name, a.signature, current)
+            p = model.reuse(a.name, a.signature, current, children.get(a.name, ()))
             saving = expected_reuses(p) * max(0.0, a.recompute_seconds - load)
             out.append(Stored(a.signature, a.name, a.nbytes, saving / max(a.nbytes, 1)))
         return out

@@ -108,3 +108,32 @@ def test_prediction_and_measurement_are_kept_per_version(threaded_client):
     assert first.measured_seconds is not None and first.measured_seconds >= 0.1
     assert second.predicted_seconds is not None
     assert second.predicted_seconds < first.measured_seconds  # the re-run only loads
+
+
+@hx.task
+def features(seed: int, scale: float) -> np.ndarray:
+    log_call("features")
+    time.sleep(0.1)
+    return np.random.default_rng(seed).random(1000) * scale
+
+
+@hx.task
+def summary(x: np.ndarray) -> float:
+    log_call("summary")
+    time.sleep(0.1)
+    return float(x.sum())
+
+
+def test_a_result_whose_stored_child_changes_with_it_is_valued_by_how_often_it_is_read(
+    threaded_client,
+):
+    # Iteration 1 stores the output `summary`. In iteration 2 `features` changes, and with it
+    # `summary`: `features` is only read if it survives while `summary` does not. With one
+    # version of history both are as likely as not: p(survive) 0.5 x p(child changes) 0.5.
+    summary(features(0, 1.0)).compute()
+    assert hx.last_run(threaded_client).node("summary").materialization is Materialization.STORED
+    summary(features(0, 2.0)).compute()
+    run = hx.last_run(threaded_client)
+    assert run.computed == ["features", "summary"]
+    (event,) = [e for e in run.events if e.name == "features"]
+    assert "p(reuse)=0.25" in event.reason, event.reason

@@ -9,8 +9,10 @@ from helix_dask.costs import (
     REVERT_PROBABILITY,
     UNSEEN_SURVIVAL,
     fit_io,
+    read_probability,
     reuse_probability,
     survival_rates,
+    survives_with,
 )
 from helix_dask.materializer import (
     Candidate,
@@ -139,6 +141,51 @@ def test_reuse_probability_of_a_replaced_signature_is_the_revert_chance():
     assert reuse_probability("train", "t1", latest, {"train": 0.9}) == REVERT_PROBABILITY
     assert reuse_probability("train", "t3", latest, {"train": 0.9}) == 0.9
     assert reuse_probability("new", "n1", latest, {}) == UNSEEN_SURVIVAL
+
+
+# featurize -> scale: scale's signature changed exactly when featurize's did (DPR edits of
+# featurize); train changed on its own (L/I edits) as well.
+PIPELINE = [
+    {"featurize": frozenset({f}), "scale": frozenset({s}), "train": frozenset({t})}
+    for f, s, t in [
+        ("f1", "s1", "t1"),
+        ("f1", "s1", "t2"),
+        ("f2", "s2", "t3"),
+        ("f2", "s2", "t4"),
+        ("f2", "s2", "t5"),
+        ("f3", "s3", "t6"),
+    ]
+]
+
+
+def test_a_child_that_always_changes_with_its_parent_survives_with_it():
+    assert survives_with(PIPELINE, "featurize", "scale") == pytest.approx((3 + 1) / (3 + 2))
+    assert survives_with(PIPELINE, "scale", "train") == pytest.approx((0 + 1) / (3 + 2))
+    assert survives_with([], "featurize", "scale") == 0.5  # nothing seen: as likely as not
+
+
+def test_a_result_whose_only_child_is_stored_and_changes_with_it_is_rarely_read():
+    rates = survival_rates(PIPELINE)
+    # scale is stored: when featurize survives, scale almost always does and is loaded instead.
+    p = read_probability("featurize", ["scale"], rates, {"scale"}, PIPELINE)
+    assert p == pytest.approx(rates["featurize"] * (1 - 4 / 5))
+    # Not stored, scale recomputes whenever it is needed, and reads featurize each time.
+    assert read_probability("featurize", ["scale"], rates, set(), PIPELINE) == rates["featurize"]
+    # scale itself is read whenever train changes, which it does on its own.
+    p_scale = read_probability("scale", ["train"], rates, {"train"}, PIPELINE)
+    assert p_scale == pytest.approx(rates["scale"] * (1 - 1 / 5))
+    assert p_scale > 3 * p
+    # A node no task reads from is read only as a requested result: its own survival.
+    assert read_probability("train", [], rates, {"train"}, PIPELINE) == rates["train"]
+
+
+def test_value_policy_skips_what_a_stored_child_makes_redundant():
+    rates = survival_rates(PIPELINE)
+    common = dict(recompute_seconds=2.0, load_seconds=0.3, write_seconds=0.6, nbytes=10**8)
+    redundant = read_probability("featurize", ["scale"], rates, {"scale"}, PIPELINE)
+    alone = read_probability("featurize", ["scale"], rates, set(), PIPELINE)
+    assert not value(cand(reuse_probability=redundant, **common), 10**9).store
+    assert value(cand(reuse_probability=alone, **common), 10**9).store
 
 
 def test_io_model_separates_fixed_overhead_from_bandwidth():
