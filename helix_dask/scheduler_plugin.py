@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("helix_dask")
 
 PLUGIN_NAME = "helix"
+CHILDREN_TIMEOUT = 600.0
+"""Seconds a result's storage decision waits for its children's (then decides without)."""
 
 
 @dataclass(slots=True)
@@ -56,6 +58,11 @@ class _Node:
     metrics: dict[str, float] | None = None
     recompute: float = 0.0
     done: bool = False
+    accepted: bool = False
+    """The policy chose to store it (the write may still be in flight)."""
+    decided: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once its materialization is decided, or once it never will be (not computed here,
+    failed, forgotten)."""
 
     def record(self, key: str) -> NodeRecord:
         m = self.meta
@@ -88,7 +95,7 @@ class _Run:
     started: float
     nodes: dict[str, _Node]
     children: dict[str, list[str]] = field(default_factory=dict)
-    """Key of each node -> task names of the nodes that take it as an argument."""
+    """Key of each node -> keys of the nodes in this run that take it as an argument."""
     failed: bool = False
     finished: float | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -115,10 +122,15 @@ class _Model:
         """Chance that a node computed now is asked for again next time."""
         return self.rates.get(name, UNSEEN_SURVIVAL)
 
-    def read(self, name: str, children: Iterable[str]) -> float:
+    def read(
+        self, name: str, children: Iterable[str], stored: Collection[str] | None = None
+    ) -> float:
         """Chance that a node computed now is read next time: it survives and a child of it
-        (task names) must run rather than load."""
-        return read_probability(name, children, self.rates, self.stored, self.history)
+        (task names) must run rather than load. ``stored``: the task names whose results are
+        kept, when the caller knows better than the store's contents."""
+        return read_probability(
+            name, children, self.rates, self.stored if stored is None else stored, self.history
+        )
 
     def reuse(
         self,
@@ -247,9 +259,11 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         for digest, m in {m.code: m for _, m in helix.values() if m.code}.items():
             self.catalog.record_code(digest, m.sources, m.packages)
         run = _Run(version, self.workflow, time.time(), nodes)
-        for node in nodes.values():
+        for key, node in nodes.items():
+            if node.decision is not Decision.COMPUTE:
+                node.decided.set()
             for parent in node.meta.parents:
-                run.children.setdefault(parent, []).append(node.meta.name)
+                run.children.setdefault(parent, []).append(key)
         self._runs[version] = run
         self._last_by_client[client] = version
         for key, node in nodes.items():
@@ -324,6 +338,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             # A node that reached memory is settled by its worker's offer, not by being forgotten.
             run.failed = run.failed or finish == "erred"
             node.done = True
+            node.decided.set()
             self._key_run.pop(key, None)
             self._load_of.pop(key, None)
         else:
@@ -332,7 +347,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
 
     # -- materialization (called by the worker twin) --------------------------------------------
 
-    def handle_offer(
+    async def handle_offer(
         self,
         key: str,
         signature: str,
@@ -340,7 +355,15 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         nbytes: int,
         metrics: dict[str, float] | None = None,
     ) -> dict[str, Any]:
-        """A worker finished a helix task: decide whether it stores the result."""
+        """A worker finished a helix task: decide whether it stores the result.
+
+        Unless the answer is the same whatever its children get, the decision waits until every
+        child computed in this run is decided: a child that is stored makes this result needed
+        less often (the child loads instead), and a child decided first counts this node's
+        compute in what it would cost to recreate, so the policy prefers the result that covers
+        more work. The worker holds the result meanwhile, as it does anyway while the children
+        run.
+        """
         run = self._key_run.get(key)
         node = run.nodes.get(key) if run else None
         if run is None or node is None or node.meta.signature != signature:
@@ -352,19 +375,51 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             return self._settle(run, key, Materialization.SKIPPED, "task is not deterministic")
         if self.catalog.artifact(signature) is not None and self.artifacts.contains(signature):
             return self._settle(run, key, Materialization.SKIPPED, "already stored")
+        children = [run.nodes[c] for c in run.children.get(key, ()) if c in run.nodes]
+        names = [c.meta.name for c in children]
         model = self._model or self._cost_model()
-        candidate = Candidate(
-            name=node.meta.name,
-            signature=signature,
-            compute_seconds=compute_seconds,
-            recompute_seconds=self._recompute_seconds(run, key),
-            nbytes=nbytes,
-            load_seconds=model.io.load_seconds(nbytes),
-            is_output=key in self.scheduler.tasks and bool(self.scheduler.tasks[key].who_wants),
-            forced=node.meta.materialize,
-            reuse_probability=model.read(node.meta.name, run.children.get(key, ())),
-            write_seconds=model.io.write_seconds(nbytes),
-        )
+        recompute = self._recompute_seconds(run, key)
+
+        def make_candidate(kept: Collection[str]) -> Candidate:
+            """This node as a candidate, with the task names whose results are kept."""
+            return Candidate(
+                name=node.meta.name,
+                signature=signature,
+                compute_seconds=compute_seconds,
+                recompute_seconds=recompute,
+                nbytes=nbytes,
+                load_seconds=model.io.load_seconds(nbytes),
+                is_output=key in self.scheduler.tasks and bool(self.scheduler.tasks[key].who_wants),
+                forced=node.meta.materialize,
+                reuse_probability=model.read(node.meta.name, names, kept),
+                write_seconds=model.io.write_seconds(nbytes),
+            )
+
+        if any(not c.decided.is_set() for c in children):
+            # Wait for the children unless their outcome cannot change the answer: skipped even
+            # if no child is kept, or stored even if every child is.
+            free = self._free()
+            if (
+                self.policy.decide(make_candidate(()), free).outcome is not Materialization.SKIPPED
+                and not self.policy.decide(make_candidate(names), free).store
+            ):
+                waits = [
+                    asyncio.ensure_future(c.decided.wait())
+                    for c in children
+                    if not c.decided.is_set()
+                ]
+                _, late = await asyncio.wait(waits, timeout=CHILDREN_TIMEOUT)
+                for w in late:
+                    w.cancel()
+                if node.done or run.finished is not None:  # settled meanwhile (interrupted)
+                    return {"store": False}
+        kept = set(model.stored)
+        for c in children:
+            if c.accepted or c.decision is Decision.LOAD:
+                kept.add(c.meta.name)
+            elif c.materialization is not None:
+                kept.discard(c.meta.name)  # decided in this run: not kept
+        candidate = make_candidate(kept)
         verdict = self.policy.decide(candidate, self._free())
         if verdict.outcome is Materialization.NO_SPACE and self.policy.evicts:
             victims = choose_evictions(
@@ -381,6 +436,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         self._reserved += nbytes
         node.reason = verdict.reason
         node.recompute = candidate.recompute_seconds
+        node.accepted = True
+        node.decided.set()
         return {"store": True, "reserved": nbytes}
 
     def handle_written(
@@ -427,6 +484,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         node.materialization = outcome
         node.reason = reason
         node.done = True
+        node.decided.set()
         self.catalog.record_event(
             run.version, outcome.value, node.meta.signature, node.meta.name, node.nbytes, reason
         )
@@ -482,9 +540,11 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         children: dict[str, set[str]] = {}
         if self._runs:  # the task graph of the newest run, by task name
             newest = self._runs[max(self._runs)]
-            for key, names in newest.children.items():
+            for key, child_keys in newest.children.items():
                 if key in newest.nodes:
-                    children.setdefault(newest.nodes[key].meta.name, set()).update(names)
+                    children.setdefault(newest.nodes[key].meta.name, set()).update(
+                        newest.nodes[c].meta.name for c in child_keys if c in newest.nodes
+                    )
         out = []
         for a in self.catalog.artifacts():
             load = a.load_seconds if a.load_seconds is not None else model.io.load_seconds(a.nbytes)
@@ -523,6 +583,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
 
     def _finish(self, run: _Run, status: str) -> None:
         run.finished = time.time()
+        for n in run.nodes.values():
+            n.decided.set()
         saved = sum(
             n.estimate - (n.load_seconds or 0.0)
             for n in run.nodes.values()

@@ -137,3 +137,31 @@ def test_a_result_whose_stored_child_changes_with_it_is_valued_by_how_often_it_i
     assert run.computed == ["features", "summary"]
     (event,) = [e for e in run.events if e.name == "features"]
     assert "p(reuse)=0.25" in event.reason, event.reason
+
+
+@hx.task
+def slow_features(seed: int) -> np.ndarray:
+    log_call("slow_features")
+    time.sleep(0.5)
+    return np.random.default_rng(seed).random(12_500)  # 100 kB
+
+
+def test_a_result_is_decided_after_its_children_so_the_deeper_one_counts_the_work_above_it(
+    threaded_client, tmp_path
+):
+    # At a (prior) read bandwidth of 1 MB/s, loading the 100 kB features costs ~0.1 s and
+    # writing them ~0.2 s, against ~0.5 s to compute: worth a write if the features are read
+    # whenever they survive, not if a stored child is loaded instead half of those times. So
+    # their decision waits for the child's.
+    with dask.config.set({"helix.read-bandwidth": "1MB"}):
+        summary(slow_features(5)).compute()
+        run = hx.last_run(threaded_client)
+    # Decided first, `summary` would have to recompute the features too: its recorded
+    # recreation cost covers both tasks' compute time.
+    catalog = hx.Catalog(tmp_path / "store")
+    recreate = catalog.artifact(run.node("summary").signature).recompute_seconds
+    compute = run.node("summary").compute_seconds + run.node("slow_features").compute_seconds
+    assert recreate == pytest.approx(compute, rel=1e-6)
+    # The features are judged knowing that `summary` is stored: read only if it changes.
+    (event,) = [e for e in run.events if e.name == "slow_features"]
+    assert event.kind == "skipped" and "p(reuse)=0.25" in event.reason, event.reason
