@@ -151,11 +151,29 @@ def _chunk_files(array: zarr.Array, root: Path, rows: int) -> Iterator[tuple[int
         yield start, stop, root / array.metadata.encode_chunk_key((i, *zeros))
 
 
+_PAGE = 4096
+
+
+def _page_aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialized C-ordered array whose data starts on a page boundary.
+
+    Chunk files are read from offset 0; the kernel copies page-cache pages into a destination
+    that starts mid-page (where ``np.empty`` puts large arrays, 16 bytes in) about three times
+    slower than into one that starts on a page, as ``np.load``'s does (its data follows a
+    128-byte header).
+    """
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = np.empty(nbytes + _PAGE, dtype=np.uint8)
+    start = -raw.ctypes.data % _PAGE
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
 def _read_raw(array: zarr.Array) -> np.ndarray | None:
     layout = _raw_layout(array)
     if layout is None:
         return None
-    out = np.empty(array.shape, dtype=array.dtype)
+    out = _page_aligned_empty(array.shape, array.dtype)
     row_bytes = out[:1].nbytes
     view = memoryview(out.reshape(-1).view(np.uint8))
     for start, stop, path in _chunk_files(array, *layout):
