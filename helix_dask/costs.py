@@ -12,6 +12,12 @@ from typing import Any
 SMALL = 1 << 20
 """Artifacts below this many bytes measure the fixed cost of a load or write, not bandwidth."""
 
+LARGE = 16 << 20
+"""Only transfers of at least this many bytes measure bandwidth. In between, the fixed costs
+(creating a Zarr group, several files) still dominate: a 10 MB write taking 0.17 s here once
+put write bandwidth at 60 MB/s, where 100 MB writes ran at 700 MB/s, and the policy stopped
+storing large results whose writes it then never measured."""
+
 REVERT_PROBABILITY = 0.05
 """Chance that a signature absent from the latest version comes back (a user reverting)."""
 
@@ -44,7 +50,7 @@ def fit_line(
     """Overhead (median time of small transfers) and bandwidth (large ones, overhead removed)."""
     small = [t for n, t in samples if n < SMALL and t > 0]
     overhead = statistics.median(small) if small else prior_overhead
-    big = [(n, t - overhead) for n, t in samples if n >= SMALL and t > overhead]
+    big = [(n, t - overhead) for n, t in samples if n >= LARGE and t > overhead]
     moved, spent = sum(n for n, _ in big), sum(t for _, t in big)
     bandwidth = moved / spent if big and spent > 0 else prior_bandwidth
     return overhead, bandwidth

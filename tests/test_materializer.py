@@ -188,6 +188,13 @@ def test_value_policy_skips_what_a_stored_child_makes_redundant():
     assert value(cand(reuse_probability=alone, **common), 10**9).store
 
 
+def test_mid_sized_transfers_do_not_set_the_bandwidth():
+    mb = 1 << 20
+    # A 10 MB write slowed by fixed costs must not make a 100 MB write look like 1.7 s.
+    io = fit_io([], [(10 * mb, 0.171), (100, 0.004)], prior_overhead=0.005, prior_bandwidth=500e6)
+    assert io.write_seconds(100 * mb) == pytest.approx(0.004 + 100 * mb / 250e6)
+
+
 def test_io_model_separates_fixed_overhead_from_bandwidth():
     mb = 1 << 20
     loads = [(100, 0.002), (200, 0.002), (100 * mb, 0.102), (50 * mb, 0.052)]
