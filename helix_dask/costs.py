@@ -85,16 +85,21 @@ def survival_rates(history: Sequence[Mapping[str, frozenset[str]]]) -> dict[str,
 
 
 def reuse_probability(
-    name: str, signature: str, latest: Mapping[str, frozenset[str]], rates: Mapping[str, float]
+    name: str,
+    signature: str,
+    latest: Mapping[str, frozenset[str]],
+    rates: Mapping[str, float],
+    read: float | None = None,
 ) -> float:
     """Chance that ``signature`` is asked for again in the next version.
 
-    A signature in the latest version survives at its task's rate; one that the latest version
+    A signature in the latest version survives at its task's rate, or is read with chance
+    ``read`` when the caller knows it (:func:`read_probability`); one that the latest version
     no longer uses comes back only if the user reverts.
     """
     if name in latest and signature not in latest[name]:
         return REVERT_PROBABILITY
-    return rates.get(name, UNSEEN_SURVIVAL)
+    return rates.get(name, UNSEEN_SURVIVAL) if read is None else read
 
 
 def survives_with(

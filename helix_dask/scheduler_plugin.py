@@ -18,7 +18,6 @@ from . import _config
 from ._events import Decision, Materialization, NodeRecord, report_to_dict
 from .catalog import ArtifactRow, Catalog
 from .costs import (
-    UNSEEN_SURVIVAL,
     IOModel,
     compute_seconds,
     expected_reuses,
@@ -118,10 +117,6 @@ class _Model:
     def latest(self) -> Mapping[str, frozenset[str]]:
         return self.history[-1] if self.history else {}
 
-    def survival(self, name: str) -> float:
-        """Chance that a node computed now is asked for again next time."""
-        return self.rates.get(name, UNSEEN_SURVIVAL)
-
     def read(
         self, name: str, children: Iterable[str], stored: Collection[str] | None = None
     ) -> float:
@@ -141,8 +136,8 @@ class _Model:
     ) -> float:
         """Chance that a stored artifact is read next time, judged against ``current`` (the
         signatures of the running version, or else of the last one)."""
-        p = reuse_probability(name, signature, current or self.latest, self.rates)
-        return p if p != self.survival(name) else self.read(name, children)
+        read = self.read(name, children)
+        return reuse_probability(name, signature, current or self.latest, self.rates, read)
 
 
 class HelixSchedulerPlugin(SchedulerPlugin):
@@ -259,17 +254,16 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         for digest, m in {m.code: m for _, m in helix.values() if m.code}.items():
             self.catalog.record_code(digest, m.sources, m.packages)
         run = _Run(version, self.workflow, time.time(), nodes)
-        for key, node in nodes.items():
-            if node.decision is not Decision.COMPUTE:
-                node.decided.set()
-            for parent in node.meta.parents:
-                run.children.setdefault(parent, []).append(key)
         self._runs[version] = run
         self._last_by_client[client] = version
         for key, node in nodes.items():
+            for parent in node.meta.parents:
+                run.children.setdefault(parent, []).append(key)
             if node.decision is Decision.COMPUTE:
                 self._key_run[key] = run
-            elif node.decision is Decision.LOAD:
+                continue
+            node.decided.set()  # never offered: nothing to decide
+            if node.decision is Decision.LOAD:
                 self._key_run[load_key(key)] = run
                 self._load_of[load_key(key)] = key
             else:

@@ -141,6 +141,9 @@ def test_reuse_probability_of_a_replaced_signature_is_the_revert_chance():
     assert reuse_probability("train", "t1", latest, {"train": 0.9}) == REVERT_PROBABILITY
     assert reuse_probability("train", "t3", latest, {"train": 0.9}) == 0.9
     assert reuse_probability("new", "n1", latest, {}) == UNSEEN_SURVIVAL
+    # A known chance of being read replaces the survival rate, never the revert chance.
+    assert reuse_probability("train", "t3", latest, {"train": 0.9}, read=0.2) == 0.2
+    assert reuse_probability("train", "t1", latest, {"train": 0.9}, read=0.2) == REVERT_PROBABILITY
 
 
 # featurize -> scale: scale's signature changed exactly when featurize's did (DPR edits of
