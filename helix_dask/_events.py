@@ -54,6 +54,14 @@ class NodeRecord:
     estimated_compute_seconds: float = 0.0
     arg_values: Mapping[str, str] = field(default_factory=dict)
     metrics: Mapping[str, float] | None = None
+    identity: str = ""
+    """The effective signature its artifact is stored and loaded under (static signature plus
+    verified run-time dependencies); '' when it is the signature or was never settled."""
+
+    @property
+    def stored_as(self) -> str:
+        """The artifact identity of this node's result: ``identity`` or else ``signature``."""
+        return self.identity or self.signature
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,12 +50,21 @@ CREATE TABLE IF NOT EXISTS nodes (
     estimated_compute_seconds REAL NOT NULL DEFAULT 0,
     arg_values TEXT NOT NULL DEFAULT '{}',
     metrics TEXT,
+    identity TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (version, key)
 );
 CREATE TABLE IF NOT EXISTS code (
     digest TEXT PRIMARY KEY,
     sources TEXT NOT NULL,
     packages TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requirements (
+    signature TEXT PRIMARY KEY,
+    requires TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS traces (
+    code TEXT PRIMARY KEY,
+    deps TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS nodes_signature ON nodes(signature);
 CREATE INDEX IF NOT EXISTS nodes_name ON nodes(name);
@@ -189,6 +198,11 @@ class Catalog(MetadataStore):
             self._db.execute("PRAGMA synchronous=NORMAL")
             with self._db:
                 self._db.executescript(_SCHEMA)
+                columns = {r[1] for r in self._db.execute("PRAGMA table_info(nodes)")}
+                if "identity" not in columns:  # a catalog written before effective signatures
+                    self._db.execute(
+                        "ALTER TABLE nodes ADD COLUMN identity TEXT NOT NULL DEFAULT ''"
+                    )
         except sqlite3.Error as e:
             raise HelixStoreError(
                 f"cannot open the catalog {str(self.path)!r}: {e}; check that the store directory "
@@ -242,12 +256,13 @@ class Catalog(MetadataStore):
                 r.estimated_compute_seconds,
                 json.dumps(dict(r.arg_values), sort_keys=True),
                 None if r.metrics is None else json.dumps(dict(r.metrics), sort_keys=True),
+                r.identity if r.identity != r.signature else "",
             )
             for r in records
         ]
         with self._tx() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                "INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
             )
 
     def record_code(self, digest: str, sources: Mapping[str, str], packages: Mapping[str, str]):
@@ -257,6 +272,49 @@ class Catalog(MetadataStore):
                 "INSERT OR IGNORE INTO code VALUES (?, ?, ?)",
                 (digest, json.dumps(dict(sources)), json.dumps(dict(packages))),
             )
+
+    def record_requirements(
+        self, signature: str, requires: Mapping[str, str], code: str, traced: Iterable[str] | None
+    ) -> None:
+        """What the computation of ``signature`` required beyond its static signature
+        (dependency id -> digest where it ran); ``traced``: the dependencies a trace of ``code``
+        found, merged into that code's set (``None`` when it was not traced)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO requirements VALUES (?, ?)",
+                (signature, json.dumps(dict(sorted(requires.items())))),
+            )
+            if traced is not None:
+                row = db.execute("SELECT deps FROM traces WHERE code = ?", (code,)).fetchone()
+                deps = set(json.loads(row[0])) if row else set()
+                db.execute(
+                    "INSERT OR REPLACE INTO traces VALUES (?, ?)",
+                    (code, json.dumps(sorted(deps | set(traced)))),
+                )
+
+    def requirements(self, signatures: Iterable[str]) -> dict[str, dict[str, str]]:
+        """Signature -> recorded requirements, for the signatures that have any."""
+        out: dict[str, dict[str, str]] = {}
+        for chunk in _chunks(list(set(signatures))):
+            marks = ",".join("?" * len(chunk))
+            for sig, req in self._query(
+                f"SELECT signature, requires FROM requirements WHERE signature IN ({marks}) "
+                "AND requires != '{}'",
+                chunk,
+            ):
+                out[sig] = json.loads(req)
+        return out
+
+    def traced(self, codes: Iterable[str]) -> dict[str, list[str]]:
+        """Code digest -> dependencies its traces found, for the codes traced so far."""
+        out: dict[str, list[str]] = {}
+        for chunk in _chunks(list(set(codes))):
+            marks = ",".join("?" * len(chunk))
+            for code, deps in self._query(
+                f"SELECT code, deps FROM traces WHERE code IN ({marks})", chunk
+            ):
+                out[code] = json.loads(deps)
+        return out
 
     def update_node(self, version: int, key: str, **fields: object) -> None:
         unknown = set(fields) - set(_NODE_FIELDS)
@@ -472,6 +530,7 @@ class Catalog(MetadataStore):
                 estimated_compute_seconds=r[14],
                 arg_values=json.loads(r[15]),
                 metrics=None if r[16] is None else json.loads(r[16]),
+                identity=r[17],
             )
             for r in self._query("SELECT * FROM nodes WHERE version = ? ORDER BY name", (vid,))
         )

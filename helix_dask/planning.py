@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import _config
 from ._events import Decision
+from ._trace import effective_signature, requirement_digests
 from .catalog import Catalog
 from .costs import fit_io
 from .planner import PlanNode, plan
@@ -49,30 +50,114 @@ class GraphPlan:
     cost: float
 
 
+def verified_identities(
+    nodes: Mapping[str, GraphNode],
+    catalog: Catalog,
+    digests: Mapping[str, str],
+    held: Mapping[str, str],
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Each node's effective signature, and why a node could not be verified.
+
+    A node's stored result is valid when every run-time dependency recorded for it has the
+    same digest in the client's current code (``digests``) and its parents are valid; nodes
+    already on the cluster (``fixed``) have the identity they were computed under (``held``).
+    None marks a node that must compute (and so must every node below it).
+    """
+    sigs = [g.meta.signature for g in nodes.values()]
+    recorded = catalog.requirements(sigs)
+    ids: dict[str, str | None] = {}
+    stale: dict[str, str] = {}
+
+    def identify(key: str) -> str | None:
+        if key in ids:
+            return ids[key]
+        g = nodes[key]
+        m = g.meta
+        if g.fixed:
+            ids[key] = held.get(key)
+            return ids[key]
+        # In the call's argument order, as the scheduler plugin combines them after a compute.
+        parents = [(nodes[p].meta.signature, identify(p)) for p in m.parents if p in nodes]
+        requires = recorded.get(m.signature, {})
+        changed = sorted(d for d, v in requires.items() if digests.get(d) != v)
+        if changed:
+            missing = [d for d in changed if d not in digests]
+            stale[key] = (
+                f"run-time dependency {changed[0]} changed since it was stored"
+                if len(missing) < len(changed)
+                else f"run-time dependency {changed[0]} could not be verified"
+            )
+            ids[key] = None
+        elif any(e is None for _, e in parents):
+            ids[key] = None
+        else:
+            ids[key] = effective_signature(m.signature, requires, parents)  # type: ignore[arg-type]
+        return ids[key]
+
+    for key in _topological(nodes):
+        identify(key)
+    return ids, stale
+
+
+def _topological(nodes: Mapping[str, GraphNode]) -> list[str]:
+    """Keys with every parent before its children (iterative: graphs may be deep)."""
+    order: list[str] = []
+    state: dict[str, int] = {}
+    for root in nodes:
+        if root in state:
+            continue
+        stack = [(root, False)]
+        while stack:
+            key, expanded = stack.pop()
+            if expanded:
+                state[key] = 2
+                order.append(key)
+                continue
+            if state.get(key):
+                continue
+            state[key] = 1
+            stack.append((key, True))
+            stack.extend((p, False) for p in nodes[key].parents if p in nodes and p not in state)
+    return order
+
+
 def plan_graph(
     nodes: Mapping[str, GraphNode],
     catalog: Catalog,
     artifacts: ZarrArtifactStore,
     io: IOModel,
     solver: str = "scipy",
+    *,
+    identities: Mapping[str, str | None] | None = None,
 ) -> GraphPlan:
     """The cheapest plan for ``nodes`` given what ``catalog`` measured and what is stored.
 
     Compute costs come from the same signature, else the task's latest run, else a prior;
-    load costs from the artifact's measured loads, else its size through ``io``.
+    load costs from the artifact's measured loads, else its size through ``io``. Artifacts are
+    looked up by ``identities`` (effective signatures, None: cannot be loaded), by default the
+    static signatures.
     """
     metas = [g.meta for g in nodes.values()]
     by_sig, by_name = catalog.compute_costs((m.signature for m in metas), (m.name for m in metas))
-    stored = catalog.artifacts_for(m.signature for m in metas if m.deterministic)
+    if identities is None:
+        identities = {k: g.meta.signature for k, g in nodes.items()}
+    stored = catalog.artifacts_for(
+        i for k, g in nodes.items() if g.meta.deterministic and (i := identities[k]) is not None
+    )
     estimates: dict[str, float] = {}
     plan_nodes = []
     for key, g in nodes.items():
         m = g.meta
         estimates[key] = by_sig.get(m.signature, by_name.get(m.name, DEFAULT_COMPUTE_PRIOR))
         load: float | None = None  # None: it must compute (nothing stored, or not reusable)
+        ident = identities[key]
         if g.fixed:
             load = 0.0
-        elif (row := stored.get(m.signature)) is not None and artifacts.contains(m.signature):
+        elif (
+            ident is not None
+            and (row := stored.get(ident)) is not None
+            and artifacts.contains(ident)
+        ):
             load = row.load_seconds or io.load_seconds(row.nbytes)
         plan_nodes.append(PlanNode(key, g.parents, estimates[key], load, g.is_output))
     chosen = plan(plan_nodes, solver=solver)
@@ -124,13 +209,21 @@ def preview(*outputs: HelixNode, store: str | os.PathLike[str] | None = None) ->
     root = Path(store or str(_config.get("store")))
     catalog = Catalog(root)
     nodes = graph_nodes(*outputs)
+    recorded = catalog.requirements(g.meta.signature for g in nodes.values())
+    digests = requirement_digests({d for req in recorded.values() for d in req})
+    identities, _ = verified_identities(nodes, catalog, digests, {})
     chosen = plan_graph(
-        nodes, catalog, ZarrArtifactStore(root), io_model(catalog), str(_config.get("solver"))
+        nodes,
+        catalog,
+        ZarrArtifactStore(root),
+        io_model(catalog),
+        str(_config.get("solver")),
+        identities=identities,
     )
-    stored = catalog.artifacts_for(g.meta.signature for g in nodes.values())
+    stored = catalog.artifacts_for(i for i in identities.values() if i is not None)
     graph = nx.DiGraph(version=0, message="plan, not run", status="planned")
     for key, g in nodes.items():
-        row = stored.get(g.meta.signature)
+        row = stored.get(identities[key]) if identities[key] is not None else None
         graph.add_node(
             key,
             name=g.meta.name,

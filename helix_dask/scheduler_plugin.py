@@ -16,6 +16,7 @@ from distributed.protocol.pickle import dumps
 
 from . import _config
 from ._events import Decision, Materialization, NodeRecord, report_to_dict
+from ._trace import effective_signature
 from .catalog import ArtifactRow, Catalog
 from .costs import (
     IOModel,
@@ -26,7 +27,7 @@ from .costs import (
     survival_rates,
 )
 from .materializer import Candidate, Stored, choose_evictions, get_policy
-from .planning import GraphNode, io_model, plan_graph
+from .planning import GraphNode, io_model, plan_graph, verified_identities
 from .rewrite import load_key, rewrite
 from .task import ANNOTATION, NodeMeta
 from .worker_plugin import HelixWorkerPlugin
@@ -56,6 +57,11 @@ class _Node:
     reason: str = ""
     metrics: dict[str, float] | None = None
     recompute: float = 0.0
+    eff: str | None = None
+    """Effective signature (static + verified requirements): what its artifact is stored and
+    looked up under; None while unknown (computing) or when it cannot be verified."""
+    identified: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once ``eff`` is final for this run (children's storage waits for it)."""
     done: bool = False
     accepted: bool = False
     """The policy chose to store it (the write may still be in flight)."""
@@ -82,6 +88,7 @@ class _Node:
             estimated_compute_seconds=self.estimate,
             arg_values=m.arg_values,
             metrics=self.metrics,
+            identity=self.eff or "",
         )
 
 
@@ -140,6 +147,17 @@ class _Model:
         return reuse_probability(name, signature, current or self.latest, self.rates, read)
 
 
+def _ask_trace(ts: TaskState, deps: list[str] | None) -> None:
+    """Tell the worker to trace a node whose code was never traced, else which dependencies
+    earlier traces of its code found (to digest where it runs)."""
+    ann = dict(ts.annotations[ANNOTATION])
+    if deps is None:
+        ann["trace"] = True
+    else:
+        ann["deps"] = deps
+    ts.annotations = {**ts.annotations, ANNOTATION: ann}
+
+
 class HelixSchedulerPlugin(SchedulerPlugin):
     """Plans, rewrites and records every graph that contains helix tasks.
 
@@ -171,6 +189,11 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         """Key of each load task in flight -> key of the node it loads."""
         self._reserved = 0
         self._model: _Model | None = None
+        self._digests: dict[str, dict[str, str]] = {}
+        """Client id -> its current digests of run-time dependencies, for its next graph."""
+        self._producers: dict[str, _Node] = {}
+        """Key of a helix result on the cluster -> the node (of whichever run) that computed or
+        loaded it: where its effective signature is settled."""
 
     def settings(self) -> tuple[str, str, str, str, str]:
         """What ``hx.setup`` was given: store, budget (as configured, so a default of a share of
@@ -199,6 +222,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 "helix_written": self.handle_written,
                 "helix_run": self.handle_run,
                 "helix_info": self.handle_info,
+                "helix_requirements": self.handle_requirements,
+                "helix_digests": self.handle_digests,
             }
         )
         await scheduler.register_worker_plugin(
@@ -236,8 +261,9 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 helix[k] = (ts, NodeMeta.from_annotation(ann))
         if not helix:
             return
+        digests = self._digests.pop(client, {})
         try:
-            nodes, loads, predicted = self._plan(helix, keys)
+            nodes, loads, predicted = self._plan(helix, keys, digests)
         except Exception:  # the scheduler would swallow it into an INFO line and run unplanned
             logger.warning("helix could not plan this graph; it runs unchanged", exc_info=True)
             return
@@ -259,9 +285,12 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         for key, node in nodes.items():
             for parent in node.meta.parents:
                 run.children.setdefault(parent, []).append(key)
+            if node.decision in (Decision.COMPUTE, Decision.LOAD):
+                self._producers[key] = node
             if node.decision is Decision.COMPUTE:
                 self._key_run[key] = run
                 continue
+            node.identified.set()
             node.decided.set()  # never offered: nothing to decide
             if node.decision is Decision.LOAD:
                 self._key_run[load_key(key)] = run
@@ -272,12 +301,16 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         self._maybe_finish(run)
 
     def _plan(
-        self, helix: Mapping[str, tuple[TaskState, NodeMeta]], wanted: set
+        self,
+        helix: Mapping[str, tuple[TaskState, NodeMeta]],
+        wanted: set,
+        digests: Mapping[str, str],
     ) -> tuple[dict[str, _Node], dict[str, str], float]:
         """Decisions for every helix node, the loads to rewrite and the predicted seconds.
 
-        Reads the catalog and the scheduler's task states; changes neither. A node whose task
-        already exists on the scheduler (held, or running for another graph) is used as is.
+        Reads the catalog and the scheduler's task states; changes neither, except that nodes
+        to compute are told whether to trace their code. A node whose task already exists on
+        the scheduler (held, or running for another graph) is used as is.
         """
         fresh = {
             k
@@ -294,21 +327,33 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             for k, (ts, m) in helix.items()
         }
         self._model = model = self._cost_model()
-        chosen = plan_graph(graph, self.catalog, self.artifacts, model.io, self.solver)
+        held = {k: n.eff for k, n in self._producers.items() if n.eff is not None}
+        identities, stale = verified_identities(graph, self.catalog, digests, held)
+        chosen = plan_graph(
+            graph, self.catalog, self.artifacts, model.io, self.solver, identities=identities
+        )
         nodes: dict[str, _Node] = {}
         loads: dict[str, str] = {}
+        traced = self.catalog.traced(g.meta.code for g in graph.values() if g.meta.code)
         for k, d in chosen.decisions.items():
             meta = graph[k].meta
             if k not in fresh:
                 d = Decision.IN_CLUSTER
             elif d is Decision.LOAD:
-                loads[k] = meta.signature
-            nodes[k] = _Node(meta, d, chosen.estimates[k])
+                loads[k] = identities[k]  # type: ignore[assignment]
+            node = nodes[k] = _Node(meta, d, chosen.estimates[k], eff=identities[k])
+            if k in stale:
+                node.reason = stale[k]
+            if d is Decision.COMPUTE and meta.deterministic:
+                node.eff = None
+                _ask_trace(helix[k][0], traced.get(meta.code))
         return nodes, loads, chosen.cost
 
     # -- progress -------------------------------------------------------------------------------
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if finish == "forgotten":
+            self._producers.pop(key, None)
         run = self._key_run.get(key)
         if run is None:
             return
@@ -332,6 +377,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             # A node that reached memory is settled by its worker's offer, not by being forgotten.
             run.failed = run.failed or finish == "erred"
             node.done = True
+            node.identified.set()
             node.decided.set()
             self._key_run.pop(key, None)
             self._load_of.pop(key, None)
@@ -348,8 +394,14 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         compute_seconds: float,
         nbytes: int,
         metrics: dict[str, float] | None = None,
+        requires: dict[str, str] | None = None,
+        traced: list[str] | None = None,
     ) -> dict[str, Any]:
         """A worker finished a helix task: decide whether it stores the result.
+
+        ``requires`` is what the result required beyond its static signature (dependency ->
+        digest where it ran; None: it could not be told, so the result is never stored) and
+        ``traced`` the dependencies a trace of its code found (None: not traced).
 
         Unless the answer is the same whatever its children get, the decision waits until every
         child computed in this run is decided: a child that is stored makes this result needed
@@ -366,7 +418,15 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         node.nbytes = nbytes
         node.metrics = metrics
         if not node.meta.deterministic:
+            node.eff = signature
+            node.identified.set()
             return self._settle(run, key, Materialization.SKIPPED, "task is not deterministic")
+        if requires is not None:
+            self.catalog.record_requirements(signature, requires, node.meta.code, traced)
+        why = await self._identify(run, key, requires)
+        if why:
+            return self._settle(run, key, Materialization.SKIPPED, why)
+        signature = node.eff  # type: ignore[assignment]
         if self.catalog.artifact(signature) is not None and self.artifacts.contains(signature):
             return self._settle(run, key, Materialization.SKIPPED, "already stored")
         children = [run.nodes[c] for c in run.children.get(key, ()) if c in run.nodes]
@@ -432,7 +492,30 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         node.recompute = candidate.recompute_seconds
         node.accepted = True
         node.decided.set()
-        return {"store": True, "reserved": nbytes}
+        return {"store": True, "reserved": nbytes, "signature": signature}
+
+    async def _identify(self, run: _Run, key: str, requires: Mapping[str, str] | None) -> str:
+        """Settle a computed node's effective signature from what it required and its parents'
+        (waiting for parents whose offers are still on their way); the reason it cannot be
+        stored, or ''."""
+        node = run.nodes[key]
+        try:
+            parents = []
+            for p in node.meta.parents:
+                source = self._producers.get(p) or run.nodes.get(p)
+                if source is not None and not source.identified.is_set():
+                    await asyncio.wait_for(source.identified.wait(), CHILDREN_TIMEOUT)
+                if source is None or source.eff is None:
+                    return f"input {p} could not be verified"
+                parents.append((source.meta.signature, source.eff))
+            if requires is None:
+                return "what it required at run time could not be digested"
+            node.eff = effective_signature(node.meta.signature, requires, parents)
+            return ""
+        except TimeoutError:
+            return "its inputs were not identified in time"
+        finally:
+            node.identified.set()
 
     def handle_written(
         self,
@@ -517,7 +600,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
     def _protected(self) -> set[str]:
         """Signatures that a running plan is loading: never evicted."""
         return {
-            n.meta.signature
+            n.eff or n.meta.signature
             for r in self._runs.values()
             if r.finished is None
             for n in r.nodes.values()
@@ -578,6 +661,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
     def _finish(self, run: _Run, status: str) -> None:
         run.finished = time.time()
         for n in run.nodes.values():
+            n.identified.set()
             n.decided.set()
         saved = sum(
             n.estimate - (n.load_seconds or 0.0)
@@ -612,6 +696,17 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             except TimeoutError:
                 logger.warning("helix run v%d still has %d pending nodes", version, run.pending())
         return report_to_dict(self.catalog.run(version))
+
+    def handle_requirements(self, signatures: list[str]) -> list[str]:
+        """The run-time dependencies recorded for these signatures, for the client to digest."""
+        found: set[str] = set()
+        for req in self.catalog.requirements(signatures).values():
+            found.update(req)
+        return sorted(found)
+
+    def handle_digests(self, client: str, digests: dict[str, str]) -> None:
+        """A client's current digests of run-time dependencies, for its next graph."""
+        self._digests.setdefault(client, {}).update(digests)
 
     def handle_info(self) -> dict[str, Any]:
         """Where the store is and how full it is."""

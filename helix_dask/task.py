@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
+import logging
 import reprlib
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -16,7 +19,10 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from ._errors import HelixConfigError, HelixSignatureError
-from .signature import argument_fingerprints, code_fingerprint, node_signature
+from ._trace import NodeCall
+from .signature import argument_fingerprints, code_fingerprint, fingerprint_value, node_signature
+
+logger = logging.getLogger("helix_dask")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -64,11 +70,14 @@ class HelixNode(Delayed):
     work as for any delayed value; the key reads ``<task name>-<signature>``.
     """
 
-    __slots__ = ("_meta",)
+    __slots__ = ("_meta", "_watch")
 
-    def __init__(self, key: str, dsk: HighLevelGraph, meta: NodeMeta) -> None:
+    def __init__(
+        self, key: str, dsk: HighLevelGraph, meta: NodeMeta, watch: _Watch | None = None
+    ) -> None:
         super().__init__(key, dsk)
         self._meta = meta
+        self._watch = watch
 
     @property
     def signature(self) -> str:
@@ -82,6 +91,15 @@ class HelixNode(Delayed):
     def __dask_postpersist__(self):  # type: ignore[override]
         return _rebuild, (self._meta,)
 
+    def __dask_postcompute__(self):  # type: ignore[override]
+        """Called by every compute and persist, before the graph is sent: refuse a graph whose
+        arguments or globals changed since its nodes were signed, and hand the scheduler the
+        client's current digests of the run-time dependencies its stored results require."""
+        if self._watch is not None:
+            _check_unchanged(self._watch)
+        _send_requirement_digests(self)
+        return super().__dask_postcompute__()
+
     @staticmethod
     def __dask_optimize__(dsk: HighLevelGraph, keys: Any, **kwargs: Any) -> HighLevelGraph:
         """Cull only: fusing would merge helix nodes and hide them from the plan."""
@@ -94,7 +112,89 @@ class HelixNode(Delayed):
         return HelixNode, (self.key, self.dask, self._meta)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Watch:
+    """What a node was signed from that may still change before it is computed: the task's
+    code and the mutable argument values, with their fingerprints at signing time."""
+
+    key: str
+    task: HelixTask
+    code: str
+    values: tuple[tuple[str, object, str], ...]
+    parents: tuple[_Watch, ...]
+
+
+_IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), range)
+
+
+def _watches(root: _Watch) -> Iterator[_Watch]:
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        w = stack.pop()
+        if id(w) in seen:
+            continue
+        seen.add(id(w))
+        yield w
+        stack.extend(w.parents)
+
+
+def _check_unchanged(root: _Watch) -> None:
+    """Raise if an argument or a global changed between building a node and computing it:
+    its result would be stored under a signature that did not produce it."""
+    codes: dict[int, str] = {}
+    for w in _watches(root):
+        for name, value, before in w.values:
+            now = fingerprint_value(value, path=name, substitute=_node_signature)
+            if now != before:
+                raise HelixSignatureError(
+                    f"argument {name!r} of node {w.key!r} was modified after the node was "
+                    "built; helix signs arguments when a task is called, so build the node "
+                    "after the change, or pass a copy"
+                )
+        task = w.task
+        if not w.code:
+            continue  # not deterministic: never signed by its code
+        if id(task) not in codes:
+            codes[id(task)] = code_fingerprint(task.func, untracked=task.untracked).digest
+        if codes[id(task)] != w.code:
+            raise HelixSignatureError(
+                f"the code or a global read by task {task.name!r} (node {w.key!r}) changed "
+                "after the node was built; build the node again after the change"
+            )
+
+
+def _node_signature(obj: object) -> str | None:
+    return obj.signature if isinstance(obj, HelixNode) else None
+
+
+def _send_requirement_digests(node: HelixNode) -> None:
+    """Tell the scheduler plugin the client's digests of the run-time dependencies recorded
+    for the stored results of this graph (usually none: one round trip)."""
+    from ._trace import requirement_digests
+
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return
+    sigs = [
+        ann["signature"]
+        for layer in node.dask.layers.values()
+        if (ann := (layer.annotations or {}).get(ANNOTATION)) is not None
+    ]
+    try:
+        deps = client.sync(client.scheduler.helix_requirements, signatures=sigs)
+    except (KeyError, ValueError, OSError):  # no helix plugin on this cluster
+        return
+    if deps:
+        digests = requirement_digests(deps)
+        client.sync(client.scheduler.helix_digests, client=client.id, digests=digests)
+
+
 def _rebuild(dsk: Any, meta: NodeMeta, *, rename: Mapping | None = None) -> HelixNode:
+    """A node over a persisted graph: its values are held, so nothing is left to watch."""
     key = f"{meta.name}-{meta.signature}"
     if not isinstance(dsk, HighLevelGraph):
         dsk = HighLevelGraph.from_collections(key, dsk, dependencies=())
@@ -130,11 +230,15 @@ class HelixTask(Generic[P]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> HelixNode:
         parents: dict[str, HelixNode] = {}
+        nested = 0
 
         def ref(obj: object) -> object:
-            """Replace nested helix nodes by references; reject other Dask collections."""
+            """Replace nested helix nodes by references, through the containers that
+            ``dask.delayed`` traverses; reject other Dask collections."""
+            nonlocal nested
             if isinstance(obj, HelixNode):
                 parents[obj.key] = obj
+                nested += 1
                 return TaskRef(obj.key)
             if dask.is_dask_collection(obj):
                 raise HelixSignatureError(
@@ -142,16 +246,25 @@ class HelixTask(Generic[P]):
                     f"({type(obj).__name__}) that is not a helix task; decorate its producer "
                     "with @hx.task or compute it first"
                 )
-            if isinstance(obj, (list, tuple, set, frozenset)) and type(obj) in (
-                list,
-                tuple,
-                set,
-                frozenset,
-            ):
-                return type(obj)(ref(o) for o in obj)
-            if type(obj) is dict:
-                return {k: ref(v) for k, v in obj.items()}
-            return obj
+            before = nested
+            typ = type(obj)
+            if typ in (list, tuple, set, frozenset):
+                out: object = typ(ref(o) for o in obj)  # type: ignore[call-arg]
+            elif typ is dict:
+                out = {k: ref(v) for k, v in obj.items()}  # type: ignore[attr-defined]
+            elif isinstance(obj, tuple) and hasattr(typ, "_fields"):  # a NamedTuple
+                items = [ref(o) for o in obj]
+                out = Task(None, _construct, typ, parse_input(items), parse_input({}))
+            elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+                values = {
+                    f.name: ref(getattr(obj, f.name))
+                    for f in dataclasses.fields(obj)
+                    if f.init and hasattr(obj, f.name)
+                }
+                out = Task(None, _replace, obj, parse_input(values)) if nested > before else obj
+            else:
+                return obj
+            return out if nested > before else obj
 
         targs = [ref(a) for a in args]
         tkwargs = {k: ref(v) for k, v in kwargs.items()}
@@ -170,6 +283,13 @@ class HelixTask(Generic[P]):
         else:
             code, argfp, sig = "", {}, uuid.uuid4().hex
         key = f"{self.name}-{sig}"
+        watch = _Watch(
+            key,
+            self,
+            code,
+            _mutable_values(self.func, args, kwargs, argfp),
+            tuple(p._watch for p in parents.values() if p._watch is not None),
+        )
         meta = NodeMeta(
             name=self.name,
             signature=sig,
@@ -186,7 +306,7 @@ class HelixTask(Generic[P]):
         )
         spec = Task(
             key,
-            self.func,
+            NodeCall(self.func, key),
             *[parse_input(a) for a in targs],
             **{k: parse_input(v) for k, v in tkwargs.items()},
         )
@@ -194,10 +314,37 @@ class HelixTask(Generic[P]):
             hlg = HighLevelGraph.from_collections(
                 key, {key: spec}, dependencies=list(parents.values())
             )
-        return HelixNode(key, hlg, meta)
+        return HelixNode(key, hlg, meta, watch)
 
     def __repr__(self) -> str:
         return f"<helix task {self.name!r}>"
+
+
+def _construct(typ: type, items: list, kwargs: dict) -> object:
+    """Rebuild a NamedTuple whose fields held helix nodes, with their values."""
+    return typ(*items, **kwargs)
+
+
+def _replace(obj: object, values: dict) -> object:
+    """A copy of the dataclass ``obj`` whose fields that held helix nodes hold their values."""
+    return dataclasses.replace(obj, **values)  # type: ignore[type-var]
+
+
+def _mutable_values(
+    func: Callable[..., Any], args: tuple, kwargs: dict, fingerprints: Mapping[str, str]
+) -> tuple[tuple[str, object, str], ...]:
+    """The arguments whose content could change before compute, with their fingerprints."""
+    if not fingerprints:
+        return ()
+    try:
+        bound = inspect.signature(func).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return ()
+    return tuple(
+        (name, value, fingerprints[name])
+        for name, value in bound.arguments.items()
+        if name in fingerprints and not isinstance(value, (*_IMMUTABLE, HelixNode))
+    )
 
 
 _REPR = reprlib.Repr()
@@ -207,8 +354,6 @@ _REPR.maxlist = _REPR.maxdict = 6
 
 def _argument_values(func: Callable[..., Any], args: tuple, kwargs: dict) -> dict[str, str]:
     """A short readable form of each bound argument: ``<task>`` for upstream nodes."""
-    import inspect
-
     try:
         bound = inspect.signature(func).bind(*args, **kwargs)
     except (TypeError, ValueError):

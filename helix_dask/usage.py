@@ -55,11 +55,11 @@ def disk_usage(cat: Catalog) -> DiskUsage:
         tasks[r.name][1] += r.nbytes
     versions = []
     for run in reversed(cat.runs()):
-        used = {n.signature for n in run.nodes if n.signature in rows}
+        used = {n.stored_as for n in run.nodes if n.stored_as in rows}
         added = {
-            n.signature
+            n.stored_as
             for n in run.nodes
-            if n.materialization is Materialization.STORED and n.signature in rows
+            if n.materialization is Materialization.STORED and n.stored_as in rows
         }
         versions.append(
             VersionUsage(
@@ -110,7 +110,7 @@ class GcPlan:
 
 def _running_signatures(cat: Catalog) -> tuple[tuple[int, ...], set[str]]:
     running = tuple(v.id for v in cat.versions() if v.status == "running")
-    return running, {n.signature for v in running for n in cat.run(v).nodes}
+    return running, {n.stored_as for v in running for n in cat.run(v).nodes}
 
 
 def gc_plan(cat: Catalog, keep: int) -> GcPlan:
@@ -127,8 +127,8 @@ def gc_plan(cat: Catalog, keep: int) -> GcPlan:
     runs = cat.runs()
     kept_versions = tuple(r.version for r in runs[::-1][:keep])
     running, protected = _running_signatures(cat)
-    used = {n.signature for r in runs if r.version in kept_versions for n in r.nodes} | protected
-    last: dict[str, int] = {n.signature: r.version for r in runs for n in r.nodes}
+    used = {n.stored_as for r in runs if r.version in kept_versions for n in r.nodes} | protected
+    last: dict[str, int] = {n.stored_as: r.version for r in runs for n in r.nodes}
     remove, kept, kept_bytes = [], 0, 0
     for row in cat.artifacts():
         if row.signature in used:

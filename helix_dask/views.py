@@ -92,7 +92,7 @@ class LogRow:
 def _stored_bytes(cat: Catalog, node: NodeRecord) -> int:
     if node.materialization is not Materialization.STORED:
         return 0
-    row = cat.artifact(node.signature)
+    row = cat.artifact(node.stored_as)
     return row.nbytes if row is not None else node.nbytes or 0
 
 
@@ -513,7 +513,7 @@ def dag(cat: Catalog, version: int) -> nx.DiGraph:
                 changed.add(b.key)
     graph = nx.DiGraph(version=run.version, message=run.message, status=run.status)
     for n in run.nodes:
-        row = cat.artifact(n.signature)
+        row = cat.artifact(n.stored_as)
         graph.add_node(
             n.key,
             name=n.name,

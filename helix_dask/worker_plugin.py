@@ -11,6 +11,7 @@ from dask import is_dask_collection
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ._errors import HelixStoreError
+from ._trace import Scopes, covered, requirement_digests, take_trace
 from .costs import compute_seconds
 from .task import ANNOTATION
 
@@ -64,9 +65,8 @@ class HelixWorkerPlugin(WorkerPlugin):
         value = self.worker.data[key]
         nbytes = int(getattr(value, "nbytes", 0)) if is_dask_collection(value) else ts.nbytes or 0
         metrics = _metrics(value) if ann.get("metrics") else None
-        task = asyncio.ensure_future(
-            self._offer(key, ann["signature"], ann["name"], value, seconds, nbytes, metrics)
-        )
+        trace = take_trace(key)
+        task = asyncio.ensure_future(self._offer(key, ann, value, seconds, nbytes, metrics, trace))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -78,24 +78,33 @@ class HelixWorkerPlugin(WorkerPlugin):
     async def _offer(
         self,
         key: str,
-        signature: str,
-        name: str,
+        ann: dict[str, Any],
         value: object,
         seconds: float,
         nbytes: int,
         metrics: dict[str, float] | None,
+        trace: Scopes | None,
     ) -> None:
         scheduler = self.worker.scheduler
+        name = ann["name"]
         try:
+            try:
+                requires, traced = await _requirements(ann, trace)
+            except Exception:  # a dependency that cannot be digested: never stored
+                logger.warning("helix could not digest what %s required", key, exc_info=True)
+                requires, traced = None, None
             answer = await scheduler.helix_offer(
                 key=key,
-                signature=signature,
+                signature=ann["signature"],
                 compute_seconds=seconds,
                 nbytes=nbytes,
                 metrics=metrics,
+                requires=requires,
+                traced=traced,
             )
             if not answer.get("store"):
                 return
+            signature = answer["signature"]  # the effective signature: static + requirements
             reserved = answer["reserved"]
             try:
                 info = await asyncio.to_thread(self._put, signature, value, name)
@@ -117,6 +126,25 @@ class HelixWorkerPlugin(WorkerPlugin):
             logger.debug("stored %s (%d bytes) in %.3fs", key, info.nbytes, info.seconds)
         except OSError:
             logger.warning("helix could not report %s to the scheduler", key, exc_info=True)
+
+
+async def _requirements(
+    ann: dict[str, Any], trace: Scopes | None
+) -> tuple[dict[str, str] | None, list[str] | None]:
+    """What a node's result required beyond its static signature, with digests taken here
+    (where the code ran), and the dependencies its trace found (``None``: not traced)."""
+    if trace is None:
+        deps: Scopes | dict[str, None] = dict.fromkeys(ann.get("deps") or ())
+    else:
+        sources, packages = ann.get("sources") or {}, ann.get("packages") or {}
+        deps = await asyncio.to_thread(
+            lambda: {d: s for d, s in trace.items() if not covered(d, sources, packages)}
+        )
+    if not deps:
+        return {}, None if trace is None else []
+    scopes = {d: s for d, s in deps.items() if s is not None}
+    requires = await asyncio.to_thread(requirement_digests, list(deps), scopes)
+    return requires, None if trace is None else list(deps)
 
 
 def _metrics(value: object) -> dict[str, float] | None:

@@ -350,7 +350,7 @@ def _copy(history, tmp_path: Path) -> Path:
 def _unused_by_last(store: Path, keep: int) -> set[str]:
     cat = hx.Catalog(store)
     last = [v.id for v in cat.versions()][:keep]
-    used = {n.signature for v in last for n in cat.run(v).nodes}
+    used = {n.stored_as for v in last for n in cat.run(v).nodes}
     return {a.signature for a in cat.artifacts()} - used
 
 

@@ -1,0 +1,303 @@
+"""Verified dependency traces: the code a node's computation actually ran.
+
+Signatures come from static analysis of the task's source (``_code``), which cannot see code
+reached only at run time (a method of an argument object, a function looked up by name, a
+library called through an argument). While a worker computes a node whose code has not been
+traced yet, :class:`NodeCall` records every Python code object that runs; the project functions
+and classes and the third-party packages among them that the signature does not already cover
+become the node's *requirements*: dependency id -> digest, computed where it ran.
+
+Before a stored result is reused, the client's current digests of the requirements must be
+equal (build systems with dynamic dependencies verify their caches the same way: Shake's
+verifying traces, Bazel). Requirements and parents' verified identities fold into the node's
+*effective signature* (:func:`effective_signature`), under which its artifact is stored and
+looked up; for a node with no requirement and plain parents it is the static signature.
+
+Cost model: tracing slows pure-Python code while it runs (Python 3.11 has no cheap per-code
+monitoring), so a task's code is traced the first time it computes and its requirement set is
+reused by later computes of the same code; loads are never traced.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import logging
+import platform
+import sys
+import threading
+import types
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from helix_dask._fingerprint import Hasher
+
+logger = logging.getLogger("helix_dask.signature")
+
+DIST = "dist:"
+"""Prefix of a library dependency id: ``dist:<distribution name>``, its digest the version."""
+
+Scopes = dict[str, Mapping[str, Any]]
+"""Dependency id -> the globals its code ran with (to resolve it where it ran)."""
+
+_traces: dict[str, Scopes] = {}
+"""Key -> dependencies of a traced node that finished on this worker (taken by the plugin)."""
+_traces_lock = threading.Lock()
+
+
+def take_trace(key: str) -> Scopes | None:
+    """The dependency ids recorded while ``key`` ran in this process, once."""
+    with _traces_lock:
+        return _traces.pop(key, None)
+
+
+class NodeCall:
+    """The callable of a helix task in the graph: the user's function, traced when asked.
+
+    The scheduler plugin asks (annotation ``trace``) for nodes whose code was never traced.
+    Outside a worker (``scheduler="sync"``, threads without distributed) it is a plain call.
+    """
+
+    __slots__ = ("__name__", "func", "key")
+
+    def __init__(self, func: Callable[..., Any], key: str) -> None:
+        self.func = func
+        self.key = key
+        self.__name__ = getattr(func, "__name__", "task")
+
+    def __reduce__(self):
+        return NodeCall, (self.func, self.key)
+
+    def __repr__(self) -> str:
+        return f"NodeCall({self.key!r})"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not _wants_trace(self.key):
+            return self.func(*args, **kwargs)
+        seen: dict[types.CodeType, Mapping[str, Any]] = {}
+        previous = sys.getprofile()
+
+        def record(frame: types.FrameType, event: str, arg: Any) -> None:
+            if event == "call":
+                seen[frame.f_code] = frame.f_globals
+            if previous is not None:
+                previous(frame, event, arg)
+
+        sys.setprofile(record)
+        try:
+            result = self.func(*args, **kwargs)
+        finally:
+            sys.setprofile(previous)
+        deps = dependencies(seen)
+        with _traces_lock:
+            _traces[self.key] = deps
+        return result
+
+
+def _wants_trace(key: str) -> bool:
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return False
+    ts = worker.state.tasks.get(key)
+    ann = (ts.annotations or {}).get("helix") if ts is not None else None
+    return bool(ann and ann.get("trace"))
+
+
+# ---------------------------------------------------------------- dependency ids
+
+
+def dependencies(seen: Mapping[types.CodeType, Mapping[str, Any]]) -> Scopes:
+    """Dependency ids of the code objects that ran: ``module.qualname`` of each project
+    function, method or class body, ``dist:<distribution>`` for each installed distribution
+    (``dist:python`` for the standard library) whose code ran."""
+    from helix_dask._code import _is_project_path, _package_versions, is_project_local
+
+    found: Scopes = {}
+    libraries: set[str] = set()
+    for code, scope in seen.items():
+        module = scope.get("__name__")
+        if not isinstance(module, str) or module.partition(".")[0] in _IGNORED_PACKAGES:
+            continue
+        loaded = sys.modules.get(module)
+        if loaded is None:
+            if code.co_filename.startswith("<") or not _is_project_path(code.co_filename):
+                continue  # generated code (namedtuple, dataclass methods): its maker counts
+            project = True
+        else:
+            project = is_project_local(loaded)
+        if not project:
+            libraries.add(module.partition(".")[0])
+        elif code.co_name != "<module>":  # an import ran a module body: values reach us
+            found.setdefault(f"{module}.{code.co_qualname}", scope)  # through functions
+    for top in libraries:
+        for dist, _ in _package_versions(top):
+            found.setdefault(DIST + dist, {})
+    return dict(sorted(found.items()))
+
+
+_IGNORED_PACKAGES = frozenset(
+    {"helix_dask", "distributed", "tornado", "dask", "threading", "concurrent"}
+)
+"""Packages a worker runs around every task (scheduling, not the task's result)."""
+
+
+def covered(dep: str, sources: Iterable[str], packages: Iterable[str]) -> bool:
+    """Whether the static code fingerprint already covers ``dep``: a prefix of it was walked,
+    or its distribution's version was recorded."""
+    if dep.startswith(DIST):
+        return dep[len(DIST) :] in set(packages)
+    names = set(sources)
+    parts = dep.split(".")
+    return any(".".join(parts[:i]) in names for i in range(1, len(parts) + 1))
+
+
+# ---------------------------------------------------------------- digests
+
+
+def dependency_digest(dep: str, scope: Mapping[str, Any] | None = None) -> str:
+    """The current digest of one dependency: a distribution's version, or the code
+    fingerprint of a project function/class (everything it reaches), resolved in ``scope``
+    (the globals it ran with) or else by importing its module."""
+    if dep.startswith(DIST):
+        return _distribution_version(dep[len(DIST) :])
+    obj = _resolve(dep, scope)
+    if obj is None:
+        return _hexdigest("missing", dep)
+    if isinstance(obj, _WholeModule):
+        return _module_digest(obj.namespace)
+    from helix_dask._code import code_fingerprint
+
+    return code_fingerprint(obj).digest
+
+
+def _distribution_version(dist: str) -> str:
+    """The installed version of a distribution (the Python version for ``python``)."""
+    if dist == "python":
+        return platform.python_version()
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _resolve(dep: str, scope: Mapping[str, Any] | None) -> Any:
+    """The definition to fingerprint for ``module.qualname``: nested code counts as its
+    outermost named definition, a module-level lambda or comprehension as the whole module."""
+    candidates: list[tuple[str, str]] = []
+    outer = dep.partition(".<locals>")[0]
+    parts = outer.split(".")
+    if parts[-1].startswith("<"):  # "<lambda>", "<genexpr>": no name to look up
+        parts[-1] = "*"
+    for i in range(len(parts) - 1, 0, -1):
+        candidates.append((".".join(parts[:i]), ".".join(parts[i:])))
+    for module_name, qualname in candidates:
+        namespace: Any
+        if scope is not None and scope.get("__name__") == module_name:
+            namespace = _Namespace(scope)
+        else:
+            namespace = sys.modules.get(module_name)
+            if namespace is None:
+                try:
+                    namespace = importlib.import_module(module_name)
+                except ImportError:
+                    continue
+        if qualname == "*":
+            return _WholeModule(namespace)
+        obj = namespace
+        for attr in qualname.split("."):
+            obj = getattr(obj, attr, _MISSING)
+            if obj is _MISSING:
+                break
+        if obj is not _MISSING and (callable(obj) or isinstance(obj, _WholeModule)):
+            return obj
+    return None
+
+
+_MISSING = object()
+
+
+class _WholeModule:
+    """``module.*``: code of the module that has no name of its own (a module-level lambda)."""
+
+    def __init__(self, namespace: Any) -> None:
+        self.namespace = namespace
+
+
+class _Namespace:
+    """Attribute access over a globals dict (a function pickled by value has no module)."""
+
+    def __init__(self, scope: Mapping[str, Any]) -> None:
+        self._scope = scope
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._scope[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _module_digest(namespace: Any) -> str:
+    """Every project function and class a module defines, fingerprinted together."""
+    from helix_dask._code import code_fingerprint
+
+    scope = namespace._scope if isinstance(namespace, _Namespace) else vars(namespace)
+    name = str(scope.get("__name__"))
+    members = sorted(
+        (k, v)
+        for k, v in scope.items()
+        if isinstance(v, type | types.FunctionType) and getattr(v, "__module__", "") == name
+    )
+    return _hexdigest("module", name, *(f"{k}={code_fingerprint(v).digest}" for k, v in members))
+
+
+def _hexdigest(kind: str, *parts: str) -> str:
+    h = Hasher()
+    h.tag(kind)
+    for part in parts:
+        h.field(part.encode())
+    return h.hexdigest()
+
+
+def requirement_digests(
+    deps: Iterable[str], scopes: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, str]:
+    """``dep -> digest`` for each dependency, in the order given."""
+    scopes = scopes or {}
+    return {d: dependency_digest(d, scopes.get(d)) for d in deps}
+
+
+@functools.lru_cache(maxsize=65536)
+def _combine(
+    signature: str, requires: tuple[tuple[str, str], ...], parents: tuple[str, ...]
+) -> str:
+    h = Hasher()
+    h.tag("effective")
+    h.field(signature.encode())
+    for dep, digest in requires:
+        h.field(dep.encode())
+        h.field(digest.encode())
+    h.field(b"parents")
+    for p in parents:
+        h.field(p.encode())
+    return h.hexdigest()
+
+
+def effective_signature(
+    signature: str,
+    requires: Mapping[str, str],
+    parents: Iterable[tuple[str, str]],
+) -> str:
+    """The identity a node's artifact is stored and looked up under.
+
+    ``parents`` pairs each parent's static signature with its effective one. A node that
+    requires nothing beyond its static signature and whose parents are plain keeps its static
+    signature, so graphs without run-time dependencies are stored exactly as before.
+    """
+    parents = tuple(parents)
+    if not requires and all(s == e for s, e in parents):
+        return signature
+    return _combine(signature, tuple(sorted(requires.items())), tuple(e for _, e in parents))

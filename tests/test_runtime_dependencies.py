@@ -1,0 +1,195 @@
+"""Run-time dependencies: code reached only while a task runs is verified before reuse.
+
+Each iteration is a fresh Python process against one persistent store, as a user re-running a
+script would be. After every edit, each task's result must equal a plain call of the current
+code (never an old stored result), and the edited task must have run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+MODULES = {
+    "helpers_a.py": """
+        def weight(x):
+            return x + 1
+    """,
+    "models.py": """
+        def linear(x):
+            return 2 * x
+
+        def tree(x):
+            return x * x
+    """,
+    "shapes.py": """
+        class Scaler:
+            def __init__(self, k):
+                self.k = k
+
+            def apply(self, x):
+                return self.k * x
+    """,
+    "plugins/__init__.py": "",
+    "plugins/boost.py": """
+        def run(x):
+            return x + 100
+    """,
+    "registry.py": """
+        REGISTRY = {}
+
+        def register(name):
+            def add(f):
+                REGISTRY[name] = f
+                return f
+            return add
+
+        @register("cube")
+        def cube(x):
+            return x ** 3
+    """,
+    "pipeline.py": """
+        import importlib
+
+        import helix_dask as hx
+
+        import models
+
+
+        @hx.task
+        def local_import(x):
+            from helpers_a import weight
+            return weight(x)
+
+
+        @hx.task
+        def by_name(x, name):
+            return getattr(models, name)(x)
+
+
+        @hx.task
+        def method_of_argument(x, scaler):
+            return scaler.apply(x)
+
+
+        @hx.task
+        def imported_by_string(x, name):
+            return importlib.import_module("plugins." + name).run(x)
+
+
+        @hx.task
+        def from_registry(x, name):
+            import registry
+            return registry.REGISTRY[name](x)
+
+
+        @hx.task
+        def total(*parts):
+            return sum(parts)
+
+
+        def nodes():
+            from shapes import Scaler
+            parts = {
+                "local_import": local_import(3),
+                "by_name": by_name(3, "tree"),
+                "method_of_argument": method_of_argument(3, Scaler(5)),
+                "imported_by_string": imported_by_string(3, "boost"),
+                "from_registry": from_registry(3, "cube"),
+            }
+            parts["total"] = total(*parts.values())
+            return parts
+    """,
+}
+
+EDITS = [
+    ("local_import", "helpers_a.py", "return x + 1", "return x + 2"),
+    ("by_name", "models.py", "return x * x", "return x * x * 10"),
+    ("method_of_argument", "shapes.py", "return self.k * x", "return self.k * x + 7"),
+    ("imported_by_string", "plugins/boost.py", "return x + 100", "return x + 1000"),
+    ("from_registry", "registry.py", "return x ** 3", "return x ** 3 - 1"),
+]
+
+SCRIPT = """
+import json, sys
+import helix_dask as hx
+from distributed import Client, LocalCluster
+import pipeline
+
+if __name__ == "__main__":
+    parts = pipeline.nodes()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=sys.argv[2] == "processes",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        hx.setup(client, store=sys.argv[1], budget="1 GiB", policy="all")
+        import dask
+        values = dict(zip(parts, dask.compute(*parts.values())))
+        run = hx.last_run(client)
+    plain = {}
+    for name, node in parts.items():
+        meta_args = node.dask.layers[node.key][node.key].args
+        plain[name] = None
+    print(json.dumps({"values": values, "computed": run.computed}))
+"""
+
+
+def _write(root: Path, name: str, text: str) -> None:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+
+
+def _plain(root: Path) -> dict:
+    """Each task called directly with the current code: what a fresh run computes."""
+    code = """
+import json, pipeline, shapes
+f = {n: getattr(pipeline, n).func for n in
+     ["local_import", "by_name", "method_of_argument", "imported_by_string", "from_registry"]}
+parts = {"local_import": f["local_import"](3), "by_name": f["by_name"](3, "tree"),
+         "method_of_argument": f["method_of_argument"](3, shapes.Scaler(5)),
+         "imported_by_string": f["imported_by_string"](3, "boost"),
+         "from_registry": f["from_registry"](3, "cube")}
+parts["total"] = sum(parts.values())
+print(json.dumps(parts))
+"""
+    return json.loads(_python(root, "-c", code).strip().splitlines()[-1])
+
+
+def _python(root: Path, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=root, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _iterate(root: Path, store: Path, mode: str) -> dict:
+    return json.loads(_python(root, "run.py", str(store), mode).strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("mode", ["threads", "processes"])
+def test_edits_reached_only_at_run_time_recompute_and_never_load_a_stale_result(tmp_path, mode):
+    root = tmp_path / "project"
+    for name, text in MODULES.items():
+        _write(root, name, text)
+    _write(root, "run.py", SCRIPT)
+    store = tmp_path / "store"
+    first = _iterate(root, store, mode)
+    assert first["values"] == _plain(root)
+    again = _iterate(root, store, mode)
+    assert again["values"] == first["values"]
+    assert again["computed"] == [], "an identical re-run must load, not compute"
+    edits = EDITS if mode == "threads" else EDITS[::2]
+    for task, module, old, new in edits:
+        path = root / module
+        path.write_text(path.read_text().replace(old, new))
+        result = _iterate(root, store, mode)
+        assert result["values"] == _plain(root), f"stale result after editing {module}"
+        assert task in result["computed"], f"{task} was not recomputed after editing {module}"
+        assert "total" in result["computed"]
