@@ -450,6 +450,12 @@ class _CodeWalker:
         else:
             kind = ""
         found = self.object_digest(value, where, owner)
+        if found is None and hasattr(type(value), "__get__") and not has_rule(type(value)):
+            # A library descriptor (sklearn's set_fit_request): made from the class's own
+            # definitions, it counts by its type and package version.
+            if class_origin(type(value)) is not None:
+                self.record_package(type(value).__module__)
+                return _digest("descriptor", kind, _callable_name(type(value)))
         if found is None:
             what = f"class attribute {where!r}" if untrack else where
             found = self.value_digest(value, where, owner, what, untrack)
@@ -473,9 +479,13 @@ def _is_sunder(name: str) -> bool:
 
 
 def _generated_code(value: object) -> bool:
+    """Whether ``value`` is a method that dataclasses or namedtuple wrote from the fields."""
     func = value.__func__ if isinstance(value, staticmethod | classmethod) else value
     code = getattr(func, "__code__", None)
-    return isinstance(code, types.CodeType) and code.co_filename == "<string>"
+    if not isinstance(code, types.CodeType) or code.co_filename != "<string>":
+        return False
+    made_by = str(getattr(func, "__globals__", {}).get("__name__", ""))
+    return code.co_qualname.startswith("__create_fn__.") or made_by.startswith("namedtuple_")
 
 
 def _is_singledispatch(obj: object) -> bool:

@@ -18,7 +18,7 @@ from helix_dask._fingerprint import _CHUNK_BYTES, Hasher, _int_bytes, register
 def _dtype_text(dtype: np.dtype[Any]) -> bytes:
     # dtype.str keeps byte order and units ('<M8[ns]'); descr adds structured field names,
     # offsets (as padding) and sub-array shapes, which dtype.str ('|V16') does not show.
-    detail = dtype.descr if dtype.fields or dtype.subdtype else ""
+    detail = dtype.descr if dtype.fields else repr(dtype.subdtype) if dtype.subdtype else ""
     return f"{dtype.str}|{detail}|{dtype.metadata or ''}".encode()
 
 

@@ -96,7 +96,8 @@ def argument_fingerprints(
     Parameters
     ----------
     func, args, kwargs
-        The task function and the call's arguments (bound with ``inspect.signature``).
+        The task function and the call's arguments (bound with ``inspect.signature``;
+        parameters left out count with their default value).
     task_name
         Used in error messages.
     is_node
@@ -113,7 +114,7 @@ def argument_fingerprints(
     >>> def scale(x, factor=2):
     ...     return x * factor
     >>> sorted(argument_fingerprints(scale, (3,), {}, task_name="scale", is_node=lambda o: None))
-    ['x']
+    ['factor', 'x']
     """
     try:
         bound = inspect.signature(func).bind(*args, **kwargs)
@@ -122,6 +123,8 @@ def argument_fingerprints(
             f"task {task_name!r} was called with arguments that do not match its "
             f"signature ({exc}); fix the call"
         ) from exc
+    # f(x) and f(x, C=1.0) with default C=1.0 run the same: the default counts either way.
+    bound.apply_defaults()
     result = {}
     for name, value in bound.arguments.items():
         try:
