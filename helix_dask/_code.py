@@ -373,7 +373,7 @@ class _CodeWalker:
         h.field(self.value_digest(defaults, "defaults", name, "a default value").encode())
         # Attributes set on the function (helper.factor = 7) are state its code may read.
         for attr in sorted(vars(func)):
-            if attr.startswith("__") and attr != "__wrapped__" or self._skip(attr, attr):
+            if (attr.startswith("__") and attr != "__wrapped__") or self._skip(attr, attr):
                 continue
             h.field(attr.encode())
             h.field(self._member_digest(vars(func)[attr], f"{name}.{attr}", name, attr).encode())
@@ -421,7 +421,8 @@ class _CodeWalker:
             h.field(attr.encode())
             h.field(self._member_digest(value, f"{name}.{attr}", name, attr).encode())
         for attr, annotation in namespace.get("__annotations__", {}).items():
-            h.field(f"{attr}: {annotation if isinstance(annotation, str) else annotation!r}".encode())
+            text = annotation if isinstance(annotation, str) else repr(annotation)
+            h.field(f"{attr}: {text}".encode())
         if "__dataclass_fields__" in namespace:
             h.field(repr(namespace.get("__dataclass_params__")).encode())
             for f in namespace["__dataclass_fields__"].values():
@@ -430,7 +431,9 @@ class _CodeWalker:
                 for part in (f.default, f.default_factory):
                     where = f"{name}.{f.name}"
                     missing = part is dataclasses.MISSING
-                    h.field(b"-" if missing else self._member_digest(part, where, name, "").encode())
+                    h.field(
+                        b"-" if missing else self._member_digest(part, where, name, "").encode()
+                    )
                 h.field(self.value_digest(dict(f.metadata), where, name, where).encode())
 
     def _member_digest(self, value: object, where: str, owner: str, untrack: str) -> str:
@@ -438,7 +441,9 @@ class _CodeWalker:
             kind, value = type(value).__name__, value.__func__
         elif isinstance(value, property):
             parts = (value.fget, value.fset, value.fdel)
-            return _digest("property", *(self._member_digest(p, where, owner, untrack) for p in parts))
+            return _digest(
+                "property", *(self._member_digest(p, where, owner, untrack) for p in parts)
+            )
         elif isinstance(value, functools.cached_property):
             kind, value = "cached_property", value.func
         elif isinstance(value, functools.singledispatchmethod):
@@ -471,7 +476,7 @@ _CLASS_MACHINERY = frozenset(
 )  # fmt: skip
 """Class attributes that Python, abc, typing or dataclasses keep: covered otherwise."""
 
-_TUPLEGETTER = type(collections.namedtuple("_Probe", "field").field)  # noqa: PYI024
+_TUPLEGETTER = type(collections.namedtuple("_Probe", "field").field)
 
 
 def _is_sunder(name: str) -> bool:

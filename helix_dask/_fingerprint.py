@@ -632,8 +632,6 @@ def _partial(obj: functools.partial[Any], h: Hasher) -> None:
     h.nested(obj.keywords, ".keywords")
 
 
-
-
 def _library_rules(toplevel_module: str) -> Callable[[], None]:
     def load() -> None:
         importlib.import_module(f"helix_dask._fingerprint_{toplevel_module}")  # registers

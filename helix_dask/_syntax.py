@@ -320,9 +320,7 @@ def _own_code(cls: type) -> list[types.CodeType]:
         elif isinstance(value, property):
             value = value.fget
         code = getattr(value, "__code__", None)
-        if isinstance(code, types.CodeType) and code.co_qualname.startswith(
-            cls.__qualname__ + "."
-        ):
+        if isinstance(code, types.CodeType) and code.co_qualname.startswith(cls.__qualname__ + "."):
             found.append(code)
     return found
 

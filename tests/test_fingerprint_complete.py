@@ -97,7 +97,7 @@ def test_enum_members_count_by_class_and_value(tmp_path: pathlib.Path) -> None:
     values = []
     for value in (1, 2):
         mod.write_text(f"import enum\nclass Level(enum.Enum):\n    LOW = {value}\n")
-        script = f"""
+        script = """
             import hx_enum_value
             from helix_dask.signature import fingerprint_value
             print(fingerprint_value(hx_enum_value.Level.LOW))
@@ -311,7 +311,7 @@ def test_attribute_bags_fingerprint_by_their_attributes() -> None:
 
 def test_slots_classes_fingerprint_and_unset_slots_are_told_apart() -> None:
     class Slotted:
-        __slots__ = ("a", "__b")
+        __slots__ = ("__b", "a")
 
         def __init__(self, a: int, *b: int | None) -> None:
             self.a = a
@@ -353,7 +353,8 @@ MAIN_SCRIPT = """
 def test_classes_defined_in_main_without_a_source_file_fingerprint() -> None:
     # exec'd code: no file to read, so classes count by their members' bytecode.
     def run(factor: int) -> list[str]:
-        script = f"exec(compile({textwrap.dedent(MAIN_SCRIPT).format(factor=factor)!r}, '<string>', 'exec'))"
+        source = textwrap.dedent(MAIN_SCRIPT).format(factor=factor)
+        script = f"exec(compile({source!r}, '<string>', 'exec'))"
         return _run(script).split()
 
     first, again, edited = run(2), run(2), run(3)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helix_dask import _code, _files, _origin, _syntax, signature
+from helix_dask import _files, _origin, _syntax, signature
 from helix_dask._errors import HelixSignatureError
 from helix_dask.signature import (
     CannotFingerprint,
@@ -943,8 +943,10 @@ def test_argument_fingerprints_bind_arguments_by_name() -> None:
     by_position = argument_fingerprints(task, (1, 5), {}, task_name="t", is_node=_is_node)
     by_keyword = argument_fingerprints(task, (), {"y": 5, "x": 1}, task_name="t", is_node=_is_node)
     assert by_position == by_keyword
-    assert set(by_position) == {"x", "y"}
+    # Parameters left out count with their defaults (empty for *rest and **options).
+    assert set(by_position) == {"x", "y", "rest", "options"}
     assert by_position["x"] == fingerprint_value(1)
+    assert by_position["rest"] == fingerprint_value(())
     extra = argument_fingerprints(task, (1, 2, 3), {"k": 4}, task_name="t", is_node=_is_node)
     assert set(extra) == {"x", "y", "rest", "options"}
 
