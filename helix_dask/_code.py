@@ -19,7 +19,6 @@ import collections
 import dataclasses
 import enum
 import functools
-import importlib
 import logging
 import sys
 import types
@@ -38,6 +37,7 @@ from helix_dask._fingerprint import (
 )
 from helix_dask._origin import (
     class_origin,
+    import_project_module,
     is_project_local,
     module_origin_is_project,
     package_versions,
@@ -270,7 +270,7 @@ class _CodeWalker:
             if not hasattr(obj, attr):
                 # A submodule not imported yet (also in a namespace package): the code
                 # imports it by then, or fails; its code counts either way.
-                found = _import_project_module(".".join([*path, attr]), owner)
+                found = import_project_module(".".join([*path, attr]), owner)
                 if found is None:
                     logger.debug("%s: %s has no attribute %r yet", owner, ".".join(path), attr)
                     return _digest("missing", *path, attr)
@@ -320,7 +320,7 @@ class _CodeWalker:
             base = package.rsplit(".", level - 1)[0] if level else ""
             absolute = ".".join(p for p in (base, module_name) if p)
             h.field(f"import {absolute}".encode())
-            module = sys.modules.get(absolute) or _import_project_module(absolute, owner)
+            module = sys.modules.get(absolute) or import_project_module(absolute, owner)
             if module is None:
                 # A library not imported yet: its version counts, without importing it.
                 if module_origin_is_project(absolute) is False:
@@ -337,7 +337,7 @@ class _CodeWalker:
                 if self._skip(name, qualified):
                     continue
                 if not hasattr(module, name):
-                    found = sys.modules.get(qualified) or _import_project_module(qualified, owner)
+                    found = sys.modules.get(qualified) or import_project_module(qualified, owner)
                     if found is None:
                         h.field(_digest("missing", qualified).encode())
                         continue
@@ -500,22 +500,6 @@ def _is_singledispatch(obj: object) -> bool:
         and callable(getattr(obj, "dispatch", None))
         and getattr(obj, "__wrapped__", None) is not None
     )
-
-
-def _import_project_module(name: str, owner: str) -> types.ModuleType | None:
-    """Import the project module ``name`` if it exists and is not imported yet: identical
-    code gives an identical digest whether or not something imported it before."""
-    if name in sys.modules:
-        return sys.modules[name]
-    if module_origin_is_project(name) is not True:
-        return None
-    try:
-        return importlib.import_module(name)
-    except Exception as exc:  # the module's own code failed: say which, do not guess
-        raise HelixSignatureError(
-            f"{owner!r} imports project module {name!r}, which fails to import "
-            f"({type(exc).__name__}: {exc}); fix the module or import it at the top of the file"
-        ) from exc
 
 
 def _callable_name(func: object) -> str:

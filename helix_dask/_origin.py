@@ -9,6 +9,7 @@ distribution that provides its top-level package, read from the metadata next to
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -22,8 +23,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from helix_dask._errors import HelixSignatureError
+
 __all__ = [
     "class_origin",
+    "import_project_module",
     "is_local_object",
     "is_project_local",
     "module_origin_is_project",
@@ -108,6 +112,22 @@ def module_origin_is_project(name: str) -> bool | None:
         return _is_project_path(spec.origin)
     folders = list(spec.submodule_search_locations or ())
     return bool(folders) and all(_is_project_path(folder) for folder in folders)
+
+
+def import_project_module(name: str, owner: str) -> types.ModuleType | None:
+    """Import the project module ``name`` if it exists and is not imported yet: identical
+    code gives an identical digest whether or not something imported it before."""
+    if name in sys.modules:
+        return sys.modules[name]
+    if module_origin_is_project(name) is not True:
+        return None
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # the module's own code failed: say which, do not guess
+        raise HelixSignatureError(
+            f"{owner!r} imports project module {name!r}, which fails to import "
+            f"({type(exc).__name__}: {exc}); fix the module or import it at the top of the file"
+        ) from exc
 
 
 def is_local_object(obj: Any) -> bool:

@@ -12,9 +12,11 @@ files are re-resolved on every call, so a helper redefined in a notebook changes
 File contents are re-read only when size, mtime, ctime or inode change.
 
 This module is the public face of the signature code and combines the parts into node
-signatures. The parts live in private modules, one role each: ``_fingerprint`` (values),
-``_files`` (file contents), ``_syntax`` (normalized code) and ``_code`` (the code a function
-reaches, and where it comes from).
+signatures. The parts live in private modules, one role each: ``_fingerprint`` (values, with
+rules for built-ins, numpy, pandas and scikit-learn in ``_fingerprint_*`` modules loaded on
+first use), ``_files`` (file contents), ``_syntax`` (normalized code), ``_origin`` (whether
+code is the project's or a library's, and which version) and ``_code`` (the code a function
+reaches).
 """
 
 from __future__ import annotations
