@@ -1,31 +1,48 @@
 """Code fingerprints: the code a task runs, followed to everything it reaches.
 
-Project-local code (``__main__`` and modules outside the standard library and site-packages)
-is tracked by its normalized source, recursively through the helpers, classes, module
-constants, closures and defaults it uses; libraries are tracked by the version of the
-distribution that provides them. Globals are re-resolved on every call, so a helper redefined
-in a notebook changes its callers.
+Project-local code (see :mod:`helix_dask._origin`) is tracked by its normalized source,
+recursively through the helpers, classes, module constants, closures, defaults and function
+attributes it uses; libraries are tracked by the version of the distribution that provides them.
+A class counts by its source and by its live members, so attributes assigned after the class
+statement (``Thresholds.LEVEL = 9``) and methods replaced in place count. A project module used
+as a value (``getattr(models, name)``) counts with everything defined in it. Globals are
+re-resolved on every call, so a helper redefined in a notebook changes its callers.
+
+This module also lends value fingerprints the code of the classes and functions met inside
+values (:func:`helix_dask._fingerprint.install_code_hooks`).
 """
 
 from __future__ import annotations
 
 import builtins
+import collections
+import dataclasses
+import enum
 import functools
-import importlib.metadata
 import logging
-import os
-import platform
-import site
 import sys
-import sysconfig
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from helix_dask._errors import HelixSignatureError
-from helix_dask._fingerprint import CannotFingerprint, Hasher, fingerprint_value
+from helix_dask._fingerprint import (
+    CannotFingerprint,
+    CodeIdentity,
+    Hasher,
+    fingerprint_value,
+    has_rule,
+    install_code_hooks,
+)
+from helix_dask._origin import (
+    class_origin,
+    import_project_module,
+    is_project_local,
+    module_origin_is_project,
+    package_versions,
+)
+from helix_dask._origin import is_local_object as _is_local_object
 from helix_dask._syntax import Normalized, local_imports, normalized_class, normalized_function
 
 __all__ = ["CodeFingerprint", "code_fingerprint", "is_project_local"]
@@ -44,157 +61,6 @@ def _digest(kind: str, *parts: str) -> str:
     for part in parts:
         h.field(part.encode())
     return h.hexdigest()
-
-
-# ---------------------------------------------------------------- where code comes from
-
-
-@functools.cache
-def _library_roots() -> tuple[str, ...]:
-    """Directories holding the standard library and installed packages."""
-    paths = sysconfig.get_paths()
-    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
-    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
-        roots.update(os.path.join(prefix, lib) for lib in ("lib", "lib64", "Lib"))
-    if hasattr(site, "getsitepackages"):  # missing in some old virtualenv site.py copies
-        roots.update(site.getsitepackages())
-    roots.add(site.getusersitepackages())
-    return tuple(sorted(os.path.realpath(root) for root in roots))
-
-
-@functools.lru_cache(maxsize=8192)
-def _is_project_path(filename: str) -> bool:
-    if filename.startswith("<frozen"):
-        return False
-    if filename.startswith("<"):
-        return True  # "<stdin>", "<string>", REPL input: the user's own code
-    real = os.path.realpath(filename)
-    return not any(real == root or real.startswith(root + os.sep) for root in _library_roots())
-
-
-def is_project_local(module: types.ModuleType) -> bool:
-    """Tell whether ``module`` is the user's code (tracked by source) or a library.
-
-    ``__main__`` is project-local; built-in modules, ``helix_dask`` itself and modules under a
-    standard-library or site-packages directory are not.
-
-    Examples
-    --------
-    >>> import json
-    >>> is_project_local(json)
-    False
-    """
-    name = module.__name__
-    if name == "__main__":
-        return True
-    if name.partition(".")[0] == "helix_dask" or name in sys.builtin_module_names:
-        return False
-    filename = getattr(module, "__file__", None)
-    return bool(filename) and _is_project_path(filename)
-
-
-def _is_local_object(obj: Any) -> bool:
-    """Tell whether a function or class was defined in project-local code."""
-    module_name = getattr(obj, "__module__", None)
-    if isinstance(module_name, str):
-        if module_name.partition(".")[0] == "helix_dask":
-            return False
-        module = sys.modules.get(module_name)
-        if module is not None:
-            return is_project_local(module)
-    members = vars(obj).values() if isinstance(obj, type) else (obj,)
-    for member in members:
-        code = getattr(member, "__code__", None)
-        if isinstance(code, types.CodeType):
-            return _is_project_path(code.co_filename)
-    # A named module that is no longer loaded: origin unknown, so track it rather than
-    # risk a stale result.
-    return isinstance(module_name, str)
-
-
-@functools.cache
-def _distributions() -> Mapping[str, list[str]]:
-    return importlib.metadata.packages_distributions()
-
-
-def _provides(meta: Path, top: str) -> bool:
-    """Whether the ``*.dist-info`` / ``*.egg-info`` directory ``meta`` provides import name
-    ``top``: by its ``top_level.txt`` if it has one, else by the ``.py`` files its file list
-    names (the rule of :func:`importlib.metadata.packages_distributions`)."""
-    declared = meta / "top_level.txt"
-    if declared.is_file() and (names := declared.read_text(errors="replace").split()):
-        return top in names
-    for listing in ("RECORD", "installed-files.txt", "SOURCES.txt"):
-        if not (meta / listing).is_file():
-            continue
-        text = (meta / listing).read_text(errors="replace")
-        if f"{top}/" not in text and f"{top}.py" not in text:
-            return False
-        for line in text.splitlines():
-            path = line.split(",", 1)[0].strip()
-            if path.endswith(".py") and not path.startswith(("..", "/")):
-                head, _, rest = path.partition("/")
-                if (head if rest else head[: -len(".py")]) == top:
-                    return True
-        return False
-    return False
-
-
-def _metadata_name(meta: Path) -> str | None:
-    for listing in ("METADATA", "PKG-INFO"):
-        if (meta / listing).is_file():
-            for line in (meta / listing).read_text(errors="replace").splitlines():
-                if line.lower().startswith("name:"):
-                    return line.split(":", 1)[1].strip()
-                if not line.strip():
-                    break
-    return None
-
-
-def _site_distributions(top: str) -> list[str] | None:
-    """Names of the distributions in the directory the loaded module ``top`` was imported from
-    that provide it; None when that cannot be told this way (namespace or unloaded package).
-
-    Reads only that directory's metadata, where ``packages_distributions()`` reads the file lists
-    of every installed distribution (about a second in a data-science environment).
-    """
-    file = getattr(sys.modules.get(top), "__file__", None)
-    if not isinstance(file, str):
-        return None
-    where = Path(file).parent
-    if Path(file).stem == "__init__":
-        where = where.parent
-    try:
-        metas = [e for e in where.iterdir() if e.suffix in (".dist-info", ".egg-info")]
-    except OSError:
-        return None
-    found = [
-        name
-        for meta in metas
-        if meta.is_dir() and _provides(meta, top) and (name := _metadata_name(meta))
-    ]
-    return found or None
-
-
-@functools.cache
-def _package_versions(top: str) -> tuple[tuple[str, str], ...]:
-    """Map a top-level import name to ``(distribution, version)`` pairs."""
-    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
-        return (("python", platform.python_version()),)
-    found = []
-    providers = _site_distributions(top)
-    if providers is None:
-        providers = _distributions().get(top, [])
-    for dist in sorted(set(providers)):
-        try:
-            found.append((dist, importlib.metadata.version(dist)))
-        except importlib.metadata.PackageNotFoundError:
-            found.append((dist, "unknown"))
-    if found:
-        return tuple(found)
-    version = getattr(sys.modules.get(top), "__version__", None)
-    logger.debug("no installed distribution provides %r; recording version %r", top, version)
-    return ((top, "unknown" if version is None else str(version)),)
 
 
 # ---------------------------------------------------------------- code fingerprints
@@ -239,7 +105,9 @@ class _CodeWalker:
         self._alive: list[object] = []
 
     def record_package(self, module_name: str) -> None:
-        self.packages.update(_package_versions(module_name.partition(".")[0]))
+        top = module_name.partition(".")[0]
+        if top != "helix_dask":  # the library itself: its objects count by name
+            self.packages.update(package_versions(top))
 
     def _enter(self, obj: object, kind: str, name: str) -> str | None:
         key = id(obj)
@@ -256,12 +124,27 @@ class _CodeWalker:
         self._alive.append(obj)
         return digest
 
+    def identity(self, obj: object) -> str:
+        """Code digest of a class, function or module met inside a value."""
+        if isinstance(obj, type):
+            if _is_local_object(obj):
+                return self.class_digest(obj)
+            if obj.__module__ == "builtins":
+                return ""
+            self.record_package(obj.__module__)
+            return _digest("external", obj.__module__, obj.__qualname__)
+        name = _callable_name(obj)
+        return self.object_digest(obj, name, name) or ""
+
     def object_digest(self, obj: object, where: str, owner: str) -> str | None:
         """Digest of a module, class or callable; ``None`` for plain values."""
         if isinstance(obj, types.ModuleType):
-            if not is_project_local(obj):
-                self.record_package(obj.__name__)
+            if is_project_local(obj):
+                return self.module_digest(obj, owner)
+            self.record_package(obj.__name__)
             return _digest("module", obj.__name__)
+        if _is_singledispatch(obj):
+            return self.singledispatch_digest(obj, where, owner)
         if isinstance(obj, type | types.FunctionType) and _is_local_object(obj):
             return self.class_digest(obj) if isinstance(obj, type) else self.function_digest(obj)
         if isinstance(obj, types.MethodType):
@@ -274,27 +157,88 @@ class _CodeWalker:
             what = f"an argument of partial {where!r}"
             bound = self.value_digest((obj.args, obj.keywords), f"{where}.args", owner, what)
             return _digest("partial", func, bound)
-        wrapped = getattr(obj, "__wrapped__", None) if callable(obj) else None
-        if isinstance(wrapped, types.FunctionType) and _is_local_object(wrapped):
-            return _digest("wrapped", self.function_digest(wrapped))  # e.g. helix task objects
-        if callable(obj) and not _is_local_object(obj):
-            module = getattr(obj, "__module__", None) or type(obj).__module__
-            name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
-            if isinstance(module, str) and isinstance(name, str):
-                self.record_package(module)
-                return _digest("external", module, name)
+        if not callable(obj) or isinstance(obj, type | types.FunctionType):
+            return self._external(obj)
+        wrapped = getattr(obj, "__wrapped__", None)
+        if wrapped is not None:
+            return self._wrapper_digest(obj, wrapped, where, owner)
+        if not isinstance(obj, types.BuiltinFunctionType) and has_rule(type(obj)):
+            # A callable object with state (np.vectorize, a project class with __call__).
+            what = f"the callable {where!r}"
+            return _digest("callable", self.value_digest(obj, where, owner, what))
+        return self._external(obj)
+
+    def _external(self, obj: object) -> str | None:
+        """Library code: named by module and name, its distribution's version recorded."""
+        if not callable(obj) or _is_local_object(obj):
+            return None
+        module = getattr(obj, "__module__", None) or type(obj).__module__
+        name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+        if isinstance(module, str) and isinstance(name, str):
+            self.record_package(module)
+            return _digest("external", module, name)
         return None
+
+    def _wrapper_digest(self, obj: object, wrapped: object, where: str, owner: str) -> str:
+        """A wrapper made with ``functools.update_wrapper``: the wrapped code plus the wrapper
+        (a project decorator class by its code and state, a library one by version)."""
+        inner = self.object_digest(wrapped, f"{where}.__wrapped__", owner)
+        if inner is None:
+            what = f"the function wrapped by {where!r}"
+            inner = self.value_digest(wrapped, f"{where}.__wrapped__", owner, what)
+        cls = type(obj)
+        if cls.__module__.partition(".")[0] == "helix_dask":
+            return _digest("wrapped", inner)  # a helix task: its own code is the function's
+        if _is_local_object(cls):
+            what = f"the decorator object {where!r}"
+            return _digest("wrapped", inner, self.value_digest(obj, where, owner, what))
+        self.record_package(cls.__module__)
+        return _digest("wrapped", inner, f"{cls.__module__}.{cls.__qualname__}")
+
+    def singledispatch_digest(self, func: Any, where: str, owner: str) -> str:
+        """A ``functools.singledispatch`` function: the default and every registered one."""
+        parts = [self.object_digest(func.__wrapped__, f"{where}.__wrapped__", owner) or ""]
+        registered = sorted(func.registry.items(), key=lambda kv: _callable_name(kv[0]))
+        for cls, impl in registered:
+            if impl is func.__wrapped__:
+                continue
+            parts += [_callable_name(cls), self.identity(cls)]
+            parts.append(self.object_digest(impl, f"{where}.registry", owner) or "")
+        return _digest("singledispatch", *parts)
+
+    def module_digest(self, module: types.ModuleType, owner: str) -> str:
+        """A project module used as a value: everything defined in it, by name."""
+        name = module.__name__
+        known = self._enter(module, "module", name)
+        if known is not None:
+            return known
+        h = Hasher()
+        h.tag("module")
+        h.field(name.encode())
+        for attr, value in sorted(vars(module).items()):
+            qualified = f"{name}.{attr}"
+            if (attr.startswith("__") and attr.endswith("__")) or self._skip(attr, qualified):
+                continue
+            if isinstance(value, types.ModuleType) and not value.__name__.startswith(name + "."):
+                continue  # an imported module: followed where the code uses it
+            h.field(attr.encode())
+            h.field(self.reference_digest(value, qualified, owner, attr).encode())
+        return self._leave(module, h.hexdigest())
 
     def value_digest(
         self, obj: object, where: str, owner: str, what: str, untrack: str = ""
     ) -> str:
         def substitute(value: object) -> str | None:
-            if callable(value) or isinstance(value, types.ModuleType):
-                return self.object_digest(value, where, owner)
-            return None
+            # Functions, classes and modules have value rules that ask self.identity; other
+            # callables (library callables without a rule) are named here.
+            if value is obj or not callable(value) or isinstance(value, type):
+                return None
+            if isinstance(value, types.FunctionType) and not _is_singledispatch(value):
+                return None
+            return self.object_digest(value, where, owner)
 
         try:
-            return fingerprint_value(obj, path=where, substitute=substitute)
+            return fingerprint_value(obj, path=where, substitute=substitute, code=self.identity)
         except CannotFingerprint as exc:
             fix = "pass it as an argument"
             if untrack:
@@ -324,9 +268,15 @@ class _CodeWalker:
             if not is_project_local(obj):
                 return self.object_digest(obj, ".".join(path), owner) or ""
             if not hasattr(obj, attr):
-                logger.debug("%s: %s has no attribute %r yet", owner, ".".join(path), attr)
-                return _digest("missing", *path, attr)
-            obj = getattr(obj, attr)
+                # A submodule not imported yet (also in a namespace package): the code
+                # imports it by then, or fails; its code counts either way.
+                found = import_project_module(".".join([*path, attr]), owner)
+                if found is None:
+                    logger.debug("%s: %s has no attribute %r yet", owner, ".".join(path), attr)
+                    return _digest("missing", *path, attr)
+                obj = found
+            else:
+                obj = getattr(obj, attr)
             path.append(attr)
         qualified = ".".join(path)
         if self._skip(path[-1], qualified):
@@ -350,7 +300,12 @@ class _CodeWalker:
                 continue
             obj = scope[name]
             h.field(name.encode())
-            if isinstance(obj, types.ModuleType) and is_project_local(obj) and name in chains:
+            if (
+                isinstance(obj, types.ModuleType)
+                and is_project_local(obj)
+                and name in chains
+                and name not in norm.bare
+            ):
                 for chain in chains[name]:
                     h.field(".".join(chain).encode())
                     h.field(self._chain_digest(obj, chain[1:], owner).encode())
@@ -364,11 +319,16 @@ class _CodeWalker:
         for module_name, level, names in local_imports(code):
             base = package.rsplit(".", level - 1)[0] if level else ""
             absolute = ".".join(p for p in (base, module_name) if p)
-            module = sys.modules.get(absolute)
             h.field(f"import {absolute}".encode())
+            module = sys.modules.get(absolute) or import_project_module(absolute, owner)
             if module is None:
-                logger.debug("%s imports %s, which is not imported yet", func, absolute)
-                h.tag("not imported")
+                # A library not imported yet: its version counts, without importing it.
+                if module_origin_is_project(absolute) is False:
+                    self.record_package(absolute)
+                    h.tag("library")
+                else:
+                    logger.debug("%s imports %s, which cannot be found", owner, absolute)
+                    h.tag("not found")
                 continue
             if not names:
                 h.field((self.object_digest(module, absolute, owner) or "").encode())
@@ -376,9 +336,11 @@ class _CodeWalker:
                 qualified = f"{absolute}.{name}"
                 if self._skip(name, qualified):
                     continue
-                if not hasattr(module, name) and qualified not in sys.modules:
-                    h.field(_digest("missing", qualified).encode())
-                    continue
+                if not hasattr(module, name):
+                    found = sys.modules.get(qualified) or import_project_module(qualified, owner)
+                    if found is None:
+                        h.field(_digest("missing", qualified).encode())
+                        continue
                 obj = getattr(module, name) if hasattr(module, name) else sys.modules[qualified]
                 h.field(self.reference_digest(obj, qualified, owner, name).encode())
 
@@ -409,6 +371,12 @@ class _CodeWalker:
             h.field((found or self.value_digest(value, var, name, what, var)).encode())
         defaults = (func.__defaults__, func.__kwdefaults__)
         h.field(self.value_digest(defaults, "defaults", name, "a default value").encode())
+        # Attributes set on the function (helper.factor = 7) are state its code may read.
+        for attr in sorted(vars(func)):
+            if (attr.startswith("__") and attr != "__wrapped__") or self._skip(attr, attr):
+                continue
+            h.field(attr.encode())
+            h.field(self._member_digest(vars(func)[attr], f"{name}.{attr}", name, attr).encode())
         return self._leave(func, h.hexdigest())
 
     def class_digest(self, cls: type) -> str:
@@ -419,33 +387,119 @@ class _CodeWalker:
         h = Hasher()
         h.tag("class")
         norm = normalized_class(cls)
-        if norm is None:
-            self._class_members(h, cls, name)
-            return self._leave(cls, h.hexdigest())
-        self.sources.setdefault(name, norm.text)
-        h.field(norm.dump.encode())
-        module = sys.modules.get(cls.__module__)
-        scope = vars(module) if module is not None else {}
-        # Class bodies bind names of their own (parameters, locals); keep only module globals.
-        names = tuple(n for n in norm.names if n in scope)
-        self._references(h, Normalized("", "", norm.chains, names), scope, cls.__module__, name)
+        if norm is not None:
+            self.sources.setdefault(name, norm.text)
+            h.field(norm.dump.encode())
+            module = sys.modules.get(cls.__module__)
+            scope = vars(module) if module is not None else {}
+            names = tuple(n for n in norm.names if n in scope)
+            self._references(h, dataclasses.replace(norm, names=names), scope, cls.__module__, name)
+        else:
+            h.tag("members only")
+        for base in cls.__bases__:
+            h.field((self.object_digest(base, name, name) or "").encode())
+        if type(cls) is not type:
+            h.field((self.object_digest(type(cls), name, name) or "").encode())
+        self._class_members(h, cls, name)
         return self._leave(cls, h.hexdigest())
 
     def _class_members(self, h: Hasher, cls: type, name: str) -> None:
-        """Explicit fallback for classes without source: bases and members, sorted."""
-        for base in cls.__bases__:
-            h.field((self.object_digest(base, name, name) or "").encode())
-        skip = {"__dict__", "__weakref__", "__module__", "__doc__", "__qualname__"}
-        for attr in sorted(set(vars(cls)) - skip):
-            value = vars(cls)[attr]
-            if isinstance(value, staticmethod | classmethod):
-                value = value.__func__
-            elif isinstance(value, property):
-                value = (value.fget, value.fset, value.fdel)
-            where = f"{name}.{attr}"
+        """The live class dict, by sorted name: what runs, including attributes assigned
+        after the class statement and methods replaced in place."""
+        namespace = vars(cls)
+        generated = dataclasses.is_dataclass(cls) or (
+            issubclass(cls, tuple) and "_fields" in namespace
+        )
+        for attr in sorted(namespace):
+            if attr in _CLASS_MACHINERY or self._skip(attr, f"{name}.{attr}"):
+                continue
+            if issubclass(cls, enum.Enum) and _is_sunder(attr):
+                continue  # enum bookkeeping; the members themselves count
+            value = namespace[attr]
+            if generated and _generated_code(value):
+                continue  # made by dataclass/namedtuple from the fields written below
             h.field(attr.encode())
-            found = self.object_digest(value, where, name)
-            h.field((found or self.value_digest(value, where, name, where)).encode())
+            h.field(self._member_digest(value, f"{name}.{attr}", name, attr).encode())
+        for attr, annotation in namespace.get("__annotations__", {}).items():
+            text = annotation if isinstance(annotation, str) else repr(annotation)
+            h.field(f"{attr}: {text}".encode())
+        if "__dataclass_fields__" in namespace:
+            h.field(repr(namespace.get("__dataclass_params__")).encode())
+            for f in namespace["__dataclass_fields__"].values():
+                flags = (f.name, f._field_type, f.init, f.repr, f.hash, f.compare, f.kw_only)
+                h.field(repr(flags).encode())
+                for part in (f.default, f.default_factory):
+                    where = f"{name}.{f.name}"
+                    missing = part is dataclasses.MISSING
+                    h.field(
+                        b"-" if missing else self._member_digest(part, where, name, "").encode()
+                    )
+                h.field(self.value_digest(dict(f.metadata), where, name, where).encode())
+
+    def _member_digest(self, value: object, where: str, owner: str, untrack: str) -> str:
+        if isinstance(value, staticmethod | classmethod):
+            kind, value = type(value).__name__, value.__func__
+        elif isinstance(value, property):
+            parts = (value.fget, value.fset, value.fdel)
+            return _digest(
+                "property", *(self._member_digest(p, where, owner, untrack) for p in parts)
+            )
+        elif isinstance(value, functools.cached_property):
+            kind, value = "cached_property", value.func
+        elif isinstance(value, functools.singledispatchmethod):
+            kind, value = "singledispatchmethod", value.dispatcher
+        elif isinstance(value, types.MemberDescriptorType | types.GetSetDescriptorType):
+            return _digest("descriptor", value.__name__)
+        elif isinstance(value, _TUPLEGETTER):
+            return _digest("tuplegetter", repr(value.__reduce__()[1]))
+        else:
+            kind = ""
+        found = self.object_digest(value, where, owner)
+        if found is None and hasattr(type(value), "__get__") and not has_rule(type(value)):
+            # A library descriptor (sklearn's set_fit_request): made from the class's own
+            # definitions, it counts by its type and package version.
+            if class_origin(type(value)) is not None:
+                self.record_package(type(value).__module__)
+                return _digest("descriptor", kind, _callable_name(type(value)))
+        if found is None:
+            what = f"class attribute {where!r}" if untrack else where
+            found = self.value_digest(value, where, owner, what, untrack)
+        return _digest("member", kind, found)
+
+
+_CLASS_MACHINERY = frozenset(
+    {
+        "__dict__", "__weakref__", "__module__", "__doc__", "__qualname__", "__annotations__",
+        "__orig_bases__", "__parameters__", "_abc_impl", "__dataclass_fields__",
+        "__dataclass_params__", "__static_attributes__", "__firstlineno__",
+    }
+)  # fmt: skip
+"""Class attributes that Python, abc, typing or dataclasses keep: covered otherwise."""
+
+_TUPLEGETTER = type(collections.namedtuple("_Probe", "field").field)
+
+
+def _is_sunder(name: str) -> bool:
+    return len(name) > 2 and name[0] == name[-1] == "_" and name[1] != "_" and name[-2] != "_"
+
+
+def _generated_code(value: object) -> bool:
+    """Whether ``value`` is a method that dataclasses or namedtuple wrote from the fields."""
+    func = value.__func__ if isinstance(value, staticmethod | classmethod) else value
+    code = getattr(func, "__code__", None)
+    if not isinstance(code, types.CodeType) or code.co_filename != "<string>":
+        return False
+    made_by = str(getattr(func, "__globals__", {}).get("__name__", ""))
+    return code.co_qualname.startswith("__create_fn__.") or made_by.startswith("namedtuple_")
+
+
+def _is_singledispatch(obj: object) -> bool:
+    return (
+        isinstance(obj, types.FunctionType)
+        and isinstance(getattr(obj, "registry", None), Mapping)
+        and callable(getattr(obj, "dispatch", None))
+        and getattr(obj, "__wrapped__", None) is not None
+    )
 
 
 def _callable_name(func: object) -> str:
@@ -486,7 +540,11 @@ def code_fingerprint(func: Callable[..., Any], *, untracked: Iterable[str] = ())
         )
     walker = _CodeWalker(frozenset(untracked))
     name = _callable_name(func)
-    if isinstance(func, types.FunctionType) and _is_local_object(func):
+    if (
+        isinstance(func, types.FunctionType)
+        and _is_local_object(func)
+        and not _is_singledispatch(func)
+    ):
         root = walker.function_digest(func, root=True)
     else:
         found = walker.object_digest(func, name, name)
@@ -499,19 +557,43 @@ def code_fingerprint(func: Callable[..., Any], *, untracked: Iterable[str] = ())
             code = walker.object_digest(type(func), name, name) or ""
             found = _digest("instance", code, walker.value_digest(func, name, name, name))
         root = found
-    h = Hasher()
-    h.tag("code")
-    h.field(root.encode())
-    for dist, version in sorted(walker.packages.items()):
-        h.field(dist.encode())
-        h.field(version.encode())
     return CodeFingerprint(
-        digest=h.hexdigest(),
+        digest=_with_packages(root, walker.packages),
         sources=dict(sorted(walker.sources.items())),
         constants=dict(sorted(walker.constants.items())),
         packages=dict(sorted(walker.packages.items())),
     )
 
+
+def _with_packages(root: str, packages: Mapping[str, str]) -> str:
+    h = Hasher()
+    h.tag("code")
+    h.field(root.encode())
+    for dist, version in sorted(packages.items()):
+        h.field(dist.encode())
+        h.field(version.encode())
+    return h.hexdigest()
+
+
+def _standalone_identity() -> CodeIdentity:
+    """Code digests for one value fingerprint: each class or function with the versions of
+    the packages it reaches, computed once per value."""
+    memo: dict[int, str] = {}
+    alive: list[object] = []  # keeps memo keys valid for the lifetime of this closure
+
+    def identity(obj: object) -> str:
+        key = id(obj)
+        if key not in memo:
+            walker = _CodeWalker(frozenset())
+            root = walker.identity(obj)
+            memo[key] = _with_packages(root, walker.packages) if root else ""
+            alive.append(obj)
+        return memo[key]
+
+    return identity
+
+
+install_code_hooks(standalone=_standalone_identity, origin=class_origin)
 
 CodeFingerprint.__module__ = code_fingerprint.__module__ = is_project_local.__module__ = (
     _PUBLIC_MODULE

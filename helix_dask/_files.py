@@ -36,7 +36,8 @@ class File(os.PathLike[str]):
 
     The task receives the ``File`` itself, which is path-like: ``open(f)`` and
     ``pd.read_csv(f)`` work. Its fingerprint is the file's content digest (for a directory:
-    the sorted relative file names and each file's content).
+    the sorted relative names of its files and sub-directories, empty ones included, and each
+    file's content; symbolic links are followed).
 
     Examples
     --------
@@ -115,19 +116,67 @@ def _regular_file_digest(path: str, st: os.stat_result) -> str:
     return digest
 
 
+def _directory_entries(
+    root: str, relative: str, ancestors: frozenset[tuple[int, int]], h: Hasher
+) -> None:
+    """Write the sorted entries under ``root/relative``, following symbolic links.
+
+    ``ancestors`` holds the (device, inode) of the directories on the current path: a link back
+    to one of them is written as a cycle, not followed forever.
+    """
+    here = os.path.join(root, relative) if relative else root
+    try:
+        names = sorted(os.listdir(here))
+    except OSError as exc:
+        raise HelixSignatureError(
+            f"directory {here!r} cannot be listed ({exc.strerror}); fix its permissions"
+        ) from exc
+    for name in names:
+        rel = f"{relative}/{name}" if relative else name
+        full = os.path.join(here, name)
+        try:
+            st = os.stat(full)  # follows symbolic links
+        except FileNotFoundError as exc:
+            target = os.readlink(full) if os.path.islink(full) else "?"
+            raise HelixSignatureError(
+                f"{full!r} is a symbolic link to {target!r}, which does not exist; "
+                "remove the link or restore its target"
+            ) from exc
+        if stat.S_ISDIR(st.st_mode):
+            key = (st.st_dev, st.st_ino)
+            h.tag("directory")
+            h.field(rel.encode())
+            if key in ancestors:
+                h.tag("cycle")  # its content is already hashed above
+                continue
+            _directory_entries(root, rel, ancestors | {key}, h)
+            h.tag("end")
+        elif stat.S_ISREG(st.st_mode):
+            h.tag("file")
+            h.field(rel.encode())
+            h.field(_regular_file_digest(full, st).encode())
+        else:
+            raise HelixSignatureError(
+                f"{full!r} is neither a regular file nor a directory (a socket, pipe or "
+                "device); move it out of the directory or pass the files one by one"
+            )
+
+
 def file_fingerprint(path: str | os.PathLike[str]) -> str:
     """Return the content digest of a file, or of a directory tree.
 
     Parameters
     ----------
     path
-        A file (hashed in 4 MiB blocks) or a directory (sorted relative file names plus each
-        file's content digest).
+        A file (hashed in 4 MiB blocks) or a directory (sorted relative names of files and
+        sub-directories, empty ones included, plus each file's content digest; symbolic
+        links are followed, a link back to an enclosing directory is not followed twice).
 
     Raises
     ------
     HelixSignatureError
-        If the path does not exist.
+        If the path does not exist, or the directory holds a dangling symbolic link or
+        something that is neither a file nor a directory.
 
     Examples
     --------
@@ -144,17 +193,9 @@ def file_fingerprint(path: str | os.PathLike[str]) -> str:
         ) from exc
     if not stat.S_ISDIR(st.st_mode):
         return _regular_file_digest(absolute, st)
-    names = sorted(
-        os.path.relpath(os.path.join(parent, name), absolute).replace(os.sep, "/")
-        for parent, _dirs, files in os.walk(absolute)
-        for name in files
-    )
     h = Hasher()
-    h.tag("directory")
-    for name in names:
-        full = os.path.join(absolute, name)
-        h.field(name.encode())
-        h.field(_regular_file_digest(full, os.stat(full)).encode())
+    h.tag("directory tree")
+    _directory_entries(absolute, "", frozenset({(st.st_dev, st.st_ino)}), h)
     return h.hexdigest()
 
 

@@ -1,24 +1,26 @@
 """Value fingerprints: a dispatch registry from types to stable ``xxh3_128`` digests.
 
 A fingerprint depends only on an object's content, never on ``id()``, ``hash()``, memory
-addresses, ``PYTHONHASHSEED`` or set/dict iteration order, so it is identical across processes
-and sessions. Types without a registered rule raise :class:`CannotFingerprint`; there is no
-silent fallback to ``repr()`` or ``pickle``.
+addresses, ``PYTHONHASHSEED`` or set iteration order, so it is identical across processes and
+sessions. Dicts count in insertion order, which is observable (a DataFrame built from a dict
+takes its column order). Types without a registered rule raise :class:`CannotFingerprint`;
+there is no silent fallback to ``repr()`` or ``pickle``.
+
+An instance also carries where its class comes from: the class's code digest when the class is
+project-local (so editing a method changes the fingerprint of its instances), the version of the
+distribution that provides it otherwise (so upgrading scikit-learn changes an estimator's).
+The code side lives in :mod:`helix_dask._code`, which installs itself with
+:func:`install_code_hooks`; this module never imports it at module level.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import decimal
 import enum
-import functools
+import importlib
 import logging
-import pathlib
-import re
 import threading
-import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import xxhash
@@ -27,8 +29,11 @@ from helix_dask._errors import HelixSignatureError
 
 __all__ = [
     "CannotFingerprint",
+    "CodeIdentity",
     "Hasher",
     "fingerprint_value",
+    "has_rule",
+    "install_code_hooks",
     "register",
     "register_lazy",
 ]
@@ -37,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[Any, "Hasher"], None]
 Substitute = Callable[[object], "str | None"]
+CodeIdentity = Callable[[object], str]
+"""Code digest of a class or function met inside a value ("" for built-ins)."""
 _H = TypeVar("_H", bound=Handler)
 
 _TAG = b"\x01"
@@ -107,12 +114,13 @@ class Hasher:
     32
     """
 
-    __slots__ = ("_active", "_path", "_state", "_substitute")
+    __slots__ = ("_active", "_code", "_path", "_state", "_substitute")
 
     def __init__(self) -> None:
         self._state = xxhash.xxh3_128()
         self._path: tuple[Any, ...] | str = "value"
         self._substitute: Substitute | None = None
+        self._code: CodeIdentity | None = None
         self._active: set[int] = set()
 
     def update(self, b: bytes | bytearray | memoryview) -> None:
@@ -159,9 +167,17 @@ class Hasher:
         child = Hasher()
         child._path = (self._path, step)
         child._substitute = self._substitute
+        child._code = self._code
         child._active = self._active
         _dispatch(obj, child)
         return child.hexdigest()
+
+    def code_of(self, obj: object) -> str:
+        """Code digest of a class or function (its source and what it reaches, or its
+        package's version); "" for built-ins."""
+        if self._code is None:
+            self._code = _standalone_code_identity()
+        return self._code(obj)
 
     def fail(self, obj: object, reason: str) -> CannotFingerprint:
         """Build the error for ``obj`` at the current path (the caller raises it)."""
@@ -170,7 +186,7 @@ class Hasher:
 
 _REGISTRY: dict[type, Handler] = {}
 _LAZY: dict[str, list[Callable[[], None]]] = {}
-_RESOLVED: dict[type, tuple[Handler, type] | None] = {}
+_RESOLVED: dict[type, tuple[Handler, type, object] | None] = {}
 _LOCK = threading.RLock()
 
 
@@ -231,8 +247,47 @@ def register_lazy(toplevel_module: str) -> Callable[[Callable[[], None]], Callab
     return decorator
 
 
-def _resolve(cls: type) -> tuple[Handler, type] | None:
-    """Find the rule for ``cls``: enum, registry along the MRO, dataclass, dask token."""
+_HOOKS: list[tuple[Callable[[], CodeIdentity], Callable[[type], str | None]]] = []
+
+
+def install_code_hooks(
+    *, standalone: Callable[[], CodeIdentity], origin: Callable[[type], str | None]
+) -> None:
+    """Let value fingerprints include code: called once by :mod:`helix_dask._code`.
+
+    ``standalone()`` builds a :data:`CodeIdentity` for one top-level fingerprint;
+    ``origin(cls)`` is ``None`` for a project-local class (its code counts), else the text
+    that stands for its provenance: ``"scikit-learn==1.5.0"``, or ``""`` for built-ins.
+    """
+    with _LOCK:
+        _HOOKS[:] = [(standalone, origin)]
+        _RESOLVED.clear()
+
+
+def _hooks() -> tuple[Callable[[], CodeIdentity], Callable[[type], str | None]]:
+    if not _HOOKS:
+        importlib.import_module("helix_dask._code")  # installs the hooks; imports this module
+    return _HOOKS[0]
+
+
+def _standalone_code_identity() -> CodeIdentity:
+    return _hooks()[0]()
+
+
+_LOCAL = object()
+"""Origin of a project-local class: its code digest is written, computed per call."""
+
+
+def _origin(cls: type) -> object:
+    found = _hooks()[1](cls)
+    return _LOCAL if found is None else found
+
+
+def _resolve(cls: type) -> tuple[Handler, type, object] | None:
+    """Find the rule for ``cls`` and where ``cls`` comes from.
+
+    Rules: enum, registry along the MRO, dataclass, dask token, then plain project objects.
+    """
     found = _RESOLVED.get(cls, False)
     if found is not False:
         return found
@@ -240,21 +295,43 @@ def _resolve(cls: type) -> tuple[Handler, type] | None:
         for base in cls.__mro__:
             for loader in _LAZY.pop(base.__module__.partition(".")[0], ()):
                 loader()
-        result: tuple[Handler, type] | None = None
+        origin = _origin(cls)
+        handler: Handler | None = None
+        base: type = cls
         if issubclass(cls, enum.Enum):
-            result = (_enum_member, cls)
+            handler = _enum_member
         else:
             for base in cls.__mro__:
                 if base in _REGISTRY:
-                    result = (_REGISTRY[base], base)
+                    handler = _REGISTRY[base]
                     break
             else:
+                base = cls
                 if dataclasses.is_dataclass(cls):
-                    result = (_dataclass_instance, cls)
+                    handler = _dataclass_instance
                 elif callable(getattr(cls, "__dask_tokenize__", None)):
-                    result = (_dask_tokenize, cls)
+                    handler = _dask_tokenize
+                elif origin is _LOCAL and _plain_project_class(cls):
+                    handler = _project_object
+        result = None if handler is None else (handler, base, origin)
         _RESOLVED[cls] = result
     return result
+
+
+def has_rule(cls: type) -> bool:
+    """Whether values of type ``cls`` can be fingerprinted (their content may still fail)."""
+    return _resolve(cls) is not None
+
+
+def _plain_project_class(cls: type) -> bool:
+    """Whether all of ``cls``'s state is its ``__dict__`` and slots: no base outside the
+    project keeps state of its own (``abc``/``typing`` bases keep none)."""
+    for base in cls.__mro__[1:]:
+        if base is object or base.__module__ in ("abc", "typing"):
+            continue
+        if _origin(base) is not _LOCAL:
+            return False
+    return True
 
 
 def _dispatch(obj: object, h: Hasher) -> None:
@@ -269,10 +346,16 @@ def _dispatch(obj: object, h: Hasher) -> None:
     found = _resolve(cls)
     if found is None:
         raise h.fail(obj, "no fingerprint rule is registered for this type")
-    handler, base = found
+    handler, base, origin = found
     if base is not cls:
         # A subclass (namedtuple, IntEnum, np.float64) must not collide with its base.
         h.tag(f"{cls.__module__}.{cls.__qualname__}")
+    if origin is _LOCAL:
+        h.tag("class code")
+        h.field(h.code_of(cls).encode())
+    elif origin:
+        h.tag("package")
+        h.field(str(origin).encode())
     if isinstance(obj, _ATOMS):
         handler(obj, h)
         return
@@ -287,7 +370,11 @@ def _dispatch(obj: object, h: Hasher) -> None:
 
 
 def fingerprint_value(
-    obj: object, *, path: str = "value", substitute: Substitute | None = None
+    obj: object,
+    *,
+    path: str = "value",
+    substitute: Substitute | None = None,
+    code: CodeIdentity | None = None,
 ) -> str:
     """Return a stable 32-character hex fingerprint of ``obj``'s content.
 
@@ -295,12 +382,15 @@ def fingerprint_value(
     ----------
     obj
         Any value with a registered rule (built-ins, numpy, pandas, scikit-learn, dataclasses,
-        enums, files, functions ...).
+        enums, files, functions, project objects ...).
     path
         Name of the value in error messages (``"args"`` gives ``args[0]['x']``).
     substitute
         Called on every (nested) value; a returned string replaces that value's content.
         Used to let upstream lazy nodes contribute their signature.
+    code
+        Code digests of the classes and functions met; by default each is fingerprinted on
+        its own, with the versions of the packages it reaches.
 
     Raises
     ------
@@ -309,12 +399,15 @@ def fingerprint_value(
 
     Examples
     --------
-    >>> fingerprint_value({"b": 1, "a": [1.0]}) == fingerprint_value({"a": [1.0], "b": 1})
+    >>> fingerprint_value({"a": 1, "b": [1.0]}) == fingerprint_value({"a": 1, "b": [1.0]})
     True
+    >>> fingerprint_value({"a": 1, "b": 2}) == fingerprint_value({"b": 2, "a": 1})
+    False
     """
     h = Hasher()
     h._path = path
     h._substitute = substitute
+    h._code = code
     _dispatch(obj, h)
     return h.hexdigest()
 
@@ -341,84 +434,65 @@ def _simple(tag: str, encode: Callable[[Any], bytes | str], *types_: type) -> No
     register(*types_)(rule)
 
 
-_simple("None", lambda o: b"", type(None))
-_simple("Ellipsis", lambda o: b"", type(Ellipsis))
-_simple("bool", lambda o: b"1" if o else b"0", bool)
-_simple("int", lambda o: _int_bytes(int(o)), int)
-# repr() is exact, keeps -0.0 apart from 0.0 and maps every NaN payload to "nan".
-_simple("float", float.__repr__, float)
-_simple("complex", lambda o: f"{o.real!r},{o.imag!r}", complex)
-_simple("str", lambda o: o, str)
-_simple("bytes", bytes, bytes)
-_simple("bytearray", bytes, bytearray)
-_simple("memoryview", lambda o: f"{o.format}{o.shape}".encode() + o.tobytes(), memoryview)
-_simple("range", lambda o: f"{o.start},{o.stop},{o.step}", range)
-_simple("type", lambda o: f"{o.__module__}.{o.__qualname__}", type)
-_simple("datetime", lambda o: f"{o.isoformat()}|{o.tzinfo}|{o.fold}", datetime.datetime)
-_simple("time", lambda o: f"{o.isoformat()}|{o.tzinfo}|{o.fold}", datetime.time)
-_simple("date", lambda o: o.isoformat(), datetime.date)
-_simple("timedelta", lambda o: f"{o.days},{o.seconds},{o.microseconds}", datetime.timedelta)
-_simple("tzinfo", str, datetime.tzinfo)
-_simple("Decimal", str, decimal.Decimal)
-_paths = (pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath, pathlib.WindowsPath)
-_simple("path", str, pathlib.PurePath, pathlib.Path, *_paths)
-# Loggers are configured outside the code; only their name is part of the value.
-_simple("Logger", lambda o: o.name, logging.Logger)
+def _attributes(obj: object, names: Iterable[str], h: Hasher) -> None:
+    """Write attributes by sorted name; an unset slot is told apart from every value."""
+    names = sorted(set(names))
+    h.field(_int_bytes(len(names)))
+    for name in names:
+        h.field(name.encode())
+        try:
+            value = getattr(obj, name)
+        except AttributeError:
+            h.tag("unset")
+            continue
+        h.nested(value, f".{name}")
 
 
-@register(tuple, list)
-def _sequence(obj: tuple[Any, ...] | list[Any], h: Hasher) -> None:
-    h.tag("tuple" if isinstance(obj, tuple) else "list")
-    h.field(_int_bytes(len(obj)))
-    for i, item in enumerate(obj):
-        h.nested(item, i)
+def _slot_names(cls: type) -> list[str]:
+    names = []
+    for klass in cls.__mro__:
+        slots = vars(klass).get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot in ("__dict__", "__weakref__"):
+                continue
+            private = slot.startswith("__") and not slot.endswith("__")
+            names.append(f"_{klass.__name__.lstrip('_')}{slot}" if private else slot)
+    return names
 
 
-@register(dict, types.MappingProxyType)
-def _dict(obj: dict[Any, Any], h: Hasher) -> None:
-    h.tag("dict")
-    pairs = sorted((h.digest_of(k, ".keys()"), h.digest_of(v, (k,))) for k, v in obj.items())
-    h.field(_int_bytes(len(pairs)))
-    for key_digest, value_digest in pairs:
-        h.field(key_digest.encode())
-        h.field(value_digest.encode())
+@register_lazy("argparse")
+def _register_argparse() -> None:
+    import argparse
+
+    from helix_dask._fingerprint_builtins import _namespace
+
+    register(argparse.Namespace)(_namespace)
 
 
-@register(set, frozenset)
-def _set(obj: set[Any] | frozenset[Any], h: Hasher) -> None:
-    h.tag("frozenset" if isinstance(obj, frozenset) else "set")
-    digests = sorted(h.digest_of(item, ".<element>") for item in obj)
-    h.field(_int_bytes(len(digests)))
-    for digest in digests:
-        h.field(digest.encode())
-
-
-@register(slice)
-def _slice(obj: slice, h: Hasher) -> None:
-    h.tag("slice")
-    h.nested(obj.start, ".start")
-    h.nested(obj.stop, ".stop")
-    h.nested(obj.step, ".step")
-
-
-@register(re.Pattern)
-def _pattern(obj: re.Pattern[Any], h: Hasher) -> None:
-    h.tag("re.Pattern")
-    h.nested(obj.pattern, ".pattern")
-    h.field(_int_bytes(obj.flags))
+def _project_object(obj: object, h: Hasher) -> None:
+    """An instance of a project class: its state (the class's code is written by dispatch)."""
+    h.tag("object")
+    h.field(_qualified(type(obj)).encode())
+    _attributes(obj, [*getattr(obj, "__dict__", ()), *_slot_names(type(obj))], h)
 
 
 def _enum_member(obj: enum.Enum, h: Hasher) -> None:
+    # The value counts too: code compares and serializes members by value.
     h.tag("enum")
     h.field(f"{type(obj).__module__}.{type(obj).__qualname__}.{obj.name}".encode())
+    h.nested(obj._value_, ".value")
 
 
 def _dataclass_instance(obj: Any, h: Hasher) -> None:
     h.tag("dataclass")
     h.field(_qualified(type(obj)).encode())
-    for f in dataclasses.fields(obj):
+    fields = dataclasses.fields(obj)
+    for f in fields:
         h.field(f.name.encode())
         h.nested(getattr(obj, f.name), f".{f.name}")
+    # Attributes set outside the fields (in __post_init__ or later) are state as well.
+    named = {f.name for f in fields}
+    _attributes(obj, [k for k in getattr(obj, "__dict__", ()) if k not in named], h)
 
 
 def _dask_tokenize(obj: Any, h: Hasher) -> None:
@@ -427,192 +501,14 @@ def _dask_tokenize(obj: Any, h: Hasher) -> None:
     h.nested(obj.__dask_tokenize__(), ".__dask_tokenize__()")
 
 
-@register(types.FunctionType)
-def _function(obj: types.FunctionType, h: Hasher) -> None:
-    from helix_dask.signature import code_fingerprint  # signature imports this module
+def _library_rules(toplevel_module: str) -> Callable[[], None]:
+    def load() -> None:
+        importlib.import_module(f"helix_dask._fingerprint_{toplevel_module}")  # registers
 
-    h.tag("function")
-    h.field(code_fingerprint(obj).digest.encode())
-
-
-@register(types.MethodType)
-def _method(obj: types.MethodType, h: Hasher) -> None:
-    h.tag("method")
-    h.nested(obj.__func__, ".__func__")
-    h.nested(obj.__self__, ".__self__")
+    return load
 
 
-@register(types.BuiltinFunctionType)
-def _builtin(obj: types.BuiltinFunctionType, h: Hasher) -> None:
-    h.tag("builtin")
-    h.field(f"{obj.__module__}.{obj.__qualname__}".encode())
-    owner = obj.__self__
-    if owner is not None and not isinstance(owner, types.ModuleType):
-        h.nested(owner, ".__self__")
-
-
-@register(functools.partial)
-def _partial(obj: functools.partial[Any], h: Hasher) -> None:
-    h.tag("partial")
-    h.nested(obj.func, ".func")
-    h.nested(obj.args, ".args")
-    h.nested(obj.keywords, ".keywords")
-
-
-@register_lazy("numpy")
-def _register_numpy() -> None:
-    import numpy as np
-
-    def dtype_text(dtype: np.dtype[Any]) -> bytes:
-        # dtype.str keeps byte order and units ('<M8[ns]'); descr adds structured field names.
-        return f"{dtype.str}|{dtype.descr if dtype.fields else ''}".encode()
-
-    def contiguous_bytes(arr: np.ndarray[Any, Any], h: Hasher) -> None:
-        h.field(_int_bytes(arr.nbytes))
-        if arr.flags.c_contiguous:
-            h.update(arr.reshape(-1).view(np.uint8))
-            return
-        # Copy at most ~4 MiB at a time; concatenated C-order chunks equal the C-order bytes.
-        row_bytes = max(1, arr[:1].nbytes)
-        rows = max(1, _CHUNK_BYTES // row_bytes)
-        for start in range(0, arr.shape[0], rows):
-            chunk = np.ascontiguousarray(arr[start : start + rows])
-            h.update(chunk.reshape(-1).view(np.uint8))
-
-    @register(np.ndarray)
-    def _ndarray(obj: np.ndarray[Any, Any], h: Hasher) -> None:
-        h.tag("ndarray")
-        h.field(dtype_text(obj.dtype))
-        h.field(repr(obj.shape).encode())
-        if obj.dtype == object:
-            object_elements(obj.ravel(), h)
-        elif obj.dtype.hasobject:
-            h.nested(obj.tolist(), ".tolist()")
-        else:
-            contiguous_bytes(obj, h)
-
-    def object_elements(flat: np.ndarray[Any, Any], h: Hasher) -> None:
-        items = flat.tolist()
-        if all(type(x) is str for x in items):
-            h.tag("str*")
-            for x in items:
-                h.field(x.encode("utf-8", "surrogatepass"))
-            return
-        for i, x in enumerate(items):
-            h.nested(x, i)
-
-    @register(np.ma.MaskedArray)
-    def _masked(obj: np.ma.MaskedArray[Any, Any], h: Hasher) -> None:
-        h.tag("MaskedArray")
-        h.nested(obj.data, ".data")
-        h.nested(np.ma.getmaskarray(obj), ".mask")
-        h.nested(obj.fill_value, ".fill_value")
-
-    @register(np.generic)
-    def _scalar(obj: np.generic, h: Hasher) -> None:
-        h.tag("numpy.scalar")
-        h.field(dtype_text(obj.dtype))
-        h.field(obj.tobytes())
-
-    @register(np.dtype)
-    def _dtype(obj: np.dtype[Any], h: Hasher) -> None:
-        h.tag("numpy.dtype")
-        h.field(dtype_text(obj))
-
-    @register(np.ufunc, type(np.mean))
-    def _numpy_function(obj: Any, h: Hasher) -> None:
-        h.tag("numpy.function")
-        h.field(f"{obj.__module__}.{obj.__name__}".encode())
-
-    @register(np.random.RandomState)
-    def _random_state(obj: np.random.RandomState, h: Hasher) -> None:
-        h.tag("RandomState")
-        h.nested(obj.get_state(legacy=False), ".get_state()")
-
-    @register(np.random.Generator)
-    def _generator(obj: np.random.Generator, h: Hasher) -> None:
-        h.tag("Generator")
-        h.nested(obj.bit_generator.state, ".bit_generator.state")
-
-
-@register_lazy("pandas")
-def _register_pandas() -> None:
-    import numpy as np
-    import pandas as pd
-
-    def values(arr: Any, h: Hasher, step: str) -> None:
-        """Hash a column/index array: its dtype, then its values (categoricals as codes)."""
-        h.field(str(arr.dtype).encode())
-        if isinstance(arr.dtype, pd.CategoricalDtype):
-            h.nested(np.asarray(arr.codes), f"{step}.codes")
-            h.nested(arr.categories, f"{step}.categories")
-        elif isinstance(getattr(arr, "asi8", None), np.ndarray):
-            h.nested(arr.asi8, f"{step}.asi8")  # datetimes/periods as int64; tz is in the dtype
-        else:
-            # numpy-backed data comes as a view; extension arrays with missing values or
-            # strings become object arrays, hashed element-wise (NA and NaN have rules).
-            h.nested(np.asarray(arr), step)
-
-    @register(pd.Index)
-    def _index(obj: pd.Index, h: Hasher) -> None:
-        h.tag("pandas.Index")
-        h.nested(list(obj.names), ".names")
-        if isinstance(obj, pd.RangeIndex):
-            h.nested(range(obj.start, obj.stop, obj.step), ".range")
-        elif isinstance(obj, pd.MultiIndex):
-            for i in range(obj.nlevels):
-                values(obj.get_level_values(i).array, h, f".levels[{i}]")
-        else:
-            values(obj.array, h, ".values")
-
-    @register(pd.Series)
-    def _series(obj: pd.Series, h: Hasher) -> None:
-        h.tag("pandas.Series")
-        h.nested(obj.name, ".name")
-        h.nested(obj.index, ".index")
-        values(obj.array, h, ".values")
-
-    @register(pd.DataFrame)
-    def _frame(obj: pd.DataFrame, h: Hasher) -> None:
-        h.tag("pandas.DataFrame")
-        h.nested(obj.columns, ".columns")
-        h.nested(obj.index, ".index")
-        for i in range(obj.shape[1]):
-            values(obj.iloc[:, i].array, h, f".iloc[:, {i}]")
-
-    @register(pd.api.extensions.ExtensionArray)
-    def _extension_array(obj: Any, h: Hasher) -> None:
-        h.tag("pandas.ExtensionArray")
-        values(obj, h, ".values")
-
-    for cls in (pd.Timestamp, pd.Timedelta, pd.Period, pd.Interval):
-        _simple(f"pandas.{cls.__name__}", repr, cls)  # exact: full precision, unit and tz
-    _simple("pandas.NaT", lambda o: b"", type(pd.NaT))
-    _simple("pandas.NA", lambda o: b"", type(pd.NA))
-
-
-@register_lazy("sklearn")
-def _register_sklearn() -> None:
-    from sklearn.base import BaseEstimator
-    from sklearn.tree._tree import Tree
-
-    @register(BaseEstimator)
-    def _estimator(obj: Any, h: Hasher) -> None:
-        h.tag("sklearn.estimator")
-        h.field(_qualified(type(obj)).encode())
-        try:
-            params = obj.get_params(deep=False)
-        except AttributeError as exc:
-            raise h.fail(obj, f"get_params() failed: {exc}") from exc
-        h.nested(params, ".get_params()")
-        fitted = sorted(k for k in vars(obj) if k.endswith("_") and not k.startswith("__"))
-        for name in fitted:
-            h.field(name.encode())
-            h.nested(getattr(obj, name), f".{name}")
-
-    @register(Tree)
-    def _tree(obj: Any, h: Hasher) -> None:
-        _cls, args, state = obj.__reduce__()
-        h.tag("sklearn.Tree")
-        h.nested(args, ".__reduce__()[1]")
-        h.nested(state, ".__reduce__()[2]")
+# Every class has `object` in its MRO: the rules for built-in and standard-library types load
+# before the first lookup.
+for _library in ("builtins", "numpy", "pandas", "sklearn"):
+    register_lazy(_library)(_library_rules(_library))

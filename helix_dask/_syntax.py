@@ -3,7 +3,13 @@
 A definition is reduced to its syntax tree without comments, formatting, docstrings and (for
 the task itself) decorators, plus the names and attribute chains it reads, which the code
 walker follows. Code without readable source (``exec``, some REPLs) falls back, explicitly and
-with a debug log line, to its bytecode. Results are cached per code object and per class.
+with a debug log line, to its bytecode.
+
+Caches are keyed by what changes with the code: functions by their code object (replaced when a
+notebook's autoreload swaps ``__code__``), classes by the current lines of their file as
+:mod:`linecache` holds them (re-read when the file changes). A class is located in its file by
+qualified name; when a file defines that name twice, the line numbers of the class's own
+methods tell which definition ran.
 """
 
 from __future__ import annotations
@@ -15,17 +21,24 @@ import inspect
 import linecache
 import logging
 import re
+import symtable
+import sys
 import textwrap
 import threading
 import types
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from helix_dask._fingerprint import Hasher, fingerprint_value
 
-__all__ = ["Normalized", "local_imports", "normalized_class", "normalized_function"]
+__all__ = [
+    "Normalized",
+    "bare_global_names",
+    "local_imports",
+    "normalized_class",
+    "normalized_function",
+]
 
 # Records keep the public module's name, which is what users filter on.
 logger = logging.getLogger("helix_dask.signature")
@@ -38,7 +51,8 @@ class Normalized:
     dump: str  # what the digest covers
     text: str  # normalized source, for diffs
     chains: tuple[tuple[str, ...], ...]  # attribute chains over a name: ("utils", "helper")
-    names: tuple[str, ...]  # names the code reads
+    names: tuple[str, ...]  # global names the code reads
+    bare: tuple[str, ...] = ()  # of those, the ones also read as values, not only as `x.attr`
 
 
 def _code_tree(code: types.CodeType) -> Iterator[types.CodeType]:
@@ -71,6 +85,21 @@ def local_imports(code: types.CodeType) -> tuple[tuple[str, int, tuple[str, ...]
                 names = tuple(n for n in fromlist or () if n != "*")
                 found.add((ins.argval, level, names))
             consts = [*consts[-1:], ins.argval] if ins.opname == "LOAD_CONST" else []
+    return tuple(sorted(found))
+
+
+@functools.lru_cache(maxsize=4096)
+def bare_global_names(code: types.CodeType) -> tuple[str, ...]:
+    """Global names read other than as the head of an attribute access (``m`` in ``f(m)``)."""
+    found = set()
+    for c in _code_tree(code):
+        pending = None
+        for ins in dis.get_instructions(c):
+            if pending is not None and ins.opname not in ("LOAD_ATTR", "LOAD_METHOD"):
+                found.add(pending)
+            pending = ins.argval if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") else None
+        if pending is not None:
+            found.add(pending)
     return tuple(sorted(found))
 
 
@@ -146,6 +175,16 @@ def _attribute_chains(node: ast.AST) -> tuple[tuple[str, ...], ...]:
     return tuple(sorted(chains))
 
 
+def _bare_names(node: ast.AST) -> set[str]:
+    """Names read as values: every ``Name`` load that is not the object of an attribute."""
+    heads = {id(n.value) for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+    return {
+        n.id
+        for n in ast.walk(node)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and id(n) not in heads
+    }
+
+
 def _lambda_arg_names(args: ast.arguments) -> tuple[str, ...]:
     names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
     names += [a.arg for a in (args.vararg, args.kwarg) if a is not None]
@@ -218,34 +257,137 @@ def normalized_function(
         _write_code(code, h)
         digest = h.hexdigest()
         text = f"# source unavailable ({why}); bytecode fingerprint {digest}"
-        return Normalized(f"bytecode:{digest}", text, _bytecode_chains(code), names)
+        chains = _bytecode_chains(code)
+        return Normalized(f"bytecode:{digest}", text, chains, names, bare_global_names(code))
     if drop_decorators and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
         node.decorator_list = []
     _strip_docstrings(node)
     dump = ast.dump(node, annotate_fields=False, include_attributes=False)
-    return Normalized(dump, ast.unparse(node), _attribute_chains(node), names)
+    bare = tuple(sorted(_bare_names(node).intersection(names)))
+    return Normalized(dump, ast.unparse(node), _attribute_chains(node), names, bare)
 
 
-_CLASS_CACHE: weakref.WeakKeyDictionary[type, Normalized | None] = weakref.WeakKeyDictionary()
+def _symtable_globals(source: str) -> set[str]:
+    """Names read as globals anywhere in ``source``, with Python's own scoping rules:
+    parameters, assignments, loop/with/except targets, comprehension variables, walrus
+    targets and ``nonlocal`` names are local; ``global`` names are global."""
+    found: set[str] = set()
+    stack = [symtable.symtable(source, "<class>", "exec")]
+    while stack:
+        table = stack.pop()
+        stack.extend(table.get_children())
+        top = table.get_type() == "module"
+        for sym in table.get_symbols():
+            if sym.is_referenced() and sym.is_global() and not (top and sym.is_assigned()):
+                found.add(sym.get_name())
+    return found
+
+
+class _FileIndex:
+    """Class definitions of one file, by qualified name, for one version of its lines."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines  # held, so that an identity check tells this version apart
+        self.classes: dict[str, list[ast.ClassDef]] = {}
+        self.normalized: dict[int, Normalized] = {}
+        try:
+            tree = ast.parse("".join(lines))
+        except (SyntaxError, ValueError):
+            return
+        self._visit(list(tree.body), "")
+
+    def _visit(self, nodes: list[ast.AST], prefix: str) -> None:
+        for node in nodes:
+            if isinstance(node, ast.ClassDef):
+                self.classes.setdefault(prefix + node.name, []).append(node)
+                self._visit(node.body, f"{prefix}{node.name}.")
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                self._visit(node.body, f"{prefix}{node.name}.<locals>.")
+            elif isinstance(node, ast.stmt | ast.excepthandler | ast.match_case):
+                self._visit(list(ast.iter_child_nodes(node)), prefix)  # if/try/with/match
+
+
+_FILE_INDEX: dict[str, _FileIndex] = {}
 _CLASS_LOCK = threading.Lock()
 
 
+def _own_code(cls: type) -> list[types.CodeType]:
+    """Code objects of the functions defined in the class body itself."""
+    found = []
+    for value in vars(cls).values():
+        if isinstance(value, staticmethod | classmethod):
+            value = value.__func__
+        elif isinstance(value, property):
+            value = value.fget
+        code = getattr(value, "__code__", None)
+        if isinstance(code, types.CodeType) and code.co_qualname.startswith(cls.__qualname__ + "."):
+            found.append(code)
+    return found
+
+
+def _class_file(cls: type, codes: list[types.CodeType]) -> str | None:
+    for code in codes:
+        return code.co_filename
+    module = sys.modules.get(cls.__module__)
+    filename = getattr(module, "__file__", None)
+    return filename if isinstance(filename, str) else None
+
+
+def _index(filename: str) -> _FileIndex:
+    linecache.checkcache(filename)
+    lines = linecache.getlines(filename)
+    with _CLASS_LOCK:
+        index = _FILE_INDEX.get(filename)
+        if index is None or index.lines is not lines:
+            index = _FILE_INDEX[filename] = _FileIndex(lines)
+    return index
+
+
+def _pick(cls: type, candidates: list[ast.ClassDef], codes: list[types.CodeType]) -> Any:
+    """The definition that created ``cls``: the one whose lines hold all its methods."""
+    lines = [c.co_firstlineno for c in codes]
+    if not lines:
+        return candidates[0] if len(candidates) == 1 else "no methods to tell them apart"
+    fitting = [
+        node
+        for node in candidates
+        if all(
+            min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            <= line
+            <= (node.end_lineno or node.lineno)
+            for line in lines
+        )
+    ]
+    if len(fitting) == 1:
+        return fitting[0]
+    return f"{len(fitting)} of {len(candidates)} definitions hold its methods"
+
+
 def normalized_class(cls: type) -> Normalized | None:
+    """Normalized source of the definition that created ``cls``; ``None`` (with a debug
+    line) when it cannot be told, e.g. a class made by ``exec`` or an ambiguous file."""
+    codes = _own_code(cls)
+    filename = _class_file(cls, codes)
+    if filename is None:
+        logger.debug("class %s has no source file; fingerprinting its members", cls)
+        return None
+    index = _index(filename)
+    candidates = index.classes.get(cls.__qualname__, [])
+    node = _pick(cls, candidates, codes) if candidates else "no definition found"
+    if not isinstance(node, ast.ClassDef):
+        logger.debug("class %s in %s: %s; fingerprinting its members", cls, filename, node)
+        return None
     with _CLASS_LOCK:
-        if cls in _CLASS_CACHE:
-            return _CLASS_CACHE[cls]
-    result = None
-    try:
-        body = _parse(inspect.getsource(cls))
-    except (OSError, TypeError) as exc:
-        body = None
-        logger.debug("class %s has no source (%s); fingerprinting its members", cls, exc)
-    node = body[0] if body else None
-    if isinstance(node, ast.ClassDef) and node.name == cls.__name__:
-        _strip_docstrings(node)
-        names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-        dump = ast.dump(node, annotate_fields=False, include_attributes=False)
-        result = Normalized(dump, ast.unparse(node), _attribute_chains(node), tuple(sorted(names)))
+        found = index.normalized.get(id(node))
+    if found is not None:
+        return found
+    tree = ast.parse(ast.unparse(node)).body[0]
+    _strip_docstrings(tree)
+    text = ast.unparse(tree)
+    dump = ast.dump(tree, annotate_fields=False, include_attributes=False)
+    names = tuple(sorted(_symtable_globals(text)))
+    bare = tuple(sorted(_bare_names(tree).intersection(names)))
+    found = Normalized(dump, text, _attribute_chains(tree), names, bare)
     with _CLASS_LOCK:
-        _CLASS_CACHE[cls] = result
-    return result
+        index.normalized[id(node)] = found
+    return found

@@ -12,9 +12,11 @@ files are re-resolved on every call, so a helper redefined in a notebook changes
 File contents are re-read only when size, mtime, ctime or inode change.
 
 This module is the public face of the signature code and combines the parts into node
-signatures. The parts live in private modules, one role each: ``_fingerprint`` (values),
-``_files`` (file contents), ``_syntax`` (normalized code) and ``_code`` (the code a function
-reaches, and where it comes from).
+signatures. The parts live in private modules, one role each: ``_fingerprint`` (values, with
+rules for built-ins, numpy, pandas and scikit-learn in ``_fingerprint_*`` modules loaded on
+first use), ``_files`` (file contents), ``_syntax`` (normalized code), ``_origin`` (whether
+code is the project's or a library's, and which version) and ``_code`` (the code a function
+reaches).
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def argument_fingerprints(
     Parameters
     ----------
     func, args, kwargs
-        The task function and the call's arguments (bound with ``inspect.signature``).
+        The task function and the call's arguments (bound with ``inspect.signature``;
+        parameters left out count with their default value).
     task_name
         Used in error messages.
     is_node
@@ -113,7 +116,7 @@ def argument_fingerprints(
     >>> def scale(x, factor=2):
     ...     return x * factor
     >>> sorted(argument_fingerprints(scale, (3,), {}, task_name="scale", is_node=lambda o: None))
-    ['x']
+    ['factor', 'x']
     """
     try:
         bound = inspect.signature(func).bind(*args, **kwargs)
@@ -122,6 +125,8 @@ def argument_fingerprints(
             f"task {task_name!r} was called with arguments that do not match its "
             f"signature ({exc}); fix the call"
         ) from exc
+    # f(x) and f(x, C=1.0) with default C=1.0 run the same: the default counts either way.
+    bound.apply_defaults()
     result = {}
     for name, value in bound.arguments.items():
         try:
