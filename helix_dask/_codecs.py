@@ -44,7 +44,7 @@ from helix_dask._errors import HelixStoreError
 from helix_dask._integrity import ArtifactFiles, read_into
 from helix_dask._keys import pickle_tag, tag_matches
 
-__all__ = ["decode", "encode", "qualname"]
+__all__ = ["check_pickles", "decode", "encode", "qualname"]
 
 # Chunks of ~32 MiB along the first axis: large enough that per-chunk overhead vanishes, small
 # enough that Zarr's codec pipeline can work on several chunks in parallel.
@@ -351,14 +351,41 @@ def _write_pickled(group: zarr.Group, key: str, value: object, what: str) -> dic
     return {"pickler": pickler, "hmac": pickle_tag(files.key, files.signature, where, payload)}  # type: ignore[arg-type]
 
 
-def _read_pickled(group: zarr.Group, key: str, meta: dict[str, Any]) -> Any:
-    """Unpickle the ``uint8`` Zarr array ``key`` if its tag verifies; else raise."""
+def _signed_payload(group: zarr.Group, key: str, meta: dict[str, Any]) -> np.ndarray:
+    """The bytes of the pickle ``key`` if its tag verifies; else raise."""
     files = _signer(group)
     payload = np.asarray(group[key][...], dtype=np.uint8)
     where = f"{group.path}/{key}" if group.path else key
     if not tag_matches(files.key, files.signature, where, payload, meta.get("hmac")):  # type: ignore[arg-type]
         raise files.corrupt(f"the pickle {where} is not signed with this store's key")
-    return pickle.loads(payload)
+    return payload
+
+
+def _read_pickled(group: zarr.Group, key: str, meta: dict[str, Any]) -> Any:
+    """Unpickle the ``uint8`` Zarr array ``key`` if its tag verifies; else raise."""
+    return pickle.loads(_signed_payload(group, key, meta))
+
+
+def check_pickles(group: zarr.Group, meta: dict[str, Any]) -> int:
+    """Check the tag of every pickle in ``group`` without unpickling any; return how many."""
+    kind, checked = meta["kind"], 0
+    if kind == "pickle":
+        _signed_payload(group, "data", meta)
+        return 1
+    if kind == "mapping":
+        for i in range(len(meta["keys"])):
+            entry = group[str(i)]
+            checked += check_pickles(entry, entry.attrs["helix"])  # type: ignore[arg-type]
+        return checked
+    if kind not in ("dataframe", "series"):
+        return 0
+    labels = [("index", meta["index"])] + ([("labels", meta["labels"])] if "labels" in meta else [])
+    columns = [(f"col{i}", column) for i, column in enumerate(meta["columns"])]
+    for key, part in labels + columns:
+        if part["enc"] == "pickle":
+            _signed_payload(group, key, part)
+            checked += 1
+    return checked
 
 
 # -- JSON in attributes -------------------------------------------------------------------------

@@ -166,11 +166,13 @@ class ArtifactFiles(LocalStore):
         manifest: Manifest | None = None,
         signature: str = "",
         key: bytes | None = None,
+        moves_corrupt: bool = True,
     ) -> None:
         super().__init__(root, read_only=read_only)
         self.manifest = manifest
         self.signature = signature
         self.key = key
+        self.moves_corrupt = moves_corrupt
 
     def with_read_only(self, read_only: bool = False) -> ArtifactFiles:
         return type(self)(
@@ -179,6 +181,7 @@ class ArtifactFiles(LocalStore):
             manifest=self.manifest,
             signature=self.signature,
             key=self.key,
+            moves_corrupt=self.moves_corrupt,
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -190,11 +193,12 @@ class ArtifactFiles(LocalStore):
         self.__dict__.update(state)
 
     def corrupt(self, reason: str) -> HelixCorruptArtifact:
-        """The error for this artifact; the artifact is moved out of the store first."""
+        """The error for this artifact, which is moved out of the store (``moves_corrupt``)."""
         from .store import quarantine  # the store imports this module
 
         error = HelixCorruptArtifact(self.signature, str(self.root), reason)
-        quarantine(self.root, error)
+        if self.moves_corrupt:
+            quarantine(self.root, error)
         return error
 
     def expected(self, key: str) -> tuple[int, str] | None:

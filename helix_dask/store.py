@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import zarr
 
-from helix_dask._codecs import decode, encode, qualname
+from helix_dask._codecs import check_pickles, decode, encode, qualname
 from helix_dask._errors import HelixConfigError, HelixCorruptArtifact, HelixStoreError
 from helix_dask._integrity import ArtifactFiles, read_manifest, seal, verify_tree
 from helix_dask._keys import pickle_key, private_root
@@ -202,7 +202,9 @@ class ZarrArtifactStore(ArtifactStore):
         location, nbytes = path.relative_to(self.root).as_posix(), _tree_nbytes(path)
         return ArtifactInfo(signature, location, kind, nbytes, time.perf_counter() - started)
 
-    def _open(self, signature: str) -> tuple[zarr.Group, dict[str, Any]]:
+    def _open(
+        self, signature: str, *, quarantine_on_error: bool = True
+    ) -> tuple[zarr.Group, dict[str, Any]]:
         """Open a committed artifact, check its manifest and its ``helix`` attributes."""
         path = self._path(signature)
         if not path.is_dir():
@@ -214,6 +216,7 @@ class ZarrArtifactStore(ArtifactStore):
                 manifest=read_manifest(path, signature),
                 signature=signature,
                 key=pickle_key(self.root),
+                moves_corrupt=quarantine_on_error,
             )
             group = zarr.open_group(files, mode="r", zarr_format=3)
             meta = group.attrs["helix"]
@@ -222,18 +225,21 @@ class ZarrArtifactStore(ArtifactStore):
         except (OSError, ValueError, KeyError, TypeError) as exc:
             if not path.is_dir():  # deleted while we were opening it
                 raise KeyError(signature) from None
-            raise self._corrupt(signature, path, exc) from exc
+            raise self._corrupt(signature, path, exc, move=quarantine_on_error) from exc
         return group, meta
 
     @staticmethod
-    def _corrupt(signature: str, path: Path, exc: BaseException) -> HelixCorruptArtifact:
-        """``exc`` as the typed error, the artifact moved out of the store."""
+    def _corrupt(
+        signature: str, path: Path, exc: BaseException, *, move: bool = True
+    ) -> HelixCorruptArtifact:
+        """``exc`` as the typed error, the artifact moved out of the store (``move``)."""
         if isinstance(exc, HelixCorruptArtifact):
             error = exc
         else:
             reason = f"it is corrupt, partial or from an incompatible version ({exc!r})"
             error = HelixCorruptArtifact(signature, str(path), reason)
-        quarantine(path, error)
+        if move:
+            quarantine(path, error)
         return error
 
     def put(
@@ -302,10 +308,10 @@ class ZarrArtifactStore(ArtifactStore):
         except Exception as exc:
             raise self._corrupt(signature, self._path(signature), exc) from exc
 
-    def verify(self, signature: str) -> HelixCorruptArtifact | None:
-        """Read and hash every file of the artifact; the problem found, or None.
+    def verify(self, signature: str, *, repair: bool = False) -> HelixCorruptArtifact | None:
+        """Read and hash every file of the artifact and check its pickles' tags, unpickling
+        nothing; return the problem found, or None. ``repair`` quarantines a bad artifact.
 
-        Checks the files against the manifest only (not pickle tags, which need decoding);
         ``KeyError`` if there is no artifact under ``signature``.
         """
         path = self._path(signature)
@@ -313,10 +319,17 @@ class ZarrArtifactStore(ArtifactStore):
             raise KeyError(signature)
         try:
             verify_tree(path, signature)
+            group, meta = self._open(signature, quarantine_on_error=repair)
+            check_pickles(group, meta)
         except HelixCorruptArtifact as exc:
-            if not path.is_dir():
-                raise KeyError(signature) from None
+            if repair:
+                quarantine(path, exc)
             return exc
+        except (KeyError, ValueError, TypeError) as exc:  # metadata that decodes wrongly
+            error = HelixCorruptArtifact(signature, str(path), f"its metadata is wrong ({exc!r})")
+            if repair:
+                quarantine(path, error)
+            return error
         return None
 
     def quarantine(self, signature: str, error: HelixCorruptArtifact) -> None:
@@ -456,6 +469,48 @@ def _forget_in_catalog(root: Path, signature: str) -> None:
             root,
             exc,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCheck:
+    """What :func:`verify_store` found: the artifacts checked and every inconsistency."""
+
+    checked: int
+    corrupt: tuple[tuple[str, str], ...]
+    """Signature and reason of each artifact that failed a check."""
+    rows_without_artifact: tuple[str, ...]
+    artifacts_without_row: tuple[str, ...]
+    """Committed artifacts the catalog does not list (a write in flight, or a lost row)."""
+    repaired: bool
+
+    @property
+    def clean(self) -> bool:
+        """Whether nothing needs repair (rows without artifacts and corrupt artifacts do)."""
+        return not self.corrupt and not self.rows_without_artifact
+
+
+def verify_store(store: ZarrArtifactStore, catalog: Any, *, repair: bool = False) -> StoreCheck:
+    """Check every artifact of ``store`` byte for byte and against ``catalog`` (a Catalog).
+
+    With ``repair``, corrupt artifacts are quarantined (their rows dropped) and rows whose
+    artifact is gone are dropped, so no plan loads either. Nothing is unpickled.
+    """
+    on_disk = list(store.signatures())
+    corrupt = []
+    for signature in on_disk:
+        try:
+            problem = store.verify(signature, repair=repair)
+        except KeyError:  # removed meanwhile
+            continue
+        if problem is not None:
+            corrupt.append((signature, problem.reason))
+    rows = {a.signature for a in catalog.artifacts()}
+    missing = sorted(rows - set(on_disk))
+    if repair:
+        for signature in missing + [s for s, _ in corrupt]:
+            catalog.remove_artifact(signature)
+    orphans = sorted(set(on_disk) - rows - {s for s, _ in corrupt})
+    return StoreCheck(len(on_disk), tuple(corrupt), tuple(missing), tuple(orphans), repair)
 
 
 # -- thin functions for Dask worker tasks --------------------------------------------------------

@@ -5,6 +5,7 @@ same run, and moves the artifact out, so the run after that does not meet it aga
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -12,11 +13,15 @@ import pickle
 import re
 import secrets
 import shutil
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -26,8 +31,10 @@ from conftest import CALL_LOG, Calls, log_call
 from distributed import Client, LocalCluster
 
 import helix_dask as hx
-from helix_dask import HelixCorruptArtifact
+from helix_dask import HelixCorruptArtifact, HelixStoreError, cli
 from helix_dask._integrity import MANIFEST, seal
+from helix_dask.catalog import ArtifactRow
+from helix_dask.store import ZarrArtifactStore
 
 N = 4096
 WORK = 0.05
@@ -362,3 +369,124 @@ def test_flipped_chunk_of_a_lazily_loaded_dask_array_raises_the_typed_error_then
     assert hx.last_run(helix.client).computed == ["noise"]
     assert_same(expected, healed.compute())
     assert helix.warned() == ""
+
+
+# -- the store on its own: layout, permissions, leftovers, `helix verify` -------------------------
+
+SIG = "0123456789abcdef0123456789abcdef"
+
+
+def stored(root: Path, values: dict[str, object]) -> tuple[ZarrArtifactStore, hx.Catalog]:
+    """A store holding ``values`` by signature, each with its catalog row."""
+    store, catalog = ZarrArtifactStore(root), hx.Catalog(root)
+    for signature, value in values.items():
+        info = store.put(signature, value)
+        now = time.time()
+        row = ArtifactRow(
+            signature, "t", info.location, info.kind, info.nbytes, 0.1, None, now, now
+        )
+        catalog.add_artifact(row)
+    return store, catalog
+
+
+@pytest.mark.parametrize("dtype", ["float64", "int32"])
+def test_fortran_ordered_array_comes_back_fortran_ordered_and_equal(
+    tmp_path: Path, dtype: str
+) -> None:
+    value = np.asfortranarray(np.arange(24, dtype=dtype).reshape(2, 3, 4))
+    store = ZarrArtifactStore(tmp_path)
+    store.put(SIG, value)
+    got = store.get(SIG)
+    assert got.flags.f_contiguous and not got.flags.c_contiguous
+    np.testing.assert_array_equal(got, value)
+
+
+def test_store_root_and_pickle_key_are_owner_only(tmp_path: Path) -> None:
+    store = ZarrArtifactStore(tmp_path / "store")
+    store.put(SIG, Model([1.0], "m"))
+    modes = {p: (tmp_path / "store" / p).stat().st_mode & 0o777 for p in ("", "keys")}
+    assert modes == {"": 0o700, "keys": 0o700}
+    assert (tmp_path / "store" / "keys" / "pickle.key").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_store_path_that_is_a_file_names_the_setting(tmp_path: Path, where: str) -> None:
+    (tmp_path / "f").touch()
+    path = tmp_path / "f" if where == "a file" else tmp_path / "f" / "store"
+    with pytest.raises(HelixStoreError, match=r"helix.store is '.*f.*', which is a file"):
+        ZarrArtifactStore(path)
+    with pytest.raises(HelixStoreError, match=r"helix.store is .* which is a file"):
+        hx.Catalog(path)
+
+
+def test_pickle_signed_with_another_key_is_never_unpickled(tmp_path: Path) -> None:
+    store = ZarrArtifactStore(tmp_path / "store")
+    with dask.config.set({"helix.key-file": str(tmp_path / "mine" / "key")}):
+        store.put(SIG, Model([1.0], "m"))
+        assert store.get(SIG) == Model([1.0], "m")
+    assert not (tmp_path / "store" / "keys").exists()
+    with dask.config.set({"helix.key-file": str(tmp_path / "theirs" / "key")}):
+        with pytest.raises(HelixCorruptArtifact, match=r"pickle data is not signed"):
+            store.get(SIG)
+    assert not store.contains(SIG)
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_temporaries_of_dead_writers_go_at_once_and_live_ones_stay(tmp_path: Path) -> None:
+    store = ZarrArtifactStore(tmp_path)
+    folder = tmp_path / "artifacts" / "01"
+    host = socket.gethostname()
+    dead = folder / f".tmp-{SIG}-{'d' * 32}-{_dead_pid()}@{host}"
+    live = folder / f".tmp-{SIG}-{'e' * 32}-{os.getpid()}@{host}"
+    trash = folder / f".tmp-{SIG}-{'f' * 32}-deleted"
+    for path in (dead, live, trash):
+        (path / "data").mkdir(parents=True)
+    assert store.sweep_temporaries(older_than=3600) == 2
+    assert [p.name for p in folder.iterdir()] == [live.name]
+
+
+def test_plugin_start_and_gc_sweep_temporaries_of_killed_writers(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    stored(root, {})
+    leftover = root / "artifacts" / "01" / f".tmp-{SIG}-{'d' * 32}-{_dead_pid()}@x"
+    (leftover / "data").mkdir(parents=True)
+    os.utime(leftover / "data", (0, 0))
+    os.utime(leftover, (0, 0))
+    assert cli.main(["gc", "--keep", "1", "--store", str(root)], out=io.StringIO()) == 0
+    assert not leftover.exists()
+    leftover = (
+        root / "artifacts" / "01" / f".tmp-{SIG}-{'d' * 32}-{_dead_pid()}@{socket.gethostname()}"
+    )
+    (leftover / "data").mkdir(parents=True)
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        hx.setup(client, store=root, budget="1 GiB")
+    assert not leftover.exists()
+
+
+def test_helix_verify_reports_then_repairs_corrupt_artifacts_and_stale_rows(
+    tmp_path: Path,
+) -> None:
+    good, bad, gone = (f"{i:032x}" for i in range(3))
+    values = {good: np.arange(10.0), bad: Model([1.0], "m"), gone: np.arange(3)}
+    store, catalog = stored(tmp_path, values)
+    flip(chunks(artifact(tmp_path, bad))[0], 5)
+    store.delete(gone)
+    out = io.StringIO()
+    assert cli.main(["verify", "--store", str(tmp_path)], out=out) == 2
+    assert f"corrupt {bad}: file data/c/0 fails its checksum" in out.getvalue()
+    assert f"no artifact for catalog row {gone}" in out.getvalue()
+    assert store.contains(bad)  # reported, not touched
+    out = io.StringIO()
+    assert cli.main(["verify", "--repair", "--store", str(tmp_path)], out=out) == 0
+    assert f"quarantined {bad}" in out.getvalue()
+    assert sorted(store.signatures()) == [good]
+    assert [a.signature for a in catalog.artifacts()] == [good]
+    assert cli.main(["verify", "--store", str(tmp_path)], out=io.StringIO()) == 0
