@@ -116,9 +116,31 @@ def _write_array(group: zarr.Group, key: str, data: np.ndarray) -> dict[str, Any
     return {"dtype": data.dtype.str}
 
 
+def _stored_array(group: zarr.Group, key: str) -> zarr.Array:
+    """The Zarr array ``key``, refused unless it has a native dtype and only the codecs helix
+    writes: metadata naming another codec (an object or pickle codec) could run code."""
+    from zarr.codecs import BloscCodec, BytesCodec
+
+    array = group[key]
+    codecs = getattr(array.metadata, "codecs", None)
+    if (
+        isinstance(array, zarr.Array)
+        and codecs
+        and all(isinstance(c, BytesCodec | BloscCodec) for c in codecs)
+        and array.dtype.kind in _NATIVE_KINDS
+    ):
+        return array
+    where = f"{group.path}/{key}" if group.path else key
+    reason = f"array {where} has codecs or a dtype helix never writes"
+    store = group.store
+    if isinstance(store, ArtifactFiles) and store.manifest is not None:
+        raise store.corrupt(reason)
+    raise HelixStoreError(f"{reason}; it is not read: delete the artifact")
+
+
 def _read_array(group: zarr.Group, key: str, meta: dict[str, Any]) -> np.ndarray:
     """Read the Zarr array ``key`` back with its original dtype (byte order included)."""
-    array = group[key]
+    array = _stored_array(group, key)
     raw = _read_raw(array)
     data = raw if raw is not None else np.asarray(array[...])
     data = data.astype(np.dtype(meta["dtype"]), copy=False)
@@ -307,7 +329,7 @@ def _read_dask_array(group: zarr.Group, key: str, meta: dict[str, Any]) -> Any:
     """A lazy dask array over the Zarr array ``key``, chunked as stored."""
     import dask.array as da
 
-    data = da.from_zarr(group[key])
+    data = da.from_zarr(_stored_array(group, key))
     dtype = np.dtype(meta["dtype"])
     return data if data.dtype == dtype else data.astype(dtype)
 
@@ -354,7 +376,7 @@ def _write_pickled(group: zarr.Group, key: str, value: object, what: str) -> dic
 def _signed_payload(group: zarr.Group, key: str, meta: dict[str, Any]) -> np.ndarray:
     """The bytes of the pickle ``key`` if its tag verifies; else raise."""
     files = _signer(group)
-    payload = np.asarray(group[key][...], dtype=np.uint8)
+    payload = np.asarray(_stored_array(group, key)[...], dtype=np.uint8)
     where = f"{group.path}/{key}" if group.path else key
     if not tag_matches(files.key, files.signature, where, payload, meta.get("hmac")):  # type: ignore[arg-type]
         raise files.corrupt(f"the pickle {where} is not signed with this store's key")

@@ -173,6 +173,14 @@ def edit_json(path: Path) -> None:
     (path / "zarr.json").write_text(json.dumps(document))
 
 
+def unpickling_codec(path: Path) -> None:
+    """Make the array's metadata name a codec that unpickles, with checksums to match."""
+    document = json.loads((path / "data/zarr.json").read_text())
+    document["codecs"].insert(0, {"name": "numcodecs.pickle", "configuration": {"protocol": 5}})
+    (path / "data/zarr.json").write_text(json.dumps(document))
+    reseal(path)
+
+
 def swap(a: Path, b: Path) -> None:
     a.rename(a.with_name("swap"))
     b.rename(a)
@@ -192,6 +200,7 @@ CASES: dict[str, tuple[str, Damage, str]] = {
     "manifest-deleted": ("floats", lambda a, t: (a / MANIFEST).unlink(), "manifest .* missing"),
     "manifest-garbage": ("floats", lambda a, t: (a / MANIFEST).write_text("{"), "unreadable"),
     "artifact-emptied": ("floats", lambda a, t: [f.unlink() for f in chunks(a)], "missing"),
+    "codec-that-unpickles": ("ints", lambda a, t: unpickling_codec(a), "codec|unusable"),
     "compressed-chunk-flipped": ("ints", lambda a, t: flip(chunks(a)[0], 50), "checksum"),
     "compressed-chunk-truncated": ("ints", lambda a, t: truncate(chunks(a)[0]), "holds"),
     "compressed-chunk-deleted": ("ints", lambda a, t: chunks(a)[0].unlink(), "is missing"),
