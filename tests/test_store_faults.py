@@ -145,7 +145,8 @@ def poison(path: Path, marker: Path, tag: str | None) -> None:
     group = zarr.open_group(path, mode="r+", zarr_format=3)
     payload = np.frombuffer(pickle.dumps(Evil()), dtype=np.uint8)
     del group["data"]
-    group.create_array("data", data=payload)
+    blosc = zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+    group.create_array("data", data=payload, compressors=blosc)  # as helix writes pickles
     helix = dict(group.attrs["helix"])
     helix.pop("hmac")
     group.attrs["helix"] = helix if tag is None else {**helix, "hmac": tag}
