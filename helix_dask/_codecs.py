@@ -13,7 +13,13 @@ the attributes that describe it; :func:`decode` inverts it from those attributes
   entry, named by position (``0``, ``1``...) since a key may hold any character; the keys, in
   order, are in the attributes, and each value is encoded into its subgroup by these same rules
   and described by that subgroup's own ``helix`` attribute.
-- ``pickle``: anything else, pickled into the ``uint8`` array ``data``.
+- ``pickle``: anything else, pickled into the ``uint8`` array ``data``, with its HMAC-SHA256 tag
+  (:mod:`helix_dask._keys`) in the attributes; a blob whose tag does not verify is never
+  unpickled.
+
+A Fortran-ordered array is stored as its (C-ordered) transpose and comes back Fortran-ordered.
+Every read goes through the artifact's :class:`~helix_dask._integrity.ArtifactFiles`, which
+checks the bytes against the manifest; the raw-chunk fast path below checks them itself.
 """
 
 from __future__ import annotations
@@ -35,8 +41,10 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from helix_dask._errors import HelixStoreError
+from helix_dask._integrity import ArtifactFiles, read_into
+from helix_dask._keys import pickle_tag, tag_matches
 
-__all__ = ["decode", "encode", "qualname"]
+__all__ = ["check_pickles", "decode", "encode", "qualname"]
 
 # Chunks of ~32 MiB along the first axis: large enough that per-chunk overhead vanishes, small
 # enough that Zarr's codec pipeline can work on several chunks in parallel.
@@ -94,6 +102,8 @@ def _is_native(array: np.ndarray) -> bool:
 
 def _write_array(group: zarr.Group, key: str, data: np.ndarray) -> dict[str, Any]:
     """Write ``data`` (a native array) as the Zarr array ``key``; return its metadata."""
+    if data.ndim > 1 and data.flags.f_contiguous and not data.flags.c_contiguous:
+        return {**_write_array(group, key, data.T), "order": "F"}
     array = group.create_array(
         key,
         shape=data.shape,
@@ -106,12 +116,35 @@ def _write_array(group: zarr.Group, key: str, data: np.ndarray) -> dict[str, Any
     return {"dtype": data.dtype.str}
 
 
+def _stored_array(group: zarr.Group, key: str) -> zarr.Array:
+    """The Zarr array ``key``, refused unless it has a native dtype and only the codecs helix
+    writes: metadata naming another codec (an object or pickle codec) could run code."""
+    from zarr.codecs import BloscCodec, BytesCodec
+
+    array = group[key]
+    codecs = getattr(array.metadata, "codecs", None)
+    if (
+        isinstance(array, zarr.Array)
+        and codecs
+        and all(isinstance(c, BytesCodec | BloscCodec) for c in codecs)
+        and array.dtype.kind in _NATIVE_KINDS
+    ):
+        return array
+    where = f"{group.path}/{key}" if group.path else key
+    reason = f"array {where} has codecs or a dtype helix never writes"
+    store = group.store
+    if isinstance(store, ArtifactFiles) and store.manifest is not None:
+        raise store.corrupt(reason)
+    raise HelixStoreError(f"{reason}; it is not read: delete the artifact")
+
+
 def _read_array(group: zarr.Group, key: str, meta: dict[str, Any]) -> np.ndarray:
     """Read the Zarr array ``key`` back with its original dtype (byte order included)."""
-    array = group[key]
+    array = _stored_array(group, key)
     raw = _read_raw(array)
     data = raw if raw is not None else np.asarray(array[...])
-    return data.astype(np.dtype(meta["dtype"]), copy=False)
+    data = data.astype(np.dtype(meta["dtype"]), copy=False)
+    return data.T if meta.get("order") == "F" else data
 
 
 # Zarr's own path for an uncompressed array copies every chunk through its async codec pipeline:
@@ -122,7 +155,7 @@ def _read_array(group: zarr.Group, key: str, meta: dict[str, Any]) -> np.ndarray
 
 
 def _raw_layout(array: zarr.Array) -> tuple[Path, int] | None:
-    """The array's directory and rows per chunk, when its chunks are raw files; else None."""
+    """The store's directory and rows per chunk, when the array's chunks are raw files."""
     from zarr.codecs import BytesCodec
     from zarr.storage import LocalStore
 
@@ -141,14 +174,15 @@ def _raw_layout(array: zarr.Array) -> tuple[Path, int] | None:
         or (array.dtype.itemsize > 1 and str(getattr(codecs[0].endian, "value", "")) != "little")
     ):
         return None
-    return Path(store.root) / array.path, int(array.chunks[0])
+    return Path(store.root), int(array.chunks[0])
 
 
-def _chunk_files(array: zarr.Array, root: Path, rows: int) -> Iterator[tuple[int, int, Path]]:
-    zeros = (0,) * (array.ndim - 1)
+def _chunk_files(array: zarr.Array, rows: int) -> Iterator[tuple[int, int, str]]:
+    """Rows and store key of each chunk file."""
+    zeros, prefix = (0,) * (array.ndim - 1), f"{array.path}/" if array.path else ""
     for i in range(math.ceil(array.shape[0] / rows)):
         start, stop = i * rows, min((i + 1) * rows, array.shape[0])
-        yield start, stop, root / array.metadata.encode_chunk_key((i, *zeros))
+        yield start, stop, prefix + array.metadata.encode_chunk_key((i, *zeros))
 
 
 _PAGE = 4096
@@ -173,22 +207,30 @@ def _read_raw(array: zarr.Array) -> np.ndarray | None:
     layout = _raw_layout(array)
     if layout is None:
         return None
+    root, rows = layout
+    store = array.store
+    files = store if isinstance(store, ArtifactFiles) and store.manifest is not None else None
     out = _page_aligned_empty(array.shape, array.dtype)
     row_bytes = out[:1].nbytes
     view = memoryview(out.reshape(-1).view(np.uint8))
-    for start, stop, path in _chunk_files(array, *layout):
-        if not path.exists():  # Zarr leaves out chunks that hold only the fill value
-            out[start:stop] = array.metadata.fill_value
+    for start, stop, key in _chunk_files(array, rows):
+        expected = files.expected(key) if files is not None else None
+        path = root / key
+        if not path.exists():
+            if expected is not None:
+                raise files.corrupt(f"file {key} is missing")  # type: ignore[union-attr]
+            out[start:stop] = array.metadata.fill_value  # Zarr leaves out fill-value chunks
             continue
-        want = (stop - start) * row_bytes
-        target, got = view[start * row_bytes : start * row_bytes + want], 0
-        with path.open("rb", buffering=0) as f:
-            while got < want and (n := f.readinto(target[got:])):
-                got += n
-        if got != want:
+        if files is not None and expected is None:
+            raise files.corrupt(f"file {key} is not in its manifest")
+        target = view[start * row_bytes : stop * row_bytes]
+        problem = read_into(path, target, expected)
+        if problem is not None and files is not None:
+            raise files.corrupt(problem)
+        if problem is not None:
             raise HelixStoreError(
-                f"chunk {str(path)!r} holds {got} bytes where {want} were expected; the artifact "
-                "is damaged: delete it with store.delete(signature)"
+                f"chunk {str(path)!r}: {problem}; the artifact is damaged: delete it with "
+                "store.delete(signature)"
             )
     return out
 
@@ -199,7 +241,9 @@ def _write_raw(array: zarr.Array, data: np.ndarray) -> bool:
         return False
     data = np.ascontiguousarray(data, dtype=array.dtype)  # the byte order the file holds
     row_bytes = data[:1].nbytes
-    for start, stop, path in _chunk_files(array, *layout):
+    root = layout[0]
+    for start, stop, key in _chunk_files(array, layout[1]):
+        path = root / key
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as f:
             f.write(memoryview(data[start:stop].reshape(-1).view(np.uint8)))
@@ -285,7 +329,7 @@ def _read_dask_array(group: zarr.Group, key: str, meta: dict[str, Any]) -> Any:
     """A lazy dask array over the Zarr array ``key``, chunked as stored."""
     import dask.array as da
 
-    data = da.from_zarr(group[key])
+    data = da.from_zarr(_stored_array(group, key))
     dtype = np.dtype(meta["dtype"])
     return data if data.dtype == dtype else data.astype(dtype)
 
@@ -309,16 +353,61 @@ def _pickle_dumps(value: object, what: str) -> tuple[bytes, str]:
     ) from error
 
 
+def _signer(group: zarr.Group) -> ArtifactFiles:
+    """The artifact's files, which know its signature and the store's pickle key."""
+    store = group.store
+    if not isinstance(store, ArtifactFiles) or store.key is None:
+        raise HelixStoreError(
+            f"pickles are written and read only through an artifact store, not {store!r}; "
+            "use ZarrArtifactStore.put and get"
+        )
+    return store
+
+
 def _write_pickled(group: zarr.Group, key: str, value: object, what: str) -> dict[str, Any]:
-    """Pickle ``value`` into the ``uint8`` Zarr array ``key``."""
+    """Pickle ``value`` into the ``uint8`` Zarr array ``key``; return its pickler and tag."""
+    files = _signer(group)
     payload, pickler = _pickle_dumps(value, what)
     _write_array(group, key, np.frombuffer(payload, dtype=np.uint8))
-    return {"pickler": pickler}
+    where = f"{group.path}/{key}" if group.path else key
+    return {"pickler": pickler, "hmac": pickle_tag(files.key, files.signature, where, payload)}  # type: ignore[arg-type]
 
 
-def _read_pickled(group: zarr.Group, key: str) -> Any:
-    """Unpickle the ``uint8`` Zarr array ``key``."""
-    return pickle.loads(np.asarray(group[key][...], dtype=np.uint8))
+def _signed_payload(group: zarr.Group, key: str, meta: dict[str, Any]) -> np.ndarray:
+    """The bytes of the pickle ``key`` if its tag verifies; else raise."""
+    files = _signer(group)
+    payload = np.asarray(_stored_array(group, key)[...], dtype=np.uint8)
+    where = f"{group.path}/{key}" if group.path else key
+    if not tag_matches(files.key, files.signature, where, payload, meta.get("hmac")):  # type: ignore[arg-type]
+        raise files.corrupt(f"the pickle {where} is not signed with this store's key")
+    return payload
+
+
+def _read_pickled(group: zarr.Group, key: str, meta: dict[str, Any]) -> Any:
+    """Unpickle the ``uint8`` Zarr array ``key`` if its tag verifies; else raise."""
+    return pickle.loads(_signed_payload(group, key, meta))
+
+
+def check_pickles(group: zarr.Group, meta: dict[str, Any]) -> int:
+    """Check the tag of every pickle in ``group`` without unpickling any; return how many."""
+    kind, checked = meta["kind"], 0
+    if kind == "pickle":
+        _signed_payload(group, "data", meta)
+        return 1
+    if kind == "mapping":
+        for i in range(len(meta["keys"])):
+            entry = group[str(i)]
+            checked += check_pickles(entry, entry.attrs["helix"])  # type: ignore[arg-type]
+        return checked
+    if kind not in ("dataframe", "series"):
+        return 0
+    labels = [("index", meta["index"])] + ([("labels", meta["labels"])] if "labels" in meta else [])
+    columns = [(f"col{i}", column) for i, column in enumerate(meta["columns"])]
+    for key, part in labels + columns:
+        if part["enc"] == "pickle":
+            _signed_payload(group, key, part)
+            checked += 1
+    return checked
 
 
 # -- JSON in attributes -------------------------------------------------------------------------
@@ -517,7 +606,7 @@ def _read_labels(group: zarr.Group, key: str, meta: dict[str, Any]) -> Any:
 
     enc = meta["enc"]
     if enc == "pickle":
-        return _read_pickled(group, key)
+        return _read_pickled(group, key, meta)
     name = _from_json(meta["name"])
     if enc == "range":
         return pd.RangeIndex(*meta["range"], name=name)
@@ -538,7 +627,7 @@ def decode(group: zarr.Group, meta: dict[str, Any]) -> object:
     if kind == "dask_array":
         return _read_dask_array(group, "data", meta)
     if kind == "pickle":
-        return _read_pickled(group, "data")
+        return _read_pickled(group, "data", meta)
     if kind == "mapping":
         return _read_mapping(group, meta)
     if kind not in ("dataframe", "series"):
@@ -549,7 +638,7 @@ def decode(group: zarr.Group, meta: dict[str, Any]) -> object:
     columns = {}
     for i, column in enumerate(meta["columns"]):
         key, native = f"col{i}", column["enc"] == "native"
-        values = _read_array(group, key, column) if native else _read_pickled(group, key)
+        values = _read_array(group, key, column) if native else _read_pickled(group, key, column)
         # An explicit dtype stops pandas from inferring "str" for object columns.
         columns[i] = pd.Series(values, dtype=values.dtype, copy=False).set_axis(index)
     if kind == "series":

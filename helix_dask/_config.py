@@ -25,7 +25,9 @@ def get(name: str) -> object:
 def resolve_budget(budget: int | str | None, store: str | os.PathLike[str]) -> int:
     """Bytes from an int, a size string or None (a quarter of the store disk's free space)."""
     if budget is None:
-        Path(store).mkdir(parents=True, exist_ok=True)
+        from ._keys import private_root  # _keys reads settings through this module
+
+        private_root(store)
         return shutil.disk_usage(store).free // 4
     try:
         value = parse_bytes(budget) if isinstance(budget, str) else int(budget)

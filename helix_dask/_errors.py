@@ -21,3 +21,21 @@ class HelixConfigError(HelixError, ValueError):
 
 class HelixTaskError(HelixError, RuntimeError):
     """A helix task whose result cannot be handled (for example, it cannot be pickled)."""
+
+
+class HelixCorruptArtifact(HelixStoreError):
+    """A stored artifact that fails its integrity checks; it is never returned, only recomputed.
+
+    ``signature``, ``path`` and ``reason`` say which artifact and what was wrong with it.
+    """
+
+    def __init__(self, signature: str, path: str, reason: str) -> None:
+        self.signature, self.path, self.reason = signature, path, reason
+        super().__init__(
+            f"artifact {signature} at {path} is unusable: {reason}; it is moved to the store's "
+            "quarantine directory and its result recomputed (`helix verify --repair` checks "
+            "a whole store)"
+        )
+
+    def __reduce__(self) -> tuple[type[HelixCorruptArtifact], tuple[str, str, str]]:
+        return type(self), (self.signature, self.path, self.reason)

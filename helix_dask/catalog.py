@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ._errors import HelixStoreError
 from ._events import Decision, EventRecord, Materialization, NodeRecord, RunReport
+from ._keys import private_root
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -189,7 +190,7 @@ class Catalog(MetadataStore):
 
     def __init__(self, store: str | os.PathLike[str]) -> None:
         self.root = Path(store)
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_root(store)  # created owner-only; a file or an unwritable path is an error
         self.path = self.root / "catalog.sqlite"
         self._lock = threading.Lock()
         try:

@@ -20,7 +20,7 @@ from dask.utils import format_bytes
 
 from . import _config, views
 from ._drawing import BOX_H, BOX_W, LEGEND, MARGIN, STORED_OUTLINE, colour, cost_label, positions
-from ._errors import HelixConfigError, HelixError
+from ._errors import HelixConfigError, HelixError, HelixStoreError
 from .catalog import Catalog
 
 STORE_ENV = "HELIX_STORE"
@@ -451,6 +451,10 @@ def cmd_du(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
 
 
 def cmd_gc(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
+    if not args.dry_run:
+        from .store import ZarrArtifactStore
+
+        ZarrArtifactStore(cat.root).sweep_temporaries()  # what killed writers left behind
     plan = views.gc_plan(cat, args.keep)
     result = None
     if not args.dry_run and plan.remove:
@@ -476,6 +480,29 @@ def cmd_gc(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
             out.write(f"kept {len(result.skipped)} that a running version now uses\n")
 
 
+def cmd_verify(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
+    from .store import ZarrArtifactStore, verify_store  # Zarr: only for the commands needing it
+
+    check = verify_store(ZarrArtifactStore(cat.root), cat, repair=args.repair)
+    if args.json:
+        _print_json(check, out)
+    else:
+        done = "quarantined" if args.repair else "corrupt"
+        for signature, reason in check.corrupt:
+            out.write(f"{done} {signature}: {reason}\n")
+        fix = "dropped" if args.repair else "no artifact for"
+        for signature in check.rows_without_artifact:
+            out.write(f"{fix} catalog row {signature}\n")
+        for signature in check.artifacts_without_row:
+            out.write(f"not in the catalog (kept): {signature}\n")
+        out.write(
+            f"checked {check.checked} artifacts: {len(check.corrupt)} corrupt, "
+            f"{len(check.rows_without_artifact)} catalog rows without an artifact\n"
+        )
+    if not check.clean and not args.repair:
+        raise HelixStoreError("the store has problems; run `helix verify --repair` to fix them")
+
+
 COMMANDS: dict[str, Callable[[Catalog, argparse.Namespace, TextIO], None]] = {
     "log": cmd_log,
     "show": cmd_show,
@@ -484,6 +511,7 @@ COMMANDS: dict[str, Callable[[Catalog, argparse.Namespace, TextIO], None]] = {
     "dag": cmd_dag,
     "du": cmd_du,
     "gc": cmd_gc,
+    "verify": cmd_verify,
 }
 
 
@@ -529,6 +557,12 @@ def parser() -> argparse.ArgumentParser:
         "--keep", type=int, required=True, metavar="N", help="versions whose artifacts stay"
     )
     s.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
+    s = sub.add_parser(
+        "verify", parents=[common], help="check every artifact byte for byte against the catalog"
+    )
+    s.add_argument(
+        "--repair", action="store_true", help="quarantine corrupt artifacts, drop stale rows"
+    )
     return p
 
 

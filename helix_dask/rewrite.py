@@ -2,14 +2,20 @@
 
 Runs inside ``SchedulerPlugin.update_graph``, after the new TaskStates exist (all ``released``)
 and before the scheduler's first transition of the graph, so no task of it has started.
+
+A load task carries the run specs of what it replaced (the node and its ancestors, as a
+:class:`Recompute`): if the artifact turns out to be missing or corrupt when the load runs, the
+worker computes the result from them with dask's synchronous scheduler, so the run still returns
+what a fresh run would.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dask._task_spec import Alias, Task
+from dask._task_spec import Alias, DataNode, GraphNode, Task
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler, TaskState
@@ -20,6 +26,55 @@ LOAD_PREFIX = "load-"
 def load_key(key: str) -> str:
     """The key of the task that reads ``key``'s artifact: ``load-<name>-<signature>``."""
     return LOAD_PREFIX + key
+
+
+@dataclass(frozen=True, slots=True)
+class Recompute:
+    """How to compute a loaded node without its artifact: the run specs the load replaced.
+
+    ``graph`` holds the node's own spec and those of its ancestors; ``held`` names ancestors
+    that only the cluster has (results in memory, scattered data), fetched only when needed.
+    """
+
+    key: str
+    graph: Mapping[Hashable, GraphNode]
+    held: tuple[Hashable, ...] = ()
+
+    def compute(self) -> object:
+        """The node's result, computed here with dask's synchronous scheduler."""
+        from dask.local import get_sync
+
+        graph = dict(self.graph)
+        if self.held:
+            graph.update(_gather(self.held))
+        return get_sync(graph, self.key)
+
+
+def _gather(keys: tuple[Hashable, ...]) -> dict[Hashable, GraphNode]:
+    """The values of ``keys`` from the cluster this worker task runs on."""
+    from distributed import Future, worker_client
+
+    with worker_client() as client:
+        values = client.gather([Future(k, client) for k in keys])
+    return {k: DataNode(k, v) for k, v in zip(keys, values, strict=True)}
+
+
+def _recompute(ts: TaskState) -> Recompute:
+    """The specs of ``ts`` and every ancestor it needs, as they stand now."""
+    graph: dict[Hashable, GraphNode] = {}
+    held: list[Hashable] = []
+    stack, seen = [ts], {ts.key}
+    while stack:
+        t = stack.pop()
+        if t is not ts and (t.run_spec is None or t.state == "memory"):
+            held.append(t.key)
+            continue
+        graph[t.key] = t.run_spec
+        for dts in t.dependencies:
+            if dts.key not in seen:
+                seen.add(dts.key)
+                stack.append(dts)
+    return Recompute(ts.key, graph, tuple(held))
 
 
 def rewrite(
@@ -44,9 +99,8 @@ def rewrite(
         lkey = load_key(key)
         lts = scheduler.tasks.get(lkey)
         if lts is None:
-            lts = scheduler.new_task(
-                lkey, Task(lkey, load_artifact, root, signature), "released", computation
-            )
+            spec = Task(lkey, load_artifact, root, signature, _recompute(ts))
+            lts = scheduler.new_task(lkey, spec, "released", computation)
         lts.priority = ts.priority
         _same_span(scheduler, ts, lts)
         for dts in list(ts.dependencies):

@@ -216,6 +216,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         from .store import ZarrArtifactStore
 
         self.artifacts = ZarrArtifactStore(self.store)
+        self.artifacts.sweep_temporaries()  # what writers killed before this start left behind
         scheduler.handlers.update(
             {
                 "helix_offer": self.handle_offer,

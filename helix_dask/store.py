@@ -1,11 +1,15 @@
 """The artifact store: task results, content-addressed by signature, as Zarr v3 groups.
 
 Each result lives at ``<root>/artifacts/<sig[:2]>/<sig>/``. It is written whole into a temporary
-sibling directory and committed with one ``os.rename``, so a reader sees a complete artifact or
-none. How each kind of value is laid out inside the group is :mod:`helix_dask._codecs`: arrays
-and frame columns natively (chunked, with a per-dtype codec), dicts of results entry by entry,
-small JSON-safe values in the group attributes, everything else as a pickle in a ``uint8`` array.
-Dask arrays are written chunk by chunk by tasks on the cluster and read back lazily.
+sibling directory, sealed with a manifest of its files' checksums (:mod:`helix_dask._integrity`)
+and committed with one ``os.rename``, so a reader sees a complete artifact or none, and a load
+returns only bytes that match the manifest. An artifact that fails a check is moved to
+``<root>/quarantine/`` and its catalog row dropped, so the next plan recomputes it.
+
+How each kind of value is laid out inside the group is :mod:`helix_dask._codecs`: arrays and
+frame columns natively (chunked, with a per-dtype codec), dicts of results entry by entry, small
+JSON-safe values in the group attributes, everything else as a signed pickle in a ``uint8``
+array. Dask arrays are written chunk by chunk by tasks on the cluster and read back lazily.
 """
 
 from __future__ import annotations
@@ -18,27 +22,37 @@ import logging
 import os
 import re
 import shutil
+import socket
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import zarr
-from zarr.storage import LocalStore
 
-from helix_dask._codecs import decode, encode, qualname
-from helix_dask._errors import HelixConfigError, HelixStoreError
+from helix_dask._codecs import check_pickles, decode, encode, qualname
+from helix_dask._errors import HelixConfigError, HelixCorruptArtifact, HelixStoreError
+from helix_dask._integrity import ArtifactFiles, read_manifest, seal, verify_tree
+from helix_dask._keys import pickle_key, private_root
+
+if TYPE_CHECKING:
+    from helix_dask.rewrite import Recompute
 
 __all__ = ["MISSING", "ArtifactInfo", "ArtifactStore", "ZarrArtifactStore"]
-__all__ += ["load_artifact", "write_artifact"]
+__all__ += ["load_artifact", "quarantine", "write_artifact"]
 
 logger = logging.getLogger(__name__)
 
 FORMAT: Final = 1
 _SIGNATURE = re.compile(r"[0-9a-f]{32}")
 _TMP_PREFIX: Final = ".tmp-"
+_QUARANTINE: Final = "quarantine"
+_HOST: Final = socket.gethostname()
+# ".tmp-<sig>-<uuid>-<pid>@<host>": a write in progress, by the process <pid> on <host>.
+_WRITER = re.compile(r"\.tmp-[0-9a-f]{32}-[0-9a-f]{32}-(\d+)@(.+)")
 
 
 class _Missing(enum.Enum):
@@ -139,7 +153,8 @@ class ZarrArtifactStore(ArtifactStore):
     place, so the rename is the commit: readers see the complete artifact or ``KeyError``, and
     the first of several concurrent writers of one signature wins while the others discard their
     copy. The store pickles as its root path alone, so it can be shipped to Dask workers.
-    Pickled artifacts are unpickled on ``get``: only open stores whose contents you trust.
+    Pickles are signed with the store's key (:mod:`helix_dask._keys`) and unpickled only when
+    their tag verifies; every file is checked against the artifact's manifest as it is read.
 
     A ``dict`` with ``str`` keys that holds arrays or frames, such as ``{"X": array, "model":
     estimator}``, is stored entry by entry, each value by the rule for its own type, and read
@@ -153,7 +168,8 @@ class ZarrArtifactStore(ArtifactStore):
     Parameters
     ----------
     root : str or os.PathLike
-        Directory of the store; ``<root>/artifacts`` is created if missing.
+        Directory of the store (the ``helix.store`` setting); it and ``<root>/artifacts`` are
+        created owner-only if missing.
 
     Examples
     --------
@@ -164,9 +180,9 @@ class ZarrArtifactStore(ArtifactStore):
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root).absolute()
+        self.root = private_root(root)
         self._artifacts = self.root / "artifacts"
-        self._artifacts.mkdir(parents=True, exist_ok=True)
+        self._artifacts.mkdir(mode=0o700, exist_ok=True)
 
     def __reduce__(self) -> tuple[type[ZarrArtifactStore], tuple[str]]:
         return type(self), (str(self.root),)
@@ -186,29 +202,45 @@ class ZarrArtifactStore(ArtifactStore):
         location, nbytes = path.relative_to(self.root).as_posix(), _tree_nbytes(path)
         return ArtifactInfo(signature, location, kind, nbytes, time.perf_counter() - started)
 
-    def _open(self, signature: str) -> tuple[zarr.Group, dict[str, Any]]:
-        """Open a committed artifact and check its ``helix`` attributes."""
+    def _open(
+        self, signature: str, *, quarantine_on_error: bool = True
+    ) -> tuple[zarr.Group, dict[str, Any]]:
+        """Open a committed artifact, check its manifest and its ``helix`` attributes."""
         path = self._path(signature)
         if not path.is_dir():
             raise KeyError(signature)
         try:
-            group = zarr.open_group(LocalStore(path, read_only=True), mode="r", zarr_format=3)
+            files = ArtifactFiles(
+                path,
+                read_only=True,
+                manifest=read_manifest(path, signature),
+                signature=signature,
+                key=pickle_key(self.root),
+                moves_corrupt=quarantine_on_error,
+            )
+            group = zarr.open_group(files, mode="r", zarr_format=3)
             meta = group.attrs["helix"]
             if not isinstance(meta, dict) or meta.get("format") != FORMAT or "kind" not in meta:
                 raise ValueError(f"attribute 'helix' is {meta!r}, expected format {FORMAT}")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             if not path.is_dir():  # deleted while we were opening it
                 raise KeyError(signature) from None
-            raise self._corrupt(signature, path, exc) from exc
+            raise self._corrupt(signature, path, exc, move=quarantine_on_error) from exc
         return group, meta
 
     @staticmethod
-    def _corrupt(signature: str, path: Path, exc: BaseException) -> HelixStoreError:
-        return HelixStoreError(
-            f"artifact {path} is corrupt, partial or from an incompatible version "
-            f"({type(exc).__name__}: {exc}); delete it with store.delete({signature!r}) "
-            "and recompute"
-        )
+    def _corrupt(
+        signature: str, path: Path, exc: BaseException, *, move: bool = True
+    ) -> HelixCorruptArtifact:
+        """``exc`` as the typed error, the artifact moved out of the store (``move``)."""
+        if isinstance(exc, HelixCorruptArtifact):
+            error = exc
+        else:
+            reason = f"it is corrupt, partial or from an incompatible version ({exc!r})"
+            error = HelixCorruptArtifact(signature, str(path), reason)
+        if move:
+            quarantine(path, error)
+        return error
 
     def put(
         self, signature: str, value: object, *, name: str = "", scheduler: Any = None
@@ -225,15 +257,18 @@ class ZarrArtifactStore(ArtifactStore):
         started = time.perf_counter()
         final = self._path(signature)
         if final.is_dir():
-            with contextlib.suppress(KeyError):  # KeyError: deleted meanwhile, so write it
+            # KeyError: deleted meanwhile; corrupt: moved out of the way. Either way, write it.
+            with contextlib.suppress(KeyError, HelixCorruptArtifact):
                 return self._info(signature, final, self._open(signature)[1]["kind"], started)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f"{_TMP_PREFIX}{signature}-{uuid.uuid4().hex}"
+        final.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp = final.parent / f"{_TMP_PREFIX}{signature}-{uuid.uuid4().hex}-{os.getpid()}@{_HOST}"
         try:
-            group = zarr.open_group(LocalStore(tmp), mode="w", zarr_format=3)
+            files = ArtifactFiles(tmp, signature=signature, key=pickle_key(self.root))
+            group = zarr.open_group(files, mode="w", zarr_format=3)
             kind, extra = encode(group, value, scheduler)
             meta = {"kind": kind, "type": qualname(value), "name": name, "format": FORMAT}
             group.attrs.put({"helix": {**meta, **extra}})
+            seal(tmp, signature)
         except BaseException as exc:
             _remove_tree(tmp)
             if isinstance(exc, HelixStoreError) or not isinstance(exc, Exception):
@@ -260,12 +295,46 @@ class ZarrArtifactStore(ArtifactStore):
         return info
 
     def get(self, signature: str) -> object:
-        """The value under ``signature``; ``KeyError`` if absent, ``HelixStoreError`` if corrupt."""
+        """The value under ``signature``; ``KeyError`` if absent.
+
+        ``HelixCorruptArtifact`` if the artifact fails a check or cannot be decoded; it is then
+        moved to ``<root>/quarantine/`` and dropped from the catalog, so it is not planned again.
+        """
         group, meta = self._open(signature)
         try:
             return decode(group, meta)
+        except (MemoryError, RecursionError):
+            raise  # the machine's limits, not the artifact's fault
         except Exception as exc:
             raise self._corrupt(signature, self._path(signature), exc) from exc
+
+    def verify(self, signature: str, *, repair: bool = False) -> HelixCorruptArtifact | None:
+        """Read and hash every file of the artifact and check its pickles' tags, unpickling
+        nothing; return the problem found, or None. ``repair`` quarantines a bad artifact.
+
+        ``KeyError`` if there is no artifact under ``signature``.
+        """
+        path = self._path(signature)
+        if not path.is_dir():
+            raise KeyError(signature)
+        try:
+            verify_tree(path, signature)
+            group, meta = self._open(signature, quarantine_on_error=repair)
+            check_pickles(group, meta)
+        except HelixCorruptArtifact as exc:
+            if repair:
+                quarantine(path, exc)
+            return exc
+        except (KeyError, ValueError, TypeError) as exc:  # metadata that decodes wrongly
+            error = HelixCorruptArtifact(signature, str(path), f"its metadata is wrong ({exc!r})")
+            if repair:
+                quarantine(path, error)
+            return error
+        return None
+
+    def quarantine(self, signature: str, error: HelixCorruptArtifact) -> None:
+        """Move the artifact out of the store and drop its catalog row (see :func:`quarantine`)."""
+        quarantine(self._path(signature), error)
 
     def contains(self, signature: str) -> bool:
         """Whether a committed artifact exists under ``signature``."""
@@ -303,10 +372,12 @@ class ZarrArtifactStore(ArtifactStore):
         return _tree_nbytes(path)
 
     def sweep_temporaries(self, older_than: float = 3600) -> int:
-        """Remove the temporary directories of crashed writes; return how many were removed.
+        """Remove what crashed writes and old quarantines left; return how many were removed.
 
-        A temporary directory in which nothing changed for ``older_than`` seconds is stale;
-        younger ones may belong to a write in progress and are kept.
+        A temporary directory goes when the process that made it is gone (same host), when it
+        holds a finished delete, or when nothing changed in it for ``older_than`` seconds; a
+        younger one of a live writer (or of another host) may be a write in progress and stays.
+        Quarantined artifacts go ``older_than`` seconds after they were moved there.
         """
         if older_than < 0:
             raise HelixConfigError(
@@ -316,13 +387,130 @@ class ZarrArtifactStore(ArtifactStore):
         cutoff = time.time() - older_than
         removed = 0
         for tmp in self._artifacts.glob(f"??/{_TMP_PREFIX}*"):
-            # A directory's mtime changes when entries are added to it, so the newest
-            # directory in the tree says when the write last made progress.
-            folders = (os.stat(folder).st_mtime for folder, _, _ in os.walk(tmp))
-            if max(folders, default=0.0) < cutoff:
+            if _writer_is_gone(tmp.name) or tmp.name.endswith("-deleted") or _idle(tmp, cutoff):
                 _remove_tree(tmp)
                 removed += 1
+        for entry in (self.root / _QUARANTINE).glob("*"):
+            if _idle(entry, cutoff):
+                _remove_tree(entry)
+                removed += 1
         return removed
+
+
+def _idle(path: Path, cutoff: float) -> bool:
+    """Whether nothing changed under ``path`` since ``cutoff``."""
+    # A directory's mtime changes when entries are added to it, so the newest directory in
+    # the tree says when the write last made progress.
+    folders = (os.stat(folder).st_mtime for folder, _, _ in os.walk(path))
+    return max(folders, default=0.0) < cutoff
+
+
+def _writer_is_gone(name: str) -> bool:
+    """Whether the temporary ``name`` was made by a process of this host that has exited."""
+    match = _WRITER.fullmatch(name)
+    if match is None or match[2] != _HOST:
+        return False
+    try:
+        os.kill(int(match[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def quarantine(path: Path, error: HelixCorruptArtifact) -> None:
+    """Move the artifact directory ``path`` to ``<root>/quarantine/`` and drop its catalog row.
+
+    Logs a WARNING naming the artifact and ``error.reason``. Safe to call twice or on an
+    artifact another process already moved: the first one moves it, the others do nothing.
+    """
+    root = path.parents[2]
+    target = root / _QUARANTINE / f"{path.name}-{uuid.uuid4().hex}"
+    try:
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        os.rename(path, target)
+    except FileNotFoundError:
+        return  # already moved, or deleted
+    except OSError as exc:
+        logger.warning(
+            "helix artifact %s is unusable (%s) and could not be moved to %s: %s; remove it "
+            "with `helix verify --repair`",
+            path.name,
+            error.reason,
+            target.parent,
+            exc,
+        )
+        return
+    (target / "helix-quarantine.txt").write_text(f"{error.reason}\n")
+    logger.warning(
+        "helix artifact %s is unusable (%s); moved it to %s", path.name, error.reason, target
+    )
+    _forget_in_catalog(root, path.name)
+
+
+def _forget_in_catalog(root: Path, signature: str) -> None:
+    """Drop the catalog row of an artifact that left the store (no catalog, nothing to do)."""
+    if not (root / "catalog.sqlite").is_file():
+        return
+    from .catalog import Catalog  # the catalog imports the store's readers: only when needed
+
+    try:
+        catalog = Catalog(root)
+        try:
+            catalog.remove_artifact(signature)
+        finally:
+            catalog.close()
+    except (sqlite3.Error, OSError) as exc:
+        logger.warning(
+            "helix could not drop artifact %s from the catalog of %s: %s; `helix verify "
+            "--repair` drops it",
+            signature,
+            root,
+            exc,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCheck:
+    """What :func:`verify_store` found: the artifacts checked and every inconsistency."""
+
+    checked: int
+    corrupt: tuple[tuple[str, str], ...]
+    """Signature and reason of each artifact that failed a check."""
+    rows_without_artifact: tuple[str, ...]
+    artifacts_without_row: tuple[str, ...]
+    """Committed artifacts the catalog does not list (a write in flight, or a lost row)."""
+    repaired: bool
+
+    @property
+    def clean(self) -> bool:
+        """Whether nothing needs repair (rows without artifacts and corrupt artifacts do)."""
+        return not self.corrupt and not self.rows_without_artifact
+
+
+def verify_store(store: ZarrArtifactStore, catalog: Any, *, repair: bool = False) -> StoreCheck:
+    """Check every artifact of ``store`` byte for byte and against ``catalog`` (a Catalog).
+
+    With ``repair``, corrupt artifacts are quarantined (their rows dropped) and rows whose
+    artifact is gone are dropped, so no plan loads either. Nothing is unpickled.
+    """
+    on_disk = list(store.signatures())
+    corrupt = []
+    for signature in on_disk:
+        try:
+            problem = store.verify(signature, repair=repair)
+        except KeyError:  # removed meanwhile
+            continue
+        if problem is not None:
+            corrupt.append((signature, problem.reason))
+    rows = {a.signature for a in catalog.artifacts()}
+    missing = sorted(rows - set(on_disk))
+    if repair:
+        for signature in missing + [s for s, _ in corrupt]:
+            catalog.remove_artifact(signature)
+    orphans = sorted(set(on_disk) - rows - {s for s, _ in corrupt})
+    return StoreCheck(len(on_disk), tuple(corrupt), tuple(missing), tuple(orphans), repair)
 
 
 # -- thin functions for Dask worker tasks --------------------------------------------------------
@@ -338,9 +526,25 @@ def _store_for(root: str | os.PathLike[str]) -> ZarrArtifactStore:
     return store
 
 
-def load_artifact(root: str, signature: str) -> object:
-    """Return the artifact ``signature`` of the store at ``root`` (``KeyError`` if absent)."""
-    return _store_for(root).get(signature)
+def load_artifact(root: str, signature: str, fallback: Recompute | None = None) -> object:
+    """Return the artifact ``signature`` of the store at ``root``.
+
+    If it is absent or unusable, compute the result with ``fallback`` (the tasks the load
+    replaced) after a WARNING; without one, raise ``KeyError`` or ``HelixCorruptArtifact``.
+    """
+    try:
+        return _store_for(root).get(signature)
+    except (KeyError, HelixCorruptArtifact) as exc:
+        if fallback is None:
+            raise
+        reason = exc.reason if isinstance(exc, HelixCorruptArtifact) else "it is not in the store"
+        logger.warning(
+            "helix could not load artifact %s of %s (%s); computing it on this worker instead",
+            signature,
+            fallback.key,
+            reason,
+        )
+        return fallback.compute()
 
 
 def write_artifact(root: str, signature: str, value: object, name: str = "") -> ArtifactInfo:
