@@ -114,7 +114,8 @@ def dependencies(seen: Mapping[types.CodeType, Mapping[str, Any]]) -> Scopes:
     """Dependency ids of the code objects that ran: ``module.qualname`` of each project
     function, method or class body, ``dist:<distribution>`` for each installed distribution
     (``dist:python`` for the standard library) whose code ran."""
-    from helix_dask._code import _is_project_path, _package_versions, is_project_local
+    from helix_dask._origin import _is_project_path, is_project_local
+    from helix_dask._origin import package_versions as _package_versions
 
     found: Scopes = {}
     libraries: set[str] = set()
