@@ -49,7 +49,7 @@ def test_an_argument_mutated_after_the_call_is_refused_at_compute(threaded_clien
     x = np.zeros(4)
     node = shift(x)
     x[0] = 5.0
-    with pytest.raises(HelixSignatureError, match="'x' of node 'shift-.*was modified after"):
+    with pytest.raises(HelixSignatureError, match=r"'x' of node 'shift-.*was modified after"):
         node.compute()
     assert shift(x).compute().tolist() == [6.0, 1.0, 1.0, 1.0]
 
@@ -59,7 +59,7 @@ def test_a_global_changed_after_the_call_is_refused_at_compute(threaded_client):
     node = shift(np.zeros(2))
     OFFSET = 3
     try:
-        with pytest.raises(HelixSignatureError, match="task 'shift'.*changed after the node"):
+        with pytest.raises(HelixSignatureError, match=r"task 'shift'.*changed after the node"):
             node.compute()
         assert shift(np.zeros(2)).compute().tolist() == [3.0, 3.0]
     finally:
