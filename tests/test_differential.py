@@ -1,8 +1,13 @@
 """Randomized differential test: random DAGs and random edit sequences through helix give
-exactly what a fresh plain run computes, iteration after iteration, on one persistent store."""
+exactly what a fresh plain run computes, iteration after iteration, on one persistent store.
+
+Edits change parameters, which function a node calls, the requested outputs, and code that only
+a run-time trace can see. ``HELIX_DIFFERENTIAL_EXAMPLES=1000`` runs the long profile."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Iterator
 
@@ -14,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import helix_dask as hx
+from helix_dask import Decision, Materialization
 
 WORK = 0.004
 """Each task sleeps this long: close to a load's cost, so plans mix compute, load and prune."""
@@ -50,6 +56,36 @@ def stats(x: np.ndarray, q: int) -> dict:
     return {"sum": int(x.sum()), "q": float(np.percentile(x, q)) if len(x) else 0.0}
 
 
+def _halve(x: np.ndarray) -> np.ndarray:
+    return x // 2
+
+
+def _negate(x: np.ndarray) -> np.ndarray:
+    return -x * DYN_K
+
+
+DYN_K = 1
+"""Read by ``_negate``, which ``dynamic`` reaches only at run time: an edited constant."""
+DYN_FN = "_halve"
+"""Name of the helper ``dynamic`` looks up at run time: static analysis sees the name, only a
+trace sees the helper's code."""
+
+
+@hx.task(name="dynamic")
+def dynamic(x: np.ndarray) -> np.ndarray:
+    time.sleep(WORK)
+    return getattr(sys.modules[__name__], DYN_FN)(x)
+
+
+def _code_edit(step: int) -> None:
+    """Edit code that only a trace of ``dynamic`` can see: which helper, or its constant."""
+    global DYN_K, DYN_FN
+    if step % 2:
+        DYN_FN = "_negate" if DYN_FN == "_halve" else "_halve"
+    else:
+        DYN_K = DYN_K % 3 + 1
+
+
 UNARY = [unary_add, unary_mul]
 
 
@@ -58,7 +94,11 @@ def dags(draw) -> list[dict]:
     n = draw(st.integers(1, 7))
     nodes: list[dict] = []
     for i in range(n):
-        kind = "leaf" if i == 0 else draw(st.sampled_from(["leaf", "unary", "mix", "stats"]))
+        kind = (
+            "leaf"
+            if i == 0
+            else draw(st.sampled_from(["leaf", "unary", "mix", "stats", "dynamic"]))
+        )
         if kind == "stats" and any(nodes[j]["kind"] == "stats" for j in range(i)):
             kind = "unary"
         parents = [] if kind == "leaf" else [draw(st.integers(0, i - 1))]
@@ -74,7 +114,7 @@ def dags(draw) -> list[dict]:
         nodes.append(
             {
                 "kind": kind,
-                "parents": parents[:1] if kind == "unary" or kind == "stats" else parents,
+                "parents": parents[:1] if kind in ("unary", "stats", "dynamic") else parents,
                 "param": draw(st.integers(1, 5)),
                 "variant": draw(st.integers(0, 1)),
             }
@@ -93,6 +133,8 @@ def build(nodes: list[dict], helix: bool) -> list:
             f, call = UNARY[n["variant"]], (*args, n["param"])
         elif n["kind"] == "mix":
             f, call = mix, (*args, n["param"])
+        elif n["kind"] == "dynamic":
+            f, call = dynamic, tuple(args)
         else:
             f, call = stats, (*args, 10 * n["param"])
         out.append(f(*call) if helix else f.func(*call))
@@ -100,7 +142,7 @@ def build(nodes: list[dict], helix: bool) -> list:
 
 
 edits = st.lists(
-    st.tuples(st.sampled_from(["param", "variant", "none", "outputs"]), st.integers(0, 6)),
+    st.tuples(st.sampled_from(["param", "variant", "none", "outputs", "code"]), st.integers(0, 6)),
     min_size=1,
     max_size=3,
 )
@@ -116,7 +158,8 @@ def shared_client(tmp_path_factory) -> Iterator[Client]:
             ) as cluster,
             Client(cluster) as client,
         ):
-            hx.setup(client, store=store, budget="200 MiB", policy="all")
+            # The default policy under a budget of a few results: stores, skips and evictions.
+            hx.setup(client, store=store, budget="16 kiB", policy="value")
             yield client
 
 
@@ -127,7 +170,7 @@ def _equal(a, b) -> bool:
 
 
 @settings(
-    max_examples=200,
+    max_examples=int(os.environ.get("HELIX_DIFFERENTIAL_EXAMPLES", "200")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -136,6 +179,7 @@ def test_every_iteration_equals_a_fresh_plain_run(shared_client, nodes, edit_seq
     rng = np.random.default_rng(outputs_seed)
     wanted = sorted({len(nodes) - 1, int(rng.integers(len(nodes)))})
     previous: list[int] = []
+    kept = False
     for kind, target in [("none", 0), *edit_seq, ("none", 0)]:
         i = target % len(nodes)
         if kind == "param":
@@ -144,12 +188,21 @@ def test_every_iteration_equals_a_fresh_plain_run(shared_client, nodes, edit_seq
             nodes[i]["variant"] ^= 1
         elif kind == "outputs":
             wanted = sorted({int(rng.integers(len(nodes))), len(nodes) - 1})
+        elif kind == "code":
+            _code_edit(target)
         lazy = build(nodes, helix=True)
         got = dask.compute(*[lazy[w] for w in wanted])
         expected = [build(nodes, helix=False)[w] for w in wanted]
         assert all(_equal(g, e) for g, e in zip(got, expected, strict=True)), (got, expected)
         run = hx.last_run(shared_client)
         assert run is not None and run.status == "done"
-        if kind == "none" and previous == wanted:
+        if kind == "none" and previous == wanted and kept:
             assert run.computed == [], "an identical re-run must run no task"
         previous = wanted
+        # Under the budget an output may not be kept; when all are, a re-run must load them.
+        keys = {lazy[w].key for w in wanted}
+        kept = all(
+            n.materialization is Materialization.STORED or n.decision is not Decision.COMPUTE
+            for n in run.nodes
+            if n.key in keys
+        )
