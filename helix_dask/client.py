@@ -10,6 +10,7 @@ from distributed import Client, LocalCluster
 
 from ._events import RunReport, report_from_dict
 from .scheduler_plugin import PLUGIN_NAME, HelixSchedulerPlugin
+from .task import _PLUGIN_SEEN
 
 _embedded: Client | None = None
 
@@ -59,6 +60,7 @@ def setup(
         policy=policy,
         workflow=workflow,
     )
+    _PLUGIN_SEEN.pop(client.id, None)  # computes ask the scheduler again
     installed = client.run_on_scheduler(_installed_settings)
     if installed == list(plugin.settings()):
         return client  # the same settings: keep the running plugin and what it has measured

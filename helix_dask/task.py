@@ -49,6 +49,8 @@ class NodeMeta:
     """Normalized source of the function and every project helper it reaches (for diffs)."""
     packages: Mapping[str, str] = field(default_factory=dict)
     message: str = ""
+    label: str = ""
+    """A name the user gave this call (``hx_name=``), shown instead of the task name."""
 
     def to_annotation(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -73,11 +75,29 @@ class HelixNode(Delayed):
     __slots__ = ("_meta", "_watch")
 
     def __init__(
-        self, key: str, dsk: HighLevelGraph, meta: NodeMeta, watch: _Watch | None = None
+        self,
+        key: str,
+        dsk: HighLevelGraph,
+        meta: NodeMeta,
+        watch: _Watch | None = None,
+        nout: int | None = None,
     ) -> None:
-        super().__init__(key, dsk)
+        super().__init__(key, dsk, nout)
         self._meta = meta
         self._watch = watch
+
+    def __getitem__(self, index: object) -> HelixNode:
+        """``node[i]`` / ``node["key"]``: a helix node of its own, reused like any other."""
+        return _item(self, index, hx_name=f"{self._label()}[{index!r}]")
+
+    def __getattr__(self, attr: str) -> HelixNode:
+        """``node.attr``: a helix node of its own (names starting with ``_`` are not proxied)."""
+        if attr.startswith("_") or attr in _NOT_PROXIED:
+            raise AttributeError(f"Attribute {attr} not found")
+        return _attribute(self, attr, hx_name=f"{self._label()}.{attr}")
+
+    def _label(self) -> str:
+        return self._meta.label or self._meta.name
 
     @property
     def signature(self) -> str:
@@ -109,7 +129,11 @@ class HelixNode(Delayed):
         return f"HelixNode({self.key!r})"
 
     def __reduce__(self):  # type: ignore[override]
-        return HelixNode, (self.key, self.dask, self._meta)
+        return HelixNode, (self.key, self.dask, self._meta, None, self._length)
+
+
+_NOT_PROXIED = frozenset({"expr"})
+"""Attributes Dask probes on every collection: never turned into nodes."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -168,9 +192,25 @@ def _node_signature(obj: object) -> str | None:
     return obj.signature if isinstance(obj, HelixNode) else None
 
 
+_PLUGIN_SEEN: dict[str, bool] = {}
+"""Client id -> whether its scheduler runs the helix plugin (``hx.setup`` clears it)."""
+_WARNED: set[str] = set()
+
+
+def _warn_once(what: str, message: str) -> None:
+    if what not in _WARNED:
+        _WARNED.add(what)
+        logger.warning(message)
+
+
+def _has_helix(dask_scheduler: Any) -> bool:
+    return "helix" in dask_scheduler.plugins
+
+
 def _send_requirement_digests(node: HelixNode) -> None:
     """Tell the scheduler plugin the client's digests of the run-time dependencies recorded
-    for the stored results of this graph (usually none: one round trip)."""
+    for the stored results of this graph (usually none: one round trip). Says once when the
+    graph runs where helix cannot see it (no client, or no helix plugin on the cluster)."""
     from ._trace import requirement_digests
 
     try:
@@ -178,16 +218,27 @@ def _send_requirement_digests(node: HelixNode) -> None:
 
         client = default_client()
     except (ImportError, ValueError):
+        _warn_once(
+            "client",
+            "helix nodes computed without a distributed client run as plain Dask: nothing is "
+            "planned, stored or recorded; call hx.setup() (or hx.setup(client)) first",
+        )
+        return
+    if client.id not in _PLUGIN_SEEN:
+        _PLUGIN_SEEN[client.id] = bool(client.run_on_scheduler(_has_helix))
+    if not _PLUGIN_SEEN[client.id]:
+        _warn_once(
+            client.id,
+            "the cluster of this client has no helix plugin: helix nodes run as plain Dask "
+            "(nothing is planned, stored or recorded); call hx.setup(client) first",
+        )
         return
     sigs = [
         ann["signature"]
         for layer in node.dask.layers.values()
         if (ann := (layer.annotations or {}).get(ANNOTATION)) is not None
     ]
-    try:
-        deps = client.sync(client.scheduler.helix_requirements, signatures=sigs)
-    except (KeyError, ValueError, OSError):  # no helix plugin on this cluster
-        return
+    deps = client.sync(client.scheduler.helix_requirements, signatures=sigs)
     if deps:
         digests = requirement_digests(deps)
         client.sync(client.scheduler.helix_digests, client=client.id, digests=digests)
@@ -213,6 +264,7 @@ class HelixTask(Generic[P]):
         materialize: bool | None = None,
         metrics: bool = False,
         untracked: Iterable[str] = (),
+        nout: int | None = None,
     ) -> None:
         if not callable(func):
             raise HelixConfigError(f"@hx.task expects a function, got {type(func).__name__}")
@@ -226,9 +278,20 @@ class HelixTask(Generic[P]):
         self.materialize = materialize
         self.metrics = metrics
         self.untracked = tuple(untracked)
+        if not (nout is None or (type(nout) is int and nout >= 0)):
+            raise HelixConfigError(f"nout must be None or an int >= 0, got {nout!r}")
+        self.nout = nout
         functools.update_wrapper(self, func)  # sets __wrapped__, so signatures follow the source
 
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        """A task defined as a method: the instance is its first argument (and is signed)."""
+        if instance is None:
+            return self
+        return functools.partial(self.__call__, instance)
+
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> HelixNode:
+        label = str(kwargs.pop("hx_name", None) or kwargs.pop("dask_key_name", None) or "")
+        kwargs.pop("dask_key_name", None)
         parents: dict[str, HelixNode] = {}
         nested = 0
 
@@ -303,6 +366,7 @@ class HelixTask(Generic[P]):
             sources=dict(fingerprint.sources),
             packages=dict(fingerprint.packages),
             message=str(dask.config.get("helix.message", "") or ""),
+            label=label,
         )
         spec = Task(
             key,
@@ -314,7 +378,7 @@ class HelixTask(Generic[P]):
             hlg = HighLevelGraph.from_collections(
                 key, {key: spec}, dependencies=list(parents.values())
             )
-        return HelixNode(key, hlg, meta, watch)
+        return HelixNode(key, hlg, meta, watch, self.nout)
 
     def __repr__(self) -> str:
         return f"<helix task {self.name!r}>"
@@ -381,6 +445,7 @@ def task(
     materialize: bool | None = None,
     metrics: bool = False,
     untracked: Iterable[str] = (),
+    nout: int | None = None,
 ) -> Callable[[Callable[P, R]], HelixTask[P]]: ...
 
 
@@ -393,6 +458,7 @@ def task(
     materialize: bool | None = None,
     metrics: bool = False,
     untracked: Iterable[str] = (),
+    nout: int | None = None,
 ) -> HelixTask[P] | Callable[[Callable[P, R]], HelixTask[P]]:
     """Make ``func`` a helix task: calls build lazy nodes that helix can load, prune or store.
 
@@ -414,6 +480,13 @@ def task(
     untracked
         Names of globals the function uses that must not count in its signature (a logger, a
         connection), listed explicitly so nothing is ignored silently.
+    nout
+        The number of items the function returns, so a call can be unpacked
+        (``X_train, X_test = split(data)``), as with ``dask.delayed``. Each item is a helix
+        node (as are ``node[i]``, ``node["key"]`` and ``node.attr``).
+
+    A call takes ``hx_name="..."`` (or ``dask_key_name=``) to name it in tables and DAGs,
+    e.g. ``score(model, hx_name="logreg")``; the name does not change the signature.
 
     Examples
     --------
@@ -428,6 +501,18 @@ def task(
     options = dict(name=name, deterministic=deterministic, materialize=materialize, metrics=metrics)
 
     def wrap(f: Callable[P, R]) -> HelixTask[P]:
-        return HelixTask(f, untracked=untracked, **options)  # type: ignore[arg-type]
+        return HelixTask(f, untracked=untracked, nout=nout, **options)  # type: ignore[arg-type]
 
     return wrap(func) if func is not None else wrap
+
+
+def _get_item(obj: Any, index: Any) -> Any:
+    return obj[index]
+
+
+def _get_attribute(obj: Any, attr: str) -> Any:
+    return getattr(obj, attr)
+
+
+_item = HelixTask(_get_item, name="getitem")
+_attribute = HelixTask(_get_attribute, name="getattr")

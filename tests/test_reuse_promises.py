@@ -82,3 +82,71 @@ def test_nodes_nested_in_dataclasses_and_namedtuples_reach_the_task_as_values(th
     # Reused like any node: the second time nothing runs again.
     assert add(Pair(make(3), make(4))).compute() == 9
     assert hx.last_run(threaded_client).computed == []
+
+
+@hx.task(nout=2)
+def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+    x = np.arange(n)
+    return x[: n // 2], x[n // 2 :]
+
+
+@hx.task
+def summarize(x: np.ndarray) -> dict:
+    return {"sum": int(x.sum()), "size": int(x.size)}
+
+
+class Model:
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    @hx.task
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return x * self.k
+
+
+def test_results_unpack_index_and_expose_attributes_as_reusable_nodes(threaded_client):
+    left, right = split(6)
+    stats = summarize(right)
+    assert dask_compute(left, right, stats["sum"], summarize(left)["size"]) == (
+        [0, 1, 2],
+        [3, 4, 5],
+        12,
+        3,
+    )
+    assert split(6)[1].size.compute() == 3
+    assert dask_compute(left, right, stats["sum"]) == ([0, 1, 2], [3, 4, 5], 12)
+    run = hx.last_run(threaded_client)
+    assert run.computed == []  # every item node was stored or rebuilt from stored ones
+
+
+def test_a_task_defined_as_a_method_signs_its_instance(threaded_client):
+    x = np.arange(3)
+    assert Model(2).predict(x).compute().tolist() == [0, 2, 4]
+    assert Model(3).predict(x).compute().tolist() == [0, 3, 6]
+    assert Model(2).predict(x).signature != Model(3).predict(x).signature
+
+
+def test_a_named_call_keeps_its_signature_and_carries_its_name(threaded_client):
+    plain, named = summarize(np.arange(3)), summarize(np.arange(3), hx_name="small")
+    assert plain.signature == named.signature and named.meta.label == "small"
+    assert summarize(np.arange(3), dask_key_name="tiny").meta.label == "tiny"
+
+
+def dask_compute(*nodes):
+    import dask
+
+    return tuple(v.tolist() if isinstance(v, np.ndarray) else v for v in dask.compute(*nodes))
+
+
+def test_computing_on_a_cluster_without_the_plugin_says_so_once(caplog):
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster),
+        caplog.at_level("WARNING", logger="helix_dask"),
+    ):
+        assert summarize(np.arange(4)).compute() == {"sum": 6, "size": 4}
+        assert summarize(np.arange(5)).compute() == {"sum": 10, "size": 5}
+    said = [r.getMessage() for r in caplog.records if "hx.setup(client)" in r.getMessage()]
+    assert len(said) == 1 and "no helix plugin" in said[0]
