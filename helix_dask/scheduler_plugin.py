@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.protocol.pickle import dumps
 
@@ -336,6 +337,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         nodes: dict[str, _Node] = {}
         loads: dict[str, str] = {}
         traced = self.catalog.traced(g.meta.code for g in graph.values() if g.meta.code)
+        trace_always = str(dask.config.get("helix.trace", "new-code")) == "always"
         for k, d in chosen.decisions.items():
             meta = graph[k].meta
             if k not in fresh:
@@ -347,7 +349,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 node.reason = stale[k]
             if d is Decision.COMPUTE and meta.deterministic:
                 node.eff = None
-                _ask_trace(helix[k][0], traced.get(meta.code))
+                known = None if trace_always else traced.get(meta.code)
+                _ask_trace(helix[k][0], known)
         return nodes, loads, chosen.cost
 
     # -- progress -------------------------------------------------------------------------------
