@@ -613,6 +613,18 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 logger.warning("helix run v%d still has %d pending nodes", version, run.pending())
         return report_to_dict(self.catalog.run(version))
 
+    def leftovers(self) -> dict[str, Any]:
+        """What is still held after every compute finished: empty when the plugin drained."""
+        out: dict[str, Any] = {}
+        if self._reserved:
+            out["reserved_bytes"] = self._reserved
+        running = [v for v, r in self._runs.items() if r.finished is None]
+        if running:
+            out["unfinished_runs"] = running
+        if self._key_run:
+            out["tracked_keys"] = sorted(self._key_run)[:20]
+        return out
+
     def handle_info(self) -> dict[str, Any]:
         """Where the store is and how full it is."""
         return {
