@@ -11,6 +11,7 @@ from typing import Any
 from . import _config  # noqa: F401  (registers the helix.* defaults in dask.config)
 from ._errors import (
     HelixConfigError,
+    HelixConfigWarning,
     HelixError,
     HelixSignatureError,
     HelixStoreError,
@@ -26,6 +27,7 @@ __all__ = [
     "Decision",
     "File",
     "HelixConfigError",
+    "HelixConfigWarning",
     "HelixError",
     "HelixNode",
     "HelixSchedulerPlugin",

@@ -21,3 +21,7 @@ class HelixConfigError(HelixError, ValueError):
 
 class HelixTaskError(HelixError, RuntimeError):
     """A helix task whose result cannot be handled (for example, it cannot be pickled)."""
+
+
+class HelixConfigWarning(UserWarning):
+    """Settings that replace the ones a cluster already runs with."""

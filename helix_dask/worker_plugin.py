@@ -11,8 +11,8 @@ from dask import is_dask_collection
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ._errors import HelixStoreError
+from ._wire import ANNOTATION
 from .costs import compute_seconds
-from .task import ANNOTATION
 
 if TYPE_CHECKING:
     from distributed import Worker

@@ -87,8 +87,11 @@ def helix_client(cluster: LocalCluster, store: Path, **settings: object) -> Iter
     scheduler and the plugin drained (no tasks, reservations, unfinished runs or writes)."""
     with Client(cluster) as c:
         hx.setup(c, store=store, **{"budget": "1 GiB", **settings})
-        yield c
-        _assert_no_leaked_tasks(c)
+        try:
+            yield c
+            _assert_no_leaked_tasks(c)
+        finally:
+            c.unregister_scheduler_plugin("helix")  # the next test installs its own
 
 
 @pytest.fixture(params=["threads", "processes"])

@@ -93,7 +93,8 @@ def test_lowering_the_budget_evicts_down_to_it(threads_cluster, tmp_path, calls)
             reduce_(block(i, 10_000)).compute()
             hx.last_run(client)
         assert _stored(store) > 150_000
-        hx.setup(client, store=store, budget=100_000, policy="value")
+        with pytest.warns(hx.HelixConfigWarning, match="budget '10 MB' -> 100000"):
+            hx.setup(client, store=store, budget=100_000)
         assert _stored(store) <= 100_000
         assert any(e.kind == "evicted" for e in hx.Catalog(store).events())
 

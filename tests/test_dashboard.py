@@ -102,7 +102,8 @@ def test_page_shows_versions_the_latest_dag_and_storage_against_the_budget(dashb
 
 def test_routes_follow_the_plugin_registered_last(dashboard, tmp_path):
     client, base = dashboard
-    hx.setup(client, store=tmp_path / "other", budget="2 GiB")
+    with pytest.warns(hx.HelixConfigWarning, match="store .* -> .*other', budget"):
+        hx.setup(client, store=tmp_path / "other", budget="2 GiB")
     info = json.loads(get(base + "/helix/api/info")[2])
     assert info["store"] == str((tmp_path / "other").resolve()) and info["budget"] == 2**31
     assert json.loads(get(base + "/helix/api/versions")[2]) == []
