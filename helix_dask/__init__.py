@@ -11,6 +11,7 @@ from typing import Any
 from . import _config  # noqa: F401  (registers the helix.* defaults in dask.config)
 from ._errors import (
     HelixConfigError,
+    HelixConfigWarning,
     HelixCorruptArtifact,
     HelixError,
     HelixSignatureError,
@@ -27,6 +28,7 @@ __all__ = [
     "Decision",
     "File",
     "HelixConfigError",
+    "HelixConfigWarning",
     "HelixCorruptArtifact",
     "HelixError",
     "HelixNode",

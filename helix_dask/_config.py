@@ -1,7 +1,10 @@
-"""Settings under ``helix.`` in dask.config, with the YAML defaults shipped in the package."""
+"""Settings under ``helix.`` in dask.config: YAML defaults shipped in the package, the same
+defaults in code (a preload must start even when dask.config was reset to a snapshot taken
+before helix's YAML was added), and the checks that turn a setting into a value."""
 
 from __future__ import annotations
 
+import numbers
 import os
 import shutil
 from pathlib import Path
@@ -12,23 +15,44 @@ from dask.utils import parse_bytes
 
 from ._errors import HelixConfigError
 
-_DEFAULTS = Path(__file__).with_name("helix.yaml")
-with _DEFAULTS.open() as _f:
+DEFAULTS: dict[str, object] = {
+    "store": ".helix",
+    "budget": None,
+    "policy": "value",
+    "workflow": None,
+    "message": "",
+    "solver": "scipy",
+    "read-bandwidth": "500MB",
+    "load-overhead": 0.005,
+    "key-file": None,
+    "trace": "new-code",
+}
+"""Every setting's default; ``helix.yaml`` documents them and must agree (a test checks)."""
+
+_YAML = Path(__file__).with_name("helix.yaml")
+with _YAML.open() as _f:
     dask.config.update_defaults(yaml.safe_load(_f))
 
 
 def get(name: str) -> object:
-    """The current value of ``helix.<name>``, read at call time."""
-    return dask.config.get(f"helix.{name}")
+    """The current value of ``helix.<name>``, read at call time, the code default if unset."""
+    if name not in DEFAULTS:
+        raise KeyError(f"helix.{name} is not a helix setting; known: {sorted(DEFAULTS)}")
+    return dask.config.get(f"helix.{name}", default=DEFAULTS[name])
 
 
-def resolve_budget(budget: int | str | None, store: str | os.PathLike[str]) -> int:
-    """Bytes from an int, a size string or None (a quarter of the store disk's free space)."""
+def check_budget(budget: object) -> int | None:
+    """Bytes from an int or a size string; None stays None (resolved where the store is).
+
+    Raises HelixConfigError for anything else: ``1.5`` or ``True`` are not sizes.
+    """
     if budget is None:
-        from ._keys import private_root  # _keys reads settings through this module
-
-        private_root(store)
-        return shutil.disk_usage(store).free // 4
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, (numbers.Integral, str)):
+        raise HelixConfigError(
+            f"budget {budget!r} ({type(budget).__name__}) is not a size; pass whole bytes as an "
+            "int or a string such as '10 GiB'"
+        )
     try:
         value = parse_bytes(budget) if isinstance(budget, str) else int(budget)
     except (ValueError, TypeError) as e:
@@ -37,6 +61,20 @@ def resolve_budget(budget: int | str | None, store: str | os.PathLike[str]) -> i
         ) from e
     if value < 0:
         raise HelixConfigError(f"budget {budget!r} is negative; pass a size of at least 0")
+    return value
+
+
+def resolve_budget(budget: object, store: str | os.PathLike[str]) -> int:
+    """Bytes from an int, a size string or None (a quarter of the store disk's free space).
+
+    Call it where the store is: the free space is that of the scheduler's disk.
+    """
+    value = check_budget(budget)
+    if value is None:
+        from ._keys import private_root  # _keys reads settings through this module
+
+        private_root(store)
+        return shutil.disk_usage(store).free // 4
     return value
 
 

@@ -39,3 +39,7 @@ class HelixCorruptArtifact(HelixStoreError):
 
     def __reduce__(self) -> tuple[type[HelixCorruptArtifact], tuple[str, str, str]]:
         return type(self), (self.signature, self.path, self.reason)
+
+
+class HelixConfigWarning(UserWarning):
+    """Settings that replace the ones a cluster already runs with."""

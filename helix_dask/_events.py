@@ -34,6 +34,35 @@ class Materialization(enum.StrEnum):
     """The write raised; nothing was committed and a WARNING was logged."""
 
 
+class RunStatus(enum.StrEnum):
+    """Where one version stands."""
+
+    RUNNING = "running"
+    """Planned; some node has not finished or some write has not committed yet."""
+    DONE = "done"
+    """Every node finished and every write committed."""
+    FAILED = "failed"
+    """A task raised; the rest finished."""
+    INTERRUPTED = "interrupted"
+    """The scheduler plugin closed while it ran."""
+    PLAN_FAILED = "plan_failed"
+    """Planning or rewriting raised: the graph ran unchanged, as plain Dask, and stored nothing."""
+
+
+class EventKind(enum.StrEnum):
+    """What happened to one result in the store."""
+
+    STORED = "stored"
+    SKIPPED = "skipped"
+    NO_SPACE = "no_space"
+    FAILED = "failed"
+    EVICTED = "evicted"
+    """Removed to make room or to fit a lowered budget."""
+    STALE = "stale"
+    """Stored, but not reusable: a run-time dependency it recorded changed (named in the
+    reason), so the node computes again."""
+
+
 @dataclass(frozen=True, slots=True)
 class NodeRecord:
     """One helix node in one version: identity, decision and measured costs."""
@@ -54,6 +83,8 @@ class NodeRecord:
     estimated_compute_seconds: float = 0.0
     arg_values: Mapping[str, str] = field(default_factory=dict)
     metrics: Mapping[str, float] | None = None
+    label: str = ""
+    """A name the user gave this call (``hx_name=``); '' when none."""
     identity: str = ""
     """The effective signature its artifact is stored and loaded under (static signature plus
     verified run-time dependencies); '' when it is the signature or was never settled."""
@@ -130,9 +161,11 @@ class RunReport:
         return found[0]
 
     def summary(self) -> str:
-        """One line: counts per decision and the time saved."""
+        """One line: counts per decision and the time saved (and the status unless done)."""
+        status = "" if self.status == RunStatus.DONE else f" ({self.status})"
         return (
-            f"v{self.version}: computed {len(self.computed)}, loaded {len(self.loaded)}, "
+            f"v{self.version}{status}: computed {len(self.computed)}, "
+            f"loaded {len(self.loaded)}, "
             f"pruned {len(self.pruned)}, stored {len(self.stored)}, "
             f"saved ~{self.time_saved:.2f}s"
         )

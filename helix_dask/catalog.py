@@ -193,6 +193,7 @@ class Catalog(MetadataStore):
         private_root(store)  # created owner-only; a file or an unwritable path is an error
         self.path = self.root / "catalog.sqlite"
         self._lock = threading.Lock()
+        self._batch_thread: int | None = None
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -217,8 +218,22 @@ class Catalog(MetadataStore):
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self._batch_thread == threading.get_ident():
+            yield self._db  # inside batch(): one transaction for all
+            return
         with self._lock, self._db:
             yield self._db
+
+    @contextmanager
+    def batch(self) -> Iterator[Catalog]:
+        """Apply the writes made inside in one transaction (all or none)."""
+        with self._lock:
+            self._batch_thread = threading.get_ident()
+            try:
+                with self._db:
+                    yield self
+            finally:
+                self._batch_thread = None
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -228,12 +243,24 @@ class Catalog(MetadataStore):
         message: str,
         outputs: Sequence[str],
         predicted_seconds: float | None = None,
+        *,
+        version: int | None = None,
+        started: float | None = None,
     ) -> int:
+        """Insert a running version; ``version`` gives its id (the plugin numbers versions
+        itself), None takes the next one."""
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO versions (workflow, started, status, message, outputs, "
-                "predicted_seconds) VALUES (?, ?, 'running', ?, ?, ?)",
-                (workflow, time.time(), message, json.dumps(list(outputs)), predicted_seconds),
+                "INSERT INTO versions (id, workflow, started, status, message, outputs, "
+                "predicted_seconds) VALUES (?, ?, ?, 'running', ?, ?, ?)",
+                (
+                    version,
+                    workflow,
+                    time.time() if started is None else started,
+                    message,
+                    json.dumps(list(outputs)),
+                    predicted_seconds,
+                ),
             )
             return int(cur.lastrowid or 0)
 
@@ -347,6 +374,44 @@ class Catalog(MetadataStore):
                 "UPDATE versions SET finished = ?, status = ?, time_saved = ?, "
                 "measured_seconds = ? WHERE id = ?",
                 (time.time(), status, time_saved, measured_seconds, version),
+            )
+
+    def record_events(self, events: Iterable[EventRecord]) -> None:
+        """Log materializer events (stored, skipped, no_space, failed, evicted) in one go."""
+        rows = [
+            (e.time, e.version, str(e.kind), e.signature, e.name, e.nbytes, e.reason)
+            for e in events
+        ]
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO events (time, version, kind, signature, name, nbytes, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def update_measurements(self, version: int, records: Iterable[NodeRecord]) -> None:
+        """Write what a run measured for its nodes (inserted by :meth:`record_nodes` when it
+        was planned) in one statement per node, one transaction."""
+        rows = [
+            (
+                r.compute_seconds,
+                r.load_seconds,
+                r.write_seconds,
+                r.nbytes,
+                r.materialization.value if r.materialization else None,
+                r.reason,
+                None if r.metrics is None else json.dumps(dict(r.metrics), sort_keys=True),
+                version,
+                r.key,
+            )
+            for r in records
+        ]
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE nodes SET compute_seconds = ?, load_seconds = ?, write_seconds = ?, "
+                "nbytes = ?, materialization = ?, reason = ?, metrics = ? "
+                "WHERE version = ? AND key = ?",
+                rows,
             )
 
     def record_event(
@@ -498,6 +563,12 @@ class Catalog(MetadataStore):
     def runs(self) -> list[RunReport]:
         """Every version's report, oldest first."""
         return [self.run(v.id) for v in reversed(self.versions())]
+
+    def next_version(self) -> int:
+        """The id the next version gets (ids are never reused, even after a delete)."""
+        rows = self._query("SELECT seq FROM sqlite_sequence WHERE name = 'versions'")
+        last = self._query("SELECT MAX(id) FROM versions")[0][0]
+        return max(rows[0][0] if rows else 0, last or 0) + 1
 
     def last_version(self) -> int | None:
         """The newest version id, or None for an empty catalog."""

@@ -155,3 +155,54 @@ def expected_reuses(p: float, horizon: int = HORIZON) -> float:
     iteration with probability ``p``: p + p^2 + ... + p^horizon."""
     p = min(max(p, 0.0), 1.0)
     return float(horizon) if p == 1.0 else p * (1 - p**horizon) / (1 - p)
+
+
+def expected_saving(p: float, recompute_seconds: float, load_seconds: float) -> float:
+    """The cost model in one line: seconds saved by keeping a result that is read with chance
+    ``p`` per iteration, (recreate - load) per reuse times the expected number of reuses."""
+    return expected_reuses(p) * max(0.0, recompute_seconds - load_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class CostModel:
+    """The cost model of one plan, built once from what the catalog measured: I/O costs, reuse
+    rates, the signature history and the task names whose results the store holds. Injectable:
+    tests may build one by hand instead of sleeping in tasks."""
+
+    io: IOModel
+    rates: Mapping[str, float]
+    history: Sequence[Mapping[str, frozenset[str]]]
+    stored: frozenset[str]
+
+    @property
+    def latest(self) -> Mapping[str, frozenset[str]]:
+        return self.history[-1] if self.history else {}
+
+    def read(
+        self, name: str, children: Iterable[str], stored: Collection[str] | None = None
+    ) -> float:
+        """Chance that a node computed now is read next time (:func:`read_probability`).
+        ``stored``: the task names whose results are kept, when the caller knows better than
+        the store's contents."""
+        return read_probability(
+            name, children, self.rates, self.stored if stored is None else stored, self.history
+        )
+
+    def reuse(
+        self,
+        name: str,
+        signature: str,
+        current: Mapping[str, frozenset[str]],
+        children: Iterable[str] = (),
+    ) -> float:
+        """Chance that a stored artifact is read next time, judged against ``current`` (the
+        signatures of the running version, or else of the last one)."""
+        read = self.read(name, children)
+        return reuse_probability(name, signature, current or self.latest, self.rates, read)
+
+    def saving(
+        self, p: float, recompute_seconds: float, nbytes: int, load_seconds: float | None = None
+    ) -> float:
+        """Expected seconds saved by keeping a result read with chance ``p`` per iteration."""
+        load = self.io.load_seconds(nbytes) if load_seconds is None else load_seconds
+        return expected_saving(p, recompute_seconds, load)

@@ -28,7 +28,7 @@ from dask.utils import format_bytes
 
 from ._errors import HelixConfigError
 from ._events import Materialization
-from .costs import expected_reuses
+from .costs import expected_reuses, expected_saving
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,7 @@ class Candidate:
     @property
     def saving(self) -> float:
         """Expected seconds saved over later iterations by having it stored."""
-        return self.expected_reuses * max(0.0, self.recompute_seconds - self.load_seconds)
+        return expected_saving(self.reuse_probability, self.recompute_seconds, self.load_seconds)
 
     @property
     def density(self) -> float:

@@ -8,7 +8,7 @@ shows the plan of a graph that has not run yet (``hx.preview(out, store=...)``).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,15 +16,20 @@ from typing import TYPE_CHECKING
 from . import _config
 from ._events import Decision
 from ._trace import effective_signature, requirement_digests
+from ._wire import ANNOTATION, NodeMeta
 from .catalog import Catalog
-from .costs import fit_io
+from .costs import CostModel, fit_io, survival_rates
 from .planner import PlanNode, plan
-from .task import ANNOTATION, HelixNode, NodeMeta
 
 if TYPE_CHECKING:
+    from distributed.scheduler import TaskState
+
     from ._drawing import DagView
+    from ._ledger import StorageLedger
+    from .catalog import ArtifactRow
     from .costs import IOModel
     from .store import ZarrArtifactStore
+    from .task import HelixNode
 
 DEFAULT_COMPUTE_PRIOR = 1.0
 """Seconds assumed for a task never measured before (it computes anyway: nothing is stored)."""
@@ -127,21 +132,24 @@ def plan_graph(
     artifacts: ZarrArtifactStore,
     io: IOModel,
     solver: str = "scipy",
+    stored_rows: Callable[[Iterable[str]], Mapping[str, ArtifactRow]] | None = None,
     *,
     identities: Mapping[str, str | None] | None = None,
 ) -> GraphPlan:
     """The cheapest plan for ``nodes`` given what ``catalog`` measured and what is stored.
 
     Compute costs come from the same signature, else the task's latest run, else a prior;
-    load costs from the artifact's measured loads, else its size through ``io``. Artifacts are
-    looked up by ``identities`` (effective signatures, None: cannot be loaded), by default the
-    static signatures.
+    load costs from the artifact's measured loads, else its size through ``io``.
+    ``stored_rows`` looks committed artifacts up (default: the catalog; the scheduler plugin
+    passes its ledger). Artifacts are looked up by ``identities`` (effective signatures, None:
+    cannot be loaded), by default the static signatures.
     """
     metas = [g.meta for g in nodes.values()]
     by_sig, by_name = catalog.compute_costs((m.signature for m in metas), (m.name for m in metas))
     if identities is None:
         identities = {k: g.meta.signature for k, g in nodes.items()}
-    stored = catalog.artifacts_for(
+    lookup = stored_rows or catalog.artifacts_for
+    stored = lookup(
         i for k, g in nodes.items() if g.meta.deterministic and (i := identities[k]) is not None
     )
     estimates: dict[str, float] = {}
@@ -164,8 +172,76 @@ def plan_graph(
     return GraphPlan(chosen.decisions, estimates, chosen.cost)
 
 
-def io_model(catalog: Catalog) -> IOModel:
-    """Load and write costs fitted to what ``catalog`` measured, the config's priors elsewhere."""
+@dataclass(frozen=True, slots=True)
+class UpdatePlan:
+    """The plan of one submitted graph: decisions per helix key, estimates, what to rewrite."""
+
+    decisions: Mapping[str, Decision]
+    estimates: Mapping[str, float]
+    cost: float
+    loads: Mapping[str, str]
+    """Key -> effective signature of each node to load."""
+    pruned: list[str]
+    identities: Mapping[str, str | None]
+    """Key -> effective signature (None: must compute and cannot be verified before)."""
+    stale: Mapping[str, str]
+    """Key -> why its stored result cannot be used (a run-time dependency changed)."""
+
+
+def plan_update(
+    helix: Mapping[str, tuple[TaskState, NodeMeta]],
+    wanted: Collection[str],
+    catalog: Catalog,
+    ledger: StorageLedger,
+    artifacts: ZarrArtifactStore,
+    io: IOModel,
+    solver: str,
+    digests: Mapping[str, str],
+    held: Mapping[str, str],
+) -> UpdatePlan:
+    """Plan the helix nodes of a graph just submitted to the scheduler (``helix``: key ->
+    its fresh TaskState and metadata). A node whose task already exists on the scheduler (held,
+    or running for another graph) is used as is: IN_CLUSTER. Stored results are looked up by
+    effective signature, verified against the client's ``digests`` of run-time dependencies;
+    ``held``: identities of results on the cluster. Reads; changes nothing."""
+    fresh = {
+        k for k, (ts, _) in helix.items() if ts.state == "released" and ts.run_spec is not None
+    }
+    graph = {
+        k: GraphNode(
+            meta=m,
+            parents=tuple(d.key for d in ts.dependencies if d.key in helix),
+            is_output=k in wanted or any(d.key not in helix for d in ts.dependents),
+            fixed=k not in fresh,
+        )
+        for k, (ts, m) in helix.items()
+    }
+    identities, stale = verified_identities(graph, catalog, digests, held)
+    chosen = plan_graph(
+        graph, catalog, artifacts, io, solver, ledger.rows_for, identities=identities
+    )
+    decisions: dict[str, Decision] = {}
+    loads: dict[str, str] = {}
+    for k, d in chosen.decisions.items():
+        if k not in fresh:
+            d = Decision.IN_CLUSTER
+        elif d is Decision.LOAD:
+            loads[k] = identities[k]  # type: ignore[assignment]
+        decisions[k] = d
+    pruned = [k for k, d in decisions.items() if d is Decision.PRUNE]
+    return UpdatePlan(decisions, chosen.estimates, chosen.cost, loads, pruned, identities, stale)
+
+
+def cost_model(catalog: Catalog, ledger: StorageLedger, workflow: str) -> CostModel:
+    """The cost model for a plan: I/O fitted to the ledger's artifacts, reuse rates from the
+    workflow's signature history (a few small queries)."""
+    history = catalog.signature_history(workflow)
+    return CostModel(io_model(ledger), survival_rates(history), history, ledger.names())
+
+
+def io_model(catalog: Catalog | StorageLedger) -> IOModel:
+    """Load and write costs fitted to what ``catalog`` (or a ledger) measured, the config's
+    priors elsewhere."""
     loads, writes = catalog.io_samples()
     return fit_io(
         loads,

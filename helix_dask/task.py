@@ -9,7 +9,7 @@ import logging
 import reprlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import dask
@@ -20,49 +20,13 @@ from dask.highlevelgraph import HighLevelGraph
 
 from ._errors import HelixConfigError, HelixSignatureError
 from ._trace import NodeCall
+from ._wire import ANNOTATION, NodeMeta, with_message
 from .signature import argument_fingerprints, code_fingerprint, fingerprint_value, node_signature
 
 logger = logging.getLogger("helix_dask")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-ANNOTATION = "helix"
-"""The annotation key under which every helix node carries its :class:`NodeMeta`."""
-
-
-@dataclass(frozen=True, slots=True)
-class NodeMeta:
-    """What the scheduler plugin needs to know about a node; travels as a Dask annotation."""
-
-    name: str
-    signature: str
-    code: str
-    args: Mapping[str, str]
-    parents: tuple[str, ...]
-    deterministic: bool
-    materialize: bool | None
-    metrics: bool = False
-    arg_values: Mapping[str, str] = field(default_factory=dict)
-    """Short, human-readable form of each argument (for diffs; never used for reuse)."""
-    sources: Mapping[str, str] = field(default_factory=dict)
-    """Normalized source of the function and every project helper it reaches (for diffs)."""
-    packages: Mapping[str, str] = field(default_factory=dict)
-    message: str = ""
-    label: str = ""
-    """A name the user gave this call (``hx_name=``), shown instead of the task name."""
-
-    def to_annotation(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["parents"] = list(self.parents)
-        return d
-
-    @classmethod
-    def from_annotation(cls, ann: Mapping[str, Any]) -> NodeMeta:
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in ann.items() if k in known}
-        d["parents"] = tuple(d["parents"])
-        return cls(**d)
 
 
 class HelixNode(Delayed):
@@ -107,6 +71,15 @@ class HelixNode(Delayed):
     @property
     def meta(self) -> NodeMeta:
         return self._meta
+
+    @property
+    def dask(self) -> HighLevelGraph:
+        """The graph; when ``helix.message`` is set now (around a compute), it is what the
+        version records, not the message set when the node was built."""
+        message = dask.config.get("helix.message", "")
+        if not message or message == self._meta.message:
+            return self._dask
+        return with_message(self._dask, self.key, str(message))
 
     def __dask_postpersist__(self):  # type: ignore[override]
         return _rebuild, (self._meta,)

@@ -12,8 +12,8 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from ._errors import HelixStoreError
 from ._trace import Scopes, covered, requirement_digests, take_trace
+from ._wire import ANNOTATION
 from .costs import compute_seconds
-from .task import ANNOTATION
 
 if TYPE_CHECKING:
     from distributed import Worker
@@ -72,7 +72,13 @@ class HelixWorkerPlugin(WorkerPlugin):
 
     def _put(self, signature: str, value: object, name: str) -> ArtifactInfo:
         """Runs in a plain thread: a dask array's chunk writes run as tasks on this cluster."""
-        scheduler = self.worker.client if is_dask_collection(value) else None
+        scheduler = None
+        if is_dask_collection(value):
+            scheduler = self.worker.client
+            if scheduler.status in ("closing", "closed"):
+                # In-process workers adopt the user's client, which may have closed since.
+                self.worker._client = None
+                scheduler = self.worker.client
         return self.artifacts.put(signature, value, name=name, scheduler=scheduler)
 
     async def _offer(

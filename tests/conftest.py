@@ -6,8 +6,10 @@ import importlib
 import os
 import sys
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dask
@@ -30,7 +32,7 @@ class Calls:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.touch()
+        path.write_text("")
 
     def take(self) -> Counter[str]:
         text = self.path.read_text()
@@ -38,54 +40,93 @@ class Calls:
         return Counter(text.split())
 
 
+@pytest.fixture(scope="session")
+def call_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One call log for the whole run, set before any shared cluster starts: worker processes
+    inherit the environment they were started with."""
+    path = tmp_path_factory.mktemp("calls") / "calls.log"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CALL_LOG, str(path))
+        yield path
+
+
 @pytest.fixture
-def calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Calls:
-    path = tmp_path / "calls.log"
-    monkeypatch.setenv(CALL_LOG, str(path))
-    return Calls(path)
+def calls(call_log: Path) -> Calls:
+    return Calls(call_log)
 
 
 def _cluster(processes: bool, *, dashboard: bool = False) -> LocalCluster:
     """Two single-threaded workers; the scheduler's dashboard on a free port when asked."""
-    return LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=processes,
-        dashboard_address=":0" if dashboard else None,
-        worker_dashboard_address=None,
-    )
+    with dask.config.set({"distributed.scheduler.validate": True}):
+        return LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=processes,
+            dashboard_address=":0" if dashboard else None,
+            worker_dashboard_address=None,
+        )
+
+
+@pytest.fixture(scope="session")
+def threads_cluster(call_log: Path) -> Iterator[LocalCluster]:
+    """One cluster of worker threads shared by the whole run (each test brings its own store)."""
+    with _cluster(False) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def processes_cluster(call_log: Path) -> Iterator[LocalCluster]:
+    """One cluster of worker processes shared by the whole run."""
+    with _cluster(True) as cluster:
+        yield cluster
+
+
+@contextmanager
+def helix_client(cluster: LocalCluster, store: Path, **settings: object) -> Iterator[Client]:
+    """A new client of ``cluster`` with helix set up on ``store``; on exit, checks that the
+    scheduler and the plugin drained (no tasks, reservations, unfinished runs or writes)."""
+    with Client(cluster) as c:
+        hx.setup(c, store=store, **{"budget": "1 GiB", **settings})
+        try:
+            yield c
+            _assert_no_leaked_tasks(c)
+        finally:
+            c.unregister_scheduler_plugin("helix")  # the next test installs its own
 
 
 @pytest.fixture(params=["threads", "processes"])
 def client(request, calls: Calls, tmp_path: Path) -> Iterator[Client]:
-    """A real LocalCluster (worker threads, then worker processes) with helix set up."""
-    with dask.config.set({"distributed.scheduler.validate": True}):
-        with _cluster(request.param == "processes") as cluster, Client(cluster) as c:
-            hx.setup(c, store=tmp_path / "store", budget="1 GiB")
-            yield c
-            _assert_no_leaked_tasks(c)
+    """A client of a shared LocalCluster (worker threads, then worker processes), helix set up
+    on a store of this test's own."""
+    cluster = request.getfixturevalue(f"{request.param}_cluster")
+    with helix_client(cluster, tmp_path / "store") as c:
+        yield c
 
 
 @pytest.fixture
-def threaded_client(calls: Calls, tmp_path: Path) -> Iterator[Client]:
-    """A threads-only LocalCluster with helix set up (for code edits made inside the test)."""
-    with dask.config.set({"distributed.scheduler.validate": True}):
-        with _cluster(False) as cluster, Client(cluster) as c:
-            hx.setup(c, store=tmp_path / "store", budget="1 GiB")
-            yield c
-            _assert_no_leaked_tasks(c)
+def threaded_client(threads_cluster, calls: Calls, tmp_path: Path) -> Iterator[Client]:
+    """A client of the shared threads cluster (for code edits made inside the test)."""
+    with helix_client(threads_cluster, tmp_path / "store") as c:
+        yield c
+
+
+def _leftovers(dask_scheduler) -> dict:
+    """What the scheduler and the helix plugin still hold: empty once a test has drained."""
+    out = {}
+    if dask_scheduler.tasks:
+        out["tasks"] = sorted(map(str, dask_scheduler.tasks))[:20]
+    plugin = dask_scheduler.plugins.get("helix")
+    if plugin is not None:
+        out.update(plugin.leftovers())
+    return out
 
 
 def _assert_no_leaked_tasks(c: Client) -> None:
-    import time
-
+    """Poll (no sleeping on a guess) until nothing is left, for at most 10 seconds."""
     deadline = time.monotonic() + 10
-    while True:
-        left = c.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
-        if left == 0 or time.monotonic() > deadline:
-            break
+    while (left := c.run_on_scheduler(_leftovers)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert left == 0, c.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))
+    assert not left, left
 
 
 @pytest.fixture

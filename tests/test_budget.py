@@ -7,8 +7,7 @@ import time
 import dask
 import numpy as np
 import pytest
-from conftest import _cluster, log_call
-from distributed import Client
+from conftest import helix_client, log_call
 
 import helix_dask as hx
 from helix_dask import Decision, Materialization
@@ -37,11 +36,10 @@ def _disk(store) -> int:
 
 
 @pytest.mark.parametrize("policy", ["value", "helix2x", "all"])
-def test_budget_holds_across_many_iterations(tmp_path, calls, policy):
+def test_budget_holds_across_many_iterations(threads_cluster, tmp_path, calls, policy):
     store = tmp_path / "store"
     budget = 300_000  # about three 80 kB blocks
-    with _cluster(False) as cluster, Client(cluster) as client:
-        hx.setup(client, store=store, budget=budget, policy=policy)
+    with helix_client(threads_cluster, store, budget=budget, policy=policy) as client:
         for i in range(8):
             expected = float(np.random.default_rng(i).random(10_000).sum())
             assert reduce_(block(i, 10_000)).compute() == expected
@@ -50,10 +48,11 @@ def test_budget_holds_across_many_iterations(tmp_path, calls, policy):
             assert _disk(store) <= budget
 
 
-def test_eviction_is_explained_and_an_evicted_node_is_recomputed_not_an_error(tmp_path, calls):
+def test_eviction_is_explained_and_an_evicted_node_is_recomputed_not_an_error(
+    threads_cluster, tmp_path, calls
+):
     store = tmp_path / "store"
-    with _cluster(False) as cluster, Client(cluster) as client:
-        hx.setup(client, store=store, budget=200_000, policy="value")
+    with helix_client(threads_cluster, store, budget=200_000, policy="value") as client:
         a = float(np.random.default_rng(1).random(10_000).sum())
         b = float(np.random.default_rng(2).random(10_000).sum())
         assert reduce_(block(1, 10_000)).compute() == a
@@ -87,15 +86,15 @@ def test_every_materialization_decision_is_an_event_with_its_numbers(threaded_cl
     assert run.node("block").materialization is Materialization.STORED
 
 
-def test_lowering_the_budget_evicts_down_to_it(tmp_path, calls):
+def test_lowering_the_budget_evicts_down_to_it(threads_cluster, tmp_path, calls):
     store = tmp_path / "store"
-    with _cluster(False) as cluster, Client(cluster) as client:
-        hx.setup(client, store=store, budget="10 MB", policy="value")
+    with helix_client(threads_cluster, store, budget="10 MB", policy="value") as client:
         for i in range(3):
             reduce_(block(i, 10_000)).compute()
             hx.last_run(client)
         assert _stored(store) > 150_000
-        hx.setup(client, store=store, budget=100_000, policy="value")
+        with pytest.warns(hx.HelixConfigWarning, match="budget '10 MB' -> 100000"):
+            hx.setup(client, store=store, budget=100_000)
         assert _stored(store) <= 100_000
         assert any(e.kind == "evicted" for e in hx.Catalog(store).events())
 

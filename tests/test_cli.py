@@ -23,8 +23,7 @@ from pathlib import Path
 
 import dask
 import pytest
-from conftest import CALL_LOG, Calls, _assert_no_leaked_tasks, _cluster
-from distributed import Client
+from conftest import CALL_LOG, Calls, helix_client
 
 import helix_dask as hx
 from helix_dask import Decision
@@ -100,7 +99,7 @@ def _write_module(root: Path, source: str, edit: int):
 
 
 @pytest.fixture(scope="module")
-def history(tmp_path_factory: pytest.TempPathFactory):
+def history(tmp_path_factory: pytest.TempPathFactory, threads_cluster):
     """Five versions: baseline, bins 10 -> 5, helper edited, data file edited, identical re-run."""
     tmp = tmp_path_factory.mktemp("history")
     (tmp / "usercode").mkdir()
@@ -112,12 +111,7 @@ def history(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CALL_LOG, str(calls.path))
         mp.syspath_prepend(str(tmp / "usercode"))
-        with (
-            dask.config.set({"distributed.scheduler.validate": True}),
-            _cluster(False) as cluster,
-            Client(cluster) as client,
-        ):
-            hx.setup(client, store=tmp / "store", budget="1 GiB", workflow="cli")
+        with helix_client(threads_cluster, tmp / "store", workflow="cli") as client:
             mod = _write_module(tmp / "usercode", USER.format(helper="x"), 0)
             steps = [("baseline", 10), ("finer bins", 5), ("scaled helper", 5)]
             steps += [("new data", 5), ("re-run", 5)]
@@ -132,7 +126,6 @@ def history(tmp_path_factory: pytest.TempPathFactory):
                 run = hx.last_run(client)
                 accuracy[run.version] = result["accuracy"]
                 ran[run.version] = calls.take()
-            _assert_no_leaked_tasks(client)
     sys.modules.pop("cli_userflow", None)
     return History(tmp / "store", data, accuracy, ran)
 

@@ -198,7 +198,7 @@ def test_failing_task_raises_its_error_stores_nothing_and_next_run_is_correct(cl
     with pytest.raises(ValueError, match="boom"):
         fragile(total(source(4)), True).compute()
     run = hx.last_run(client)
-    assert run.status == "failed"
+    assert run.status == "failed" and run.summary().startswith(f"v{run.version} (failed): ")
     assert run.node("fragile").materialization is None
     calls.take()
     assert fragile(total(source(4)), False).compute() == 7.0

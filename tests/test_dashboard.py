@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import dask
 import pytest
-from conftest import _assert_no_leaked_tasks, _cluster, log_call
-from distributed import Client
+from conftest import _cluster, helix_client, log_call
+from distributed import Client, LocalCluster
 
 import helix_dask as hx
 
@@ -43,22 +43,23 @@ def score(xs: list[int]) -> dict:
     return {"total": float(sum(xs))}
 
 
+@pytest.fixture(scope="module")
+def dashboard_cluster(call_log) -> Iterator[LocalCluster]:
+    """A cluster with the scheduler's dashboard on a free port, shared by this module."""
+    with _cluster(False, dashboard=True) as cluster:
+        yield cluster
+
+
 @pytest.fixture
-def dashboard(calls, tmp_path: Path) -> Iterator[tuple[Client, str]]:
-    """A cluster with a dashboard on a free port and two versions: factor 2, then factor 3."""
-    with (
-        dask.config.set({"distributed.scheduler.validate": True}),
-        _cluster(False, dashboard=True) as cluster,
-        Client(cluster) as client,
-    ):
-        hx.setup(client, store=tmp_path / "store", budget="1 GiB")
+def dashboard(dashboard_cluster, calls, tmp_path: Path) -> Iterator[tuple[Client, str]]:
+    """A store of its own with two versions: factor 2, then factor 3."""
+    with helix_client(dashboard_cluster, tmp_path / "store") as client:
         for factor in (2, 3):
             with dask.config.set({"helix.message": f"factor {factor}"}):
                 score(double(make(5), factor=factor)).compute()
             hx.last_run(client)
         port = urlsplit(client.dashboard_link).port
         yield client, f"http://127.0.0.1:{port}"
-        _assert_no_leaked_tasks(client)
 
 
 def get(url: str) -> tuple[int, str, bytes]:
@@ -101,7 +102,8 @@ def test_page_shows_versions_the_latest_dag_and_storage_against_the_budget(dashb
 
 def test_routes_follow_the_plugin_registered_last(dashboard, tmp_path):
     client, base = dashboard
-    hx.setup(client, store=tmp_path / "other", budget="2 GiB")
+    with pytest.warns(hx.HelixConfigWarning, match="store .* -> .*other', budget"):
+        hx.setup(client, store=tmp_path / "other", budget="2 GiB")
     info = json.loads(get(base + "/helix/api/info")[2])
     assert info["store"] == str((tmp_path / "other").resolve()) and info["budget"] == 2**31
     assert json.loads(get(base + "/helix/api/versions")[2]) == []

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import dask
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from conftest import helix_client
+from distributed import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -149,18 +150,11 @@ edits = st.lists(
 
 
 @pytest.fixture(scope="module")
-def shared_client(tmp_path_factory) -> Iterator[Client]:
+def shared_client(tmp_path_factory, threads_cluster) -> Iterator[Client]:
     store = tmp_path_factory.mktemp("differential") / "store"
-    with dask.config.set({"distributed.scheduler.validate": True}):
-        with (
-            LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            # The default policy under a budget of a few results: stores, skips and evictions.
-            hx.setup(client, store=store, budget="16 kiB", policy="value")
-            yield client
+    # The default policy under a budget of a few results: stores, skips and evictions.
+    with helix_client(threads_cluster, store, budget="16 kiB", policy="value") as client:
+        yield client
 
 
 def _equal(a, b) -> bool:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import dask
 import numpy as np
+import pytest
 from conftest import log_call
 from distributed import Client
 
@@ -47,30 +50,43 @@ def test_keys_name_the_user_function_and_loads_have_their_own_prefix(threaded_cl
     del fut
 
 
-def test_metrics_and_message_are_recorded_with_the_version(threaded_client, tmp_path):
+def test_metrics_and_the_message_set_at_compute_are_recorded_with_the_version(
+    threaded_client, tmp_path
+):
+    node = score(make(4))
     with dask.config.set({"helix.message": "first try"}):
-        node = score(make(4))
-    assert node.compute()["mean"] == 1.0
+        assert node.compute()["mean"] == 1.0
     run = hx.last_run(threaded_client)
     assert run.message == "first try"
     assert run.node("score").metrics == {"mean": 1.0, "n": 4.0}
     assert run.node("make").arg_values == {"n": "4"}
     stored = hx.Catalog(tmp_path / "store").run(run.version)
     assert stored.node("score").metrics == {"mean": 1.0, "n": 4.0}
+    assert stored.message == "first try"
+    # Set when the node was built and not at compute: the build-time message is kept.
+    with dask.config.set({"helix.message": "built"}):
+        again = score(make(5))
+    again.compute()
+    assert hx.last_run(threaded_client).message == "built"
+    with dask.config.set({"helix.message": "second compute"}):
+        again.compute()
+    assert hx.last_run(threaded_client).message == "second compute"
 
 
-def test_planning_failure_logs_a_warning_and_runs_the_graph_unchanged(
+def test_planning_failure_logs_a_warning_runs_the_graph_unchanged_and_records_it(
     threaded_client, calls, caplog
 ):
     def break_planner(dask_scheduler):
-        plugin = dask_scheduler.plugins["helix"]
-        plugin._plan = lambda *a, **k: 1 / 0
+        dask_scheduler.plugins["helix"].solver = "no-such-solver"
 
     threaded_client.run_on_scheduler(break_planner)
     caplog.set_level(logging.WARNING, logger="helix_dask")
     assert score(make(2)).compute()["mean"] == 1.0
     assert calls.take() == {"make": 1, "score": 1}
     assert any("could not plan" in r.getMessage() for r in caplog.records)
+    run = hx.last_run(threaded_client)
+    assert run.status == "plan_failed" and run.computed == ["make", "score"]
+    assert run.stored == [] and "plan_failed" in run.summary()
 
 
 def test_a_node_held_by_a_future_is_used_as_is(threaded_client, calls):
@@ -110,7 +126,8 @@ def test_setup_again_with_the_same_settings_keeps_the_plugin_and_new_settings_re
     hx.setup(threaded_client, store=tmp_path / "store", budget="1 GiB")
     assert threaded_client.run_on_scheduler(installed) == first
     assert hx.last_run(threaded_client).computed == ["make", "score"]  # its runs are kept
-    hx.setup(threaded_client, store=tmp_path / "store", budget="2 GiB", policy="helix2x")
+    with pytest.warns(hx.HelixConfigWarning, match=r"budget '1 GiB' -> '2 GiB', policy"):
+        hx.setup(threaded_client, store=tmp_path / "store", budget="2 GiB", policy="helix2x")
     again = threaded_client.run_on_scheduler(installed)
     assert again[0] != first[0] and again[1:] == (2 * 2**30, "helix2x")
     assert score(make(3)).compute()["n"] == 3
@@ -169,11 +186,17 @@ def test_scheduler_started_from_the_command_line_loads_the_plugin_by_preload(tmp
         )
         with Client(scheduler_file=str(port_file), timeout=60) as client:
             client.wait_for_workers(1, timeout=60)
+            hx.setup(client)  # no settings: the cluster's store (resolved there) is kept
+            info = client.sync(client.scheduler.helix_info)
+            assert info["store"] == str((tmp_path / "cli-store").resolve())
             for _ in range(2):
                 assert make(3).compute().sum() == 3.0
                 run = hx.last_run(client)
             assert run.loaded == ["make"]
             assert (tmp_path / "cli-store" / "catalog.sqlite").exists()
+            with pytest.warns(hx.HelixConfigWarning, match=r"store '.*cli-store' -> '.*other'"):
+                hx.setup(client, store=tmp_path / "other")
+            assert client.sync(client.scheduler.helix_info)["store"].endswith("other")
     finally:
         for p in (worker, scheduler):
             if p is not None:
@@ -244,3 +267,39 @@ def test_preview_shows_the_plan_of_a_graph_before_it_runs(threaded_client, tmp_p
     }
     assert calls.take() == {}  # nothing ran
     assert view.to_svg().count('class="node"') == 3
+
+
+def test_last_run_on_a_cluster_without_the_plugin_is_a_clear_error(threads_cluster):
+    with Client(threads_cluster) as c:
+        with pytest.raises(hx.HelixError, match=r"no helix plugin; call hx.setup\(client\)"):
+            hx.last_run(c)
+
+
+@pytest.mark.parametrize("budget", [1.5, True, 1e9, [1]])
+def test_a_budget_that_is_not_whole_bytes_is_rejected(budget):
+    with pytest.raises(hx.HelixConfigError, match=f"budget {re.escape(repr(budget))}"):
+        hx.HelixSchedulerPlugin(budget=budget)
+
+
+def test_settings_have_code_defaults_when_dask_config_lost_helix(tmp_path, monkeypatch):
+    # distributed's own test fixtures reset dask.config to a snapshot taken before helix's
+    # YAML defaults were added; a preloaded plugin must still start.
+    from helix_dask import _config
+    from helix_dask._settings import Settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        dask.config, "config", {k: v for k, v in dask.config.config.items() if k != "helix"}
+    )
+    resolved = Settings().resolve()
+    assert resolved.store == str(tmp_path / ".helix") and resolved.policy == "value"
+    assert resolved.bytes > 0 and _config.get("read-bandwidth") == "500MB"
+
+
+def test_yaml_defaults_and_code_defaults_agree():
+    import yaml
+
+    from helix_dask import _config
+
+    with open(Path(_config.__file__).with_name("helix.yaml")) as f:
+        assert yaml.safe_load(f)["helix"] == _config.DEFAULTS

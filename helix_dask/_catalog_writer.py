@@ -1,0 +1,80 @@
+"""Catalog writes off the scheduler's event loop: one thread applies them in order, batching
+whatever queued while it was busy into one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+
+from ._errors import HelixStoreError
+from .catalog import Catalog
+
+logger = logging.getLogger("helix_dask")
+
+Write = Callable[[Catalog], object]
+
+_STOP = object()
+
+
+class CatalogWriter:
+    """Applies writes (functions of the catalog) in submission order on a daemon thread."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._submitted = 0
+        self._applied = 0
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="helix-catalog", daemon=True)
+        self._thread.start()
+
+    def submit(self, write: Write) -> None:
+        self._submitted += 1
+        self._queue.put(write)
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            while True:  # batch what queued meanwhile
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(b is _STOP for b in batch)
+            writes = [b for b in batch if b is not _STOP]
+            if writes:
+                self._apply(writes)
+            if stop:
+                return
+
+    def _apply(self, writes: list) -> None:
+        try:
+            with self.catalog.batch():
+                for w in writes:
+                    w(self.catalog)
+        except (sqlite3.Error, HelixStoreError, OSError):
+            logger.warning("helix could not write %d catalog updates", len(writes), exc_info=True)
+        with self._cond:
+            self._applied += len(writes)
+            self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until everything submitted so far is applied; False on timeout."""
+        target = self._submitted
+        with self._cond:
+            return self._cond.wait_for(lambda: self._applied >= target, timeout)
+
+    async def drained(self, timeout: float = 60.0) -> bool:
+        """Wait (without blocking the event loop) until everything submitted so far is applied."""
+        if self._applied >= self._submitted:
+            return True
+        return await asyncio.to_thread(self.flush, timeout)
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout=60)

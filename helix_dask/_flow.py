@@ -1,0 +1,168 @@
+"""The materialization flow: turns a worker's offer of a finished result into a verdict with
+the pure policies of ``materializer.py``, reserving budget for what it accepts and making room
+by eviction when the policy may evict."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
+
+from ._events import Decision, Materialization
+from ._ledger import StorageLedger
+from ._run import NodeProgress, Run, RunBook
+from .costs import CostModel
+from .materializer import Candidate, Policy, Stored, Verdict, choose_evictions
+
+if TYPE_CHECKING:
+    from distributed.scheduler import Scheduler
+
+CHILDREN_TIMEOUT = 600.0
+"""Seconds a result's storage decision waits for its children's (then decides without)."""
+
+Evict = Callable[[list[Stored], str, "Run | None"], None]
+
+
+class MaterializationFlow:
+    """Decides, for each offered result, whether the store keeps it.
+
+    Unless the answer is the same whatever its children get, the decision waits until every
+    child computed in this run is decided: a child that is stored makes this result needed less
+    often (the child loads instead), and a child decided first counts this node's compute in
+    what it would cost to recreate, so the policy prefers the result that covers more work. A
+    result that cannot be stored (too large for the budget, opted out, skipped even with no
+    child kept) is answered at once, so its worker releases it as plain Dask would.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        ledger: StorageLedger,
+        book: RunBook,
+        scheduler: Scheduler,
+        model: Callable[[], CostModel],
+        evict: Evict,
+    ) -> None:
+        self.policy = policy
+        self.ledger = ledger
+        self.book = book
+        self.scheduler = scheduler
+        self._model = model
+        self._evict = evict
+
+    async def decide(self, node: NodeProgress) -> Verdict:
+        """The verdict for ``node`` (computed; its measurements set). Reserves the bytes of
+        an accepted result."""
+        run, meta, nbytes = node.run, node.meta, node.nbytes or 0
+        if run.unplanned:
+            return Verdict(Materialization.SKIPPED, "the version could not be planned")
+        if not meta.deterministic:
+            return Verdict(Materialization.SKIPPED, "task is not deterministic")
+        if self.policy.name == "none":
+            return Verdict(Materialization.SKIPPED, "policy 'none' stores nothing")
+        identity = node.identity
+        if self.ledger.row(identity) is not None:
+            return Verdict(Materialization.SKIPPED, "already stored")
+        if self.ledger.writing(identity):
+            return Verdict(Materialization.SKIPPED, "already being stored by another version")
+        if nbytes > self.ledger.budget:
+            return Verdict(
+                Materialization.NO_SPACE,
+                f"{nbytes} bytes exceed the whole budget of {self.ledger.budget} bytes",
+            )
+        model = self._model()
+        children = run.child_nodes(node.key)
+        names = [c.meta.name for c in children]
+        if any(not c.decided for c in children):
+            free = self.ledger.free
+            alone = self.policy.decide(self._candidate(node, (), model, names), free)
+            if alone.outcome is Materialization.NO_SPACE and not self.policy.evicts:
+                return alone
+            if (
+                alone.outcome is not Materialization.SKIPPED
+                and not self.policy.decide(self._candidate(node, names, model, names), free).store
+            ):
+                waits = [c.wait_decided() for c in children if not c.decided]
+                _, late = await asyncio.wait(waits, timeout=CHILDREN_TIMEOUT)
+                for w in late:
+                    w.cancel()
+                if node.done or run.finished is not None:  # settled meanwhile (interrupted)
+                    return Verdict(Materialization.SKIPPED, "the version ended first")
+        kept = set(model.stored)
+        for c in children:
+            if c.accepted or c.decision is Decision.LOAD:
+                kept.add(c.meta.name)
+            elif c.materialization is not None:
+                kept.discard(c.meta.name)  # decided in this run: not kept
+        candidate = self._candidate(node, kept, model, names)
+        verdict = self.policy.decide(candidate, self.ledger.free)
+        if verdict.outcome is Materialization.NO_SPACE and self.policy.evicts:
+            victims = choose_evictions(
+                self.stored_values(model),
+                nbytes - self.ledger.free,
+                self.book.protected.keys(),
+                below_density=candidate.density,
+            )
+            if victims:
+                self._evict(victims, f"made room for {meta.name}-{meta.signature[:8]}", run)
+                verdict = self.policy.decide(candidate, self.ledger.free)
+        if verdict.store:
+            self.ledger.reserve(identity, nbytes)
+            node.recompute = candidate.recompute_seconds
+            node.accepted = True
+            node.reason = verdict.reason
+            self.book.writing[identity] = node
+            node.decide()
+        return verdict
+
+    def _candidate(
+        self,
+        node: NodeProgress,
+        kept: Collection[str],
+        model: CostModel,
+        names: Collection[str] = (),
+    ) -> Candidate:
+        """``node`` as a candidate, with the task names whose results are kept."""
+        nbytes = node.nbytes or 0
+        ts = self.scheduler.tasks.get(node.key)
+        return Candidate(
+            name=node.meta.name,
+            signature=node.identity,
+            compute_seconds=node.compute_seconds or 0.0,
+            recompute_seconds=recompute_seconds(node.run, node.key),
+            nbytes=nbytes,
+            load_seconds=model.io.load_seconds(nbytes),
+            is_output=ts is not None and bool(ts.who_wants),
+            forced=node.meta.materialize,
+            reuse_probability=model.read(node.meta.name, names, kept),
+            write_seconds=model.io.write_seconds(nbytes),
+        )
+
+    def stored_values(self, model: CostModel) -> list[Stored]:
+        """Every committed artifact with its expected saving per byte, for eviction."""
+        current = self.book.current_signatures()
+        children = self.book.newest_children()
+        out = []
+        for a in self.ledger.rows():
+            p = model.reuse(a.name, a.signature, current, children.get(a.name, ()))
+            saving = model.saving(p, a.recompute_seconds, a.nbytes, a.load_seconds)
+            out.append(Stored(a.signature, a.name, a.nbytes, saving / max(a.nbytes, 1)))
+        return out
+
+
+def recompute_seconds(run: Run, key: str) -> float:
+    """Its own compute plus every ancestor's that has no artifact to load instead."""
+    total, seen, stack = 0.0, set(), [key]
+    while stack:
+        k = stack.pop()
+        if k in seen or k not in run.nodes:
+            continue
+        seen.add(k)
+        node = run.nodes[k]
+        if k != key and (
+            node.decision is Decision.LOAD or node.materialization is Materialization.STORED
+        ):
+            continue
+        total += node.compute_seconds if node.compute_seconds is not None else node.estimate
+        stack.extend(node.meta.parents)
+    return total
