@@ -7,6 +7,7 @@ import functools
 import inspect
 import logging
 import reprlib
+import types
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -340,6 +341,7 @@ class HelixTask(Generic[P]):
             packages=dict(fingerprint.packages),
             message=str(dask.config.get("helix.message", "") or ""),
             label=label,
+            covers=_covered_by_arguments(args, kwargs) if self.deterministic else (),
         )
         spec = Task(
             key,
@@ -355,6 +357,45 @@ class HelixTask(Generic[P]):
 
     def __repr__(self) -> str:
         return f"<helix task {self.name!r}>"
+
+
+def _covered_by_arguments(args: tuple, kwargs: dict) -> tuple[str, ...]:
+    """Project classes (with their bases) and functions whose code the argument fingerprints
+    include: a trace that runs their methods finds nothing new there."""
+    from ._origin import is_local_object
+
+    found: set[str] = set()
+    seen: set[int] = set()
+
+    def visit(value: object, depth: int) -> None:
+        if depth > 3 or id(value) in seen or isinstance(value, (*_IMMUTABLE, HelixNode)):
+            return
+        seen.add(id(value))
+        if isinstance(value, type | types.FunctionType):
+            if is_local_object(value):
+                found.add(f"{value.__module__}.{value.__qualname__}")
+            if isinstance(value, type):
+                for base in value.__mro__[1:]:
+                    visit(base, depth)
+            return
+        if isinstance(value, functools.partial):
+            visit(value.func, depth)
+            return
+        cls = type(value)
+        if isinstance(value, list | tuple | set | frozenset) and len(value) <= 1000:
+            for item in value:
+                visit(item, depth + 1)
+        elif isinstance(value, dict) and len(value) <= 1000:
+            for item in value.values():
+                visit(item, depth + 1)
+        elif is_local_object(cls):
+            visit(cls, depth)
+            for item in getattr(value, "__dict__", {}).values():
+                visit(item, depth + 1)
+
+    for value in (*args, *kwargs.values()):
+        visit(value, 0)
+    return tuple(sorted(found))
 
 
 def _construct(typ: type, items: list, kwargs: dict) -> object:

@@ -142,7 +142,8 @@ async def _requirements(
     if trace is None:
         deps: Scopes | dict[str, None] = dict.fromkeys(ann.get("deps") or ())
     else:
-        sources, packages = ann.get("sources") or {}, ann.get("packages") or {}
+        sources = [*(ann.get("sources") or {}), *(ann.get("covers") or ())]
+        packages = ann.get("packages") or {}
         deps = await asyncio.to_thread(
             lambda: {d: s for d, s in trace.items() if not covered(d, sources, packages)}
         )
