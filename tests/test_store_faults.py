@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask
@@ -31,7 +31,7 @@ from conftest import CALL_LOG, Calls, log_call
 from distributed import Client, LocalCluster
 
 import helix_dask as hx
-from helix_dask import HelixCorruptArtifact, HelixStoreError, cli
+from helix_dask import HelixCorruptArtifact, HelixNode, HelixStoreError, cli
 from helix_dask._integrity import MANIFEST, seal
 from helix_dask.catalog import ArtifactRow
 from helix_dask.store import ZarrArtifactStore
@@ -271,6 +271,11 @@ class Helix:
     store: Path
     warnings: Path
     calls: Calls
+    identities: dict[str, str] = field(default_factory=dict)
+    """Key -> the identity its artifact was stored under (its effective signature)."""
+
+    def stored_as(self, n: HelixNode) -> str:
+        return self.identities[n.key]
 
     def warned(self) -> str:
         text = self.warnings.read_text()
@@ -289,6 +294,7 @@ def helix(cluster_client: Client, calls: Calls, tmp_path: Path) -> Iterator[Heli
         yield Helix(client, tmp_path / "store", warnings, calls)
     finally:
         client.run(_capture_warnings, None)
+        client.unregister_scheduler_plugin("helix")  # the next test installs its own
 
 
 def assert_same(expected: object, got: object) -> None:
@@ -308,7 +314,7 @@ def assert_same(expected: object, got: object) -> None:
 def store_once(h: Helix, name: str, n: int = N) -> object:
     """Run 1: compute ``name`` and store it; return its value (computed, so fresh)."""
     value = node(name, n).compute()
-    hx.last_run(h.client)
+    h.identities.update((r.key, r.stored_as) for r in hx.last_run(h.client).nodes)
     h.calls.take()
     return value.compute() if isinstance(value, da.Array) else value
 
@@ -322,7 +328,7 @@ def test_damaged_artifact_recomputes_in_the_same_run_and_is_not_met_again(
 ) -> None:
     name, damage, reason = CASES[case]
     expected = store_once(helix, name)
-    signature = node(name).signature
+    signature = helix.stored_as(node(name))
     damage(artifact(helix.store, signature), tmp_path)
 
     got = node(name).compute()
@@ -341,12 +347,13 @@ def test_damaged_artifact_recomputes_in_the_same_run_and_is_not_met_again(
 
 def test_artifacts_swapped_between_signatures_are_both_recomputed(helix: Helix) -> None:
     expected = {n: store_once(helix, "floats", n) for n in (N, N + 64)}
-    a, b = (artifact(helix.store, node("floats", n).signature) for n in expected)
+    a, b = (artifact(helix.store, helix.stored_as(node("floats", n))) for n in expected)
     swap(a, b)  # each is whole and matches its own checksums, under the other's name
     for n, value in expected.items():
         assert_same(value, node("floats", n).compute())
         assert hx.last_run(helix.client).loaded == ["floats"]
-        assert re.search(rf"{node('floats', n).signature} .*manifest belongs to", helix.warned())
+        identity = helix.stored_as(node("floats", n))
+        assert re.search(rf"{identity} .*manifest belongs to", helix.warned())
     assert helix.calls.take()["floats"] == 2
     for n, value in expected.items():
         assert_same(value, node("floats", n).compute())
@@ -356,8 +363,8 @@ def test_artifacts_swapped_between_signatures_are_both_recomputed(helix: Helix) 
 def test_pickle_with_another_artifacts_valid_tag_is_never_unpickled(helix: Helix) -> None:
     expected = store_once(helix, "model")
     store_once(helix, "model", N + 64)
-    target = artifact(helix.store, node("model").signature)
-    graft(target, artifact(helix.store, node("model", N + 64).signature))
+    target = artifact(helix.store, helix.stored_as(node("model")))
+    graft(target, artifact(helix.store, helix.stored_as(node("model", N + 64))))
     assert_same(expected, node("model").compute())  # not the other model
     assert "not signed with this store's key" in helix.warned()
     assert helix.calls.take()["model"] == 1
@@ -369,7 +376,7 @@ def test_flipped_chunk_of_a_lazily_loaded_dask_array_raises_the_typed_error_then
     helix: Helix,
 ) -> None:
     expected = store_once(helix, "noise")
-    signature = node("noise").signature
+    signature = helix.stored_as(node("noise"))
     flip(chunks(artifact(helix.store, signature))[2], 7)
     lazy = node("noise").compute()  # the load itself only checks sizes: chunks are read later
     with pytest.raises(HelixCorruptArtifact, match=rf"{signature} .*fails its checksum"):
