@@ -26,6 +26,7 @@ DEFAULTS: dict[str, object] = {
     "load-overhead": 0.005,
     "key-file": None,
     "trace": "new-code",
+    "redact": "secrets",
 }
 """Every setting's default; ``helix.yaml`` documents them and must agree (a test checks)."""
 

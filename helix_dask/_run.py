@@ -49,6 +49,8 @@ class NodeProgress:
     or when it cannot be verified."""
     identified: bool = False
     """``eff`` is final for this run (children's storage waits for it)."""
+    writer: str | None = None
+    """Address of the worker writing its accepted result."""
     _id_waiters: list[asyncio.Future[None]] | None = None
     done: bool = False
     accepted: bool = False

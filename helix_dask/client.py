@@ -61,7 +61,8 @@ def setup(
     global _embedded
     if client is None:
         if _embedded is None or _embedded.status != "running":
-            _embedded = Client(LocalCluster(processes=False, dashboard_address=":0"))
+            # Loopback only: the dashboard shows argument values and code to whoever reaches it.
+            _embedded = Client(LocalCluster(processes=False, dashboard_address="127.0.0.1:0"))
         client = _embedded
     requested = Settings.requested(store, budget, policy, workflow)  # checked here, resolved there
     _PLUGIN_SEEN.pop(client.id, None)  # computes ask the scheduler again

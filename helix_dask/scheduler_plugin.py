@@ -247,6 +247,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         metrics: dict[str, float] | None = None,
         requires: dict[str, str] | None = None,
         traced: list[str] | None = None,
+        worker: str | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
         """A worker finished a helix task: settle its effective signature, then decide
@@ -271,6 +272,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         else:
             verdict = await self.flow.decide(node)
             if verdict.store:
+                node.writer = worker
                 return {"store": True, "reserved": nbytes, "signature": node.identity}
             verdict_outcome, reason = verdict.outcome, verdict.reason
         if not node.done:
@@ -380,6 +382,24 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         if node is not None:
             node.write_seconds = seconds
             self._settle(node, Materialization.STORED, node.reason)
+
+    def remove_worker(self, scheduler: Scheduler, worker: str, **kwargs: Any) -> None:
+        """A worker left: the writes it had accepted will never report. Release their
+        reservations and settle their nodes, so the budget stays exact and the run ends."""
+        lost = [(s, n) for s, n in self.book.writing.items() if n.writer == worker]
+        for signature, node in lost:
+            self.book.writing.pop(signature, None)
+            self.ledger.release(signature, node.nbytes or 0)
+            logger.warning(
+                "helix lost the write of %s: worker %s left before committing it",
+                node.key,
+                worker,
+            )
+            self._settle(
+                node,
+                Materialization.FAILED,
+                f"worker {worker} left while writing it; nothing was committed",
+            )
 
     def _settle(
         self, node: NodeProgress, outcome: Materialization | None = None, reason: str = ""

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import re
 import reprlib
 import types
 import uuid
@@ -430,15 +431,39 @@ _REPR.maxstring = _REPR.maxother = 80
 _REPR.maxlist = _REPR.maxdict = 6
 
 
+_SECRET = re.compile(
+    r"pass(word|wd|phrase)|secret|token|api_?key|access_?key|private_?key|credential|cookie"
+    r"|authorization|(^|_)(auth|pwd|key)$",
+    re.IGNORECASE,
+)
+"""Argument names whose values are never written to the catalog (``helix.redact``)."""
+
+REDACTED = "<redacted>"
+
+
+def redacted(name: str) -> bool:
+    """Whether the value of argument ``name`` is left out of the catalog and the API:
+    ``helix.redact`` is ``secrets`` (default: names like ``api_key``, ``password``,
+    ``token``), ``all`` or ``none``."""
+    mode = str(dask.config.get("helix.redact", "secrets"))
+    if mode == "all":
+        return True
+    return mode != "none" and _SECRET.search(name) is not None
+
+
 def _argument_values(func: Callable[..., Any], args: tuple, kwargs: dict) -> dict[str, str]:
-    """A short readable form of each bound argument: ``<task>`` for upstream nodes."""
+    """A short readable form of each bound argument: ``<task>`` for upstream nodes; values of
+    arguments whose names look like secrets are redacted."""
     try:
         bound = inspect.signature(func).bind(*args, **kwargs)
     except (TypeError, ValueError):
         return {}
+    bound.apply_defaults()  # as the signature counts them
     out = {}
     for name, value in bound.arguments.items():
-        if isinstance(value, HelixNode):
+        if redacted(name) and not isinstance(value, HelixNode):
+            out[name] = REDACTED
+        elif isinstance(value, HelixNode):
             out[name] = f"<{value.meta.name}>"
         elif hasattr(value, "shape") and hasattr(value, "dtype"):
             out[name] = f"{type(value).__name__}(shape={tuple(value.shape)}, dtype={value.dtype})"

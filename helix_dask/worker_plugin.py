@@ -107,6 +107,7 @@ class HelixWorkerPlugin(WorkerPlugin):
                 metrics=metrics,
                 requires=requires,
                 traced=traced,
+                worker=self.worker.address,
             )
             if not answer.get("store"):
                 return

@@ -31,7 +31,7 @@ from conftest import CALL_LOG, Calls, log_call
 from distributed import Client, LocalCluster
 
 import helix_dask as hx
-from helix_dask import HelixCorruptArtifact, HelixNode, HelixStoreError, cli
+from helix_dask import HelixCorruptArtifact, HelixNode, HelixStoreError, Materialization, cli
 from helix_dask._integrity import MANIFEST, seal
 from helix_dask.catalog import ArtifactRow
 from helix_dask.store import ZarrArtifactStore
@@ -507,3 +507,61 @@ def test_helix_verify_reports_then_repairs_corrupt_artifacts_and_stale_rows(
     assert sorted(store.signatures()) == [good]
     assert [a.signature for a in catalog.artifacts()] == [good]
     assert cli.main(["verify", "--store", str(tmp_path)], out=io.StringIO()) == 0
+
+
+class SlowToWrite:
+    """A result whose pickling takes long enough to kill its worker in the middle."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __reduce__(self):
+        time.sleep(2.0)
+        return SlowToWrite, (self.n,)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SlowToWrite) and other.n == self.n
+
+
+@hx.task(name="slow_write", materialize=True)
+def slow_write(n: int) -> SlowToWrite:
+    log_call("slow_write")
+    return SlowToWrite(n)
+
+
+def _writing_pids(dask_worker) -> int:
+    return os.getpid()
+
+
+def _plugin_leftovers(dask_scheduler) -> dict:
+    return dask_scheduler.plugins["helix"].leftovers()
+
+
+def test_worker_killed_mid_write_releases_its_reservation_and_ends_the_run(
+    helix: Helix,
+) -> None:
+    import signal
+
+    fut = helix.client.compute(slow_write(3))
+    assert fut.result() == SlowToWrite(3)
+    deadline = time.monotonic() + 30
+    while not list((helix.store / "artifacts").rglob(".tmp-*")):  # the write has begun
+        assert time.monotonic() < deadline, "the write never started"
+        time.sleep(0.05)
+    for pid in helix.client.run(_writing_pids).values():
+        os.kill(pid, signal.SIGKILL)  # the nanny starts a new worker
+    del fut
+    started = time.monotonic()
+    run = hx.last_run(helix.client, timeout=60)
+    assert time.monotonic() - started < 30, "the report waited for a write that cannot come"
+    assert run.status == "done"
+    assert run.node("slow_write").materialization is Materialization.FAILED
+    assert "left while writing" in run.node("slow_write").reason
+    left = helix.client.run_on_scheduler(_plugin_leftovers)
+    assert left == {}  # no reservation, write or run outstanding: the budget is exact
+    assert hx.Catalog(helix.store).artifacts() == []  # nothing partial was committed
+    helix.client.wait_for_workers(2, timeout=60)
+    helix.calls.take()
+    assert slow_write(3).compute() == SlowToWrite(3)
+    assert hx.last_run(helix.client).computed == ["slow_write"]
+    helix.warned()
