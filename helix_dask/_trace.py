@@ -77,10 +77,14 @@ class NodeCall:
             return self.func(*args, **kwargs)
         seen: dict[types.CodeType, Mapping[str, Any]] = {}
         previous = sys.getprofile()
+        importing = [0]  # depth of imports running: what they run depends on the process
 
         def record(frame: types.FrameType, event: str, arg: Any) -> None:
-            if event == "call":
-                seen[frame.f_code] = frame.f_globals
+            code = frame.f_code
+            if code is _IMPORT_CODE:
+                importing[0] += 1 if event == "call" else -1 if event == "return" else 0
+            elif event == "call" and not importing[0]:
+                seen[code] = frame.f_globals
             if previous is not None:
                 previous(frame, event, arg)
 
@@ -141,9 +145,24 @@ def dependencies(seen: Mapping[types.CodeType, Mapping[str, Any]]) -> Scopes:
 
 
 _IGNORED_PACKAGES = frozenset(
-    {"helix_dask", "distributed", "tornado", "dask", "threading", "concurrent"}
+    {
+        "helix_dask",
+        "distributed",
+        "tornado",
+        "dask",
+        "threading",
+        "concurrent",
+        "importlib",
+        "importlib_metadata",
+        "zipp",
+    }
 )
-"""Packages a worker runs around every task (scheduling, not the task's result)."""
+"""Packages a worker runs around every task (scheduling, not the task's result), and package
+metadata lookups, which run once per process and then come from a cache."""
+
+_IMPORT_CODE = importlib._bootstrap._find_and_load.__code__  # type: ignore[attr-defined]
+"""An import's first execution of a module: code it runs there is not the task's (a second
+process that imported the module already would not run it)."""
 
 
 def covered(dep: str, sources: Iterable[str], packages: Iterable[str]) -> bool:

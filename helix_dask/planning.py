@@ -60,6 +60,7 @@ def verified_identities(
     catalog: Catalog,
     digests: Mapping[str, str],
     held: Mapping[str, str],
+    recorded: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[dict[str, str | None], dict[str, str]]:
     """Each node's effective signature, and why a node could not be verified.
 
@@ -68,8 +69,8 @@ def verified_identities(
     already on the cluster (``fixed``) have the identity they were computed under (``held``).
     None marks a node that must compute (and so must every node below it).
     """
-    sigs = [g.meta.signature for g in nodes.values()]
-    recorded = catalog.requirements(sigs)
+    if recorded is None:
+        recorded = catalog.requirements(g.meta.signature for g in nodes.values())
     ids: dict[str, str | None] = {}
     stale: dict[str, str] = {}
 
@@ -186,6 +187,8 @@ class UpdatePlan:
     """Key -> effective signature (None: must compute and cannot be verified before)."""
     stale: Mapping[str, str]
     """Key -> why its stored result cannot be used (a run-time dependency changed)."""
+    requirements: Mapping[str, Mapping[str, str]]
+    """Signature -> the run-time requirements recorded for it (those that have any)."""
 
 
 def plan_update(
@@ -216,7 +219,8 @@ def plan_update(
         )
         for k, (ts, m) in helix.items()
     }
-    identities, stale = verified_identities(graph, catalog, digests, held)
+    recorded = catalog.requirements(g.meta.signature for g in graph.values())
+    identities, stale = verified_identities(graph, catalog, digests, held, recorded)
     chosen = plan_graph(
         graph, catalog, artifacts, io, solver, ledger.rows_for, identities=identities
     )
