@@ -471,10 +471,11 @@ _CLASS_MACHINERY = frozenset(
     {
         "__dict__", "__weakref__", "__module__", "__doc__", "__qualname__", "__annotations__",
         "__orig_bases__", "__parameters__", "_abc_impl", "__dataclass_fields__",
-        "__dataclass_params__", "__static_attributes__", "__firstlineno__",
+        "__dataclass_params__", "__static_attributes__", "__firstlineno__", "__slotnames__",
     }
 )  # fmt: skip
-"""Class attributes that Python, abc, typing or dataclasses keep: covered otherwise."""
+"""Class attributes that Python, abc, typing, dataclasses or copyreg keep (``__slotnames__``
+is cached on the class by its first pickling): covered otherwise."""
 
 _TUPLEGETTER = type(collections.namedtuple("_Probe", "field").field)
 
