@@ -187,8 +187,6 @@ class UpdatePlan:
     """Key -> effective signature (None: must compute and cannot be verified before)."""
     stale: Mapping[str, str]
     """Key -> why its stored result cannot be used (a run-time dependency changed)."""
-    requirements: Mapping[str, Mapping[str, str]]
-    """Signature -> the run-time requirements recorded for it (those that have any)."""
 
 
 def plan_update(
@@ -291,7 +289,7 @@ def preview(*outputs: HelixNode, store: str | os.PathLike[str] | None = None) ->
     nodes = graph_nodes(*outputs)
     recorded = catalog.requirements(g.meta.signature for g in nodes.values())
     digests = requirement_digests({d for req in recorded.values() for d in req})
-    identities, _ = verified_identities(nodes, catalog, digests, {})
+    identities, _ = verified_identities(nodes, catalog, digests, {}, recorded)
     chosen = plan_graph(
         nodes,
         catalog,
