@@ -17,7 +17,7 @@ from distributed.protocol.pickle import dumps
 from . import _config
 from ._events import Decision, Materialization, NodeRecord, report_to_dict
 from ._trace import effective_signature
-from .catalog import ArtifactRow, Catalog
+from .catalog import ArtifactRow, CatalogWriter
 from .costs import (
     IOModel,
     compute_seconds,
@@ -89,6 +89,7 @@ class _Node:
             arg_values=m.arg_values,
             metrics=self.metrics,
             identity=self.eff or "",
+            label=getattr(m, "label", ""),
         )
 
 
@@ -210,7 +211,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
 
     async def start(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
-        self.catalog = Catalog(self.store)
+        self.catalog = CatalogWriter(self.store)
         # Imported here: the client only pickles this plugin, and Zarr takes 0.2 s to import.
         from .dashboard import install_routes
         from .store import ZarrArtifactStore

@@ -28,6 +28,7 @@ from distributed import Client
 
 import helix_dask as hx
 from helix_dask import Decision
+from helix_dask.catalog import CatalogWriter
 from helix_dask.store import ZarrArtifactStore
 
 USER = """
@@ -387,7 +388,7 @@ def test_gc_deletes_artifacts_the_last_versions_do_not_use_and_frees_bytes(
 
 def test_gc_never_deletes_an_artifact_a_running_version_uses(history, helix, tmp_path):
     store = _copy(history, tmp_path)
-    cat = hx.Catalog(store)
+    cat = CatalogWriter(store)
     old = cat.run(1).node("featurize")
     assert old.signature in _unused_by_last(store, 1)
     running = cat.begin_version("cli", "in flight", [old.key])
