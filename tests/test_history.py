@@ -22,7 +22,7 @@ import helix_dask as hx
 from helix_dask import Decision, NodeRecord
 from helix_dask._lineage import match_nodes, node_names
 from helix_dask.catalog import CatalogWriter
-from helix_dask.history import diff, metrics_table
+from helix_dask.history import _argument_causes, diff, estimator_parameters, metrics_table
 
 ACCURACY = {"logreg": 0.71, "tree": 0.82, "svm": 0.93, "knn": 0.64}
 
@@ -217,3 +217,57 @@ def test_a_catalog_written_before_labels_opens_with_empty_labels(tmp_path):
     run = hx.Catalog(tmp_path).run(1)
     assert run.nodes[0].label == "" and run.computed == ["f"]
     assert list(hx.Catalog(tmp_path).runs().to_pandas()["computed"]) == [1]
+
+
+def test_diff_prints_a_code_change_shared_by_several_nodes_once(tmp_path):
+    cat = CatalogWriter(tmp_path)
+    for i, body in enumerate(("return x", "return x * 2")):
+        cat.record_code(f"code{i}", {"flow.helper": f"def helper(x):\n    {body}"}, {})
+        v = cat.begin_version("w", "", [])
+        nodes = [
+            dataclasses.replace(_record(f"{t}-{t}{i}", t, kind=t), code=f"code{i}")
+            for t in ("prep", "fit", "score")
+        ]
+        cat.record_nodes(v, nodes)
+        cat.finish_version(v, "done", 0.0)
+    text = _helix(tmp_path, "diff", "1", "2")
+    assert text.count("--- v1/flow.helper") == 1 and text.count("+    return x * 2") == 1
+    assert text.count("code of flow.helper changed") == 3
+    assert text.count("code of flow.helper changed (diff above)") == 2
+    assert len(diff(cat, 1, 2).code) == 1
+
+
+def test_diff_names_the_changed_parameters_of_an_estimator_argument(tmp_path):
+    pytest.importorskip("sklearn")
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from helix_dask.task import _argument_values
+
+    def fit(model, X):
+        return model
+
+    cat = CatalogWriter(tmp_path)
+    for i, k in enumerate((5, 8)):
+        pipe = Pipeline([("pca", PCA(n_components=k)), ("lr", LogisticRegression())])
+        shown = _argument_values(fit, (pipe, [1, 2]), {})
+        v = cat.begin_version("w", "", [])
+        record = _record(f"fit-f{i}", "fit")
+        cat.record_nodes(v, [dataclasses.replace(record, arg_values=shown, args={"model": f"{i}"})])
+        cat.finish_version(v, "done", 0.0)
+    causes = [c.describe() for c in diff(cat, 1, 2).changes[0].causes]
+    assert causes == ["argument model: pca__n_components: 5 -> 8"]
+    # nested estimators, parameters at their defaults, replaced steps
+    before = Pipeline([("pca", PCA(n_components=5)), ("lr", LogisticRegression())])
+    after = Pipeline([("pca", PCA(n_components=5, whiten=True)), ("lr", LogisticRegression(C=0.5))])
+    assert estimator_parameters(repr(before)) == {
+        "": "Pipeline",
+        "pca": "PCA",
+        "pca__n_components": "5",
+        "lr": "LogisticRegression",
+    }
+    assert [c.describe() for c in _argument_causes("model", repr(before), repr(after))] == [
+        "argument model: lr__C: (default) -> 0.5",
+        "argument model: pca__whiten: (default) -> True",
+    ]
