@@ -135,6 +135,8 @@ class _HelixHandler(web.RequestHandler):
             raise web.HTTPError(400, f"version {text!r} is not a number") from None
         if v < 1:
             raise web.HTTPError(400, f"version {v} is not a version id (1, 2, ...)")
+        if v >= 2**63:  # beyond SQLite's integers: no such version
+            raise web.HTTPError(404, f"no version {v}")
         return v
 
 
@@ -147,8 +149,8 @@ class VersionsHandler(_HelixHandler):
                 limit = int(text)
             except ValueError:
                 raise web.HTTPError(400, f"limit {text!r} is not a number") from None
-            if limit < 0:
-                raise web.HTTPError(400, f"limit {limit} is negative")
+            if not 0 <= limit < 2**63:
+                raise web.HTTPError(400, f"limit {limit} is not a count of versions")
         self.write_json(await self.read(history.log_rows, limit))
 
 
