@@ -1,4 +1,4 @@
-"""Catalog writes off the scheduler's event loop: one thread applies them in order, batching
+"""CatalogWriter writes off the scheduler's event loop: one thread applies them in order, batching
 whatever queued while it was busy into one transaction."""
 
 from __future__ import annotations
@@ -11,19 +11,19 @@ import threading
 from collections.abc import Callable
 
 from ._errors import HelixStoreError
-from .catalog import Catalog
+from .catalog import CatalogWriter
 
 logger = logging.getLogger("helix_dask")
 
-Write = Callable[[Catalog], object]
+Write = Callable[[CatalogWriter], object]
 
 _STOP = object()
 
 
-class CatalogWriter:
+class WriteQueue:
     """Applies writes (functions of the catalog) in submission order on a daemon thread."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: CatalogWriter) -> None:
         self.catalog = catalog
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._submitted = 0

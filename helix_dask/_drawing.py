@@ -1,5 +1,6 @@
-"""The DAG of one version as a picture: a layered layout (topological generations) and an SVG
-drawn by hand, so no graphviz binary is needed. The PNG export reuses the same layout."""
+"""The DAG of one version (or of a plan) as a picture: the one renderer the CLI, notebooks and
+the dashboard use. A layered layout (topological generations), drawn by hand as SVG (no
+graphviz binary needed) or, with the same layout, colours and labels, as PNG with matplotlib."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def layout(graph: nx.DiGraph) -> dict[str, tuple[int, int]]:
 
         def pull(k: str) -> tuple[float, str, str]:
             slots = [placed[p][1] for p in graph.predecessors(k)]
-            return (sum(slots) / len(slots) if slots else 0.0, graph.nodes[k]["name"], k)
+            return (sum(slots) / len(slots) if slots else 0.0, node_label(graph.nodes[k]), k)
 
         for slot, key in enumerate(sorted(keys, key=pull)):
             placed[key] = (layer, slot)
@@ -86,6 +87,11 @@ def positions(graph: nx.DiGraph) -> tuple[dict[str, tuple[float, float]], float,
         out[key] = (x, MARGIN + layer * (BOX_H + GAP_Y))
     layers = max(widths, default=0) + 1
     return out, width, 2 * MARGIN + layers * BOX_H + (layers - 1) * GAP_Y + 24
+
+
+def node_label(attrs: Mapping[str, object]) -> str:
+    """The name a DAG node shows: its readable name (label or lineage), else its task."""
+    return str(attrs.get("label") or attrs["name"])
 
 
 def _clip(text: str, n: int) -> str:
@@ -120,13 +126,14 @@ def render_svg(graph: nx.DiGraph) -> str:
         tip = f"{key}\n{cost_label(a)}\n{a.get('reason') or ''}".strip()
         stroke = f'stroke="{STORED_OUTLINE}" stroke-width="3"' if a["stored"] else 'stroke="#333"'
         out.append(
-            f'<g class="node" data-key="{_e(key)}" data-state="{_e(a["state"])}" '
+            f'<g class="node" data-key="{_e(key)}" data-label="{_e(node_label(a))}" '
+            f'data-state="{_e(a["state"])}" '
             f'data-changed="{str(a["changed"]).lower()}" data-stored="{str(a["stored"]).lower()}">'
             f"<title>{_e(tip)}</title>"
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{BOX_W}" height="{BOX_H}" rx="6" '
             f'fill="{colour(a)}" {stroke}/>'
             f'<text x="{x + BOX_W / 2:.1f}" y="{y + 18:.1f}" text-anchor="middle" '
-            f'font-weight="bold" font-size="12">{_e(_clip(a["name"], 26))}</text>'
+            f'font-weight="bold" font-size="12">{_e(_clip(node_label(a), 26))}</text>'
             f'<text x="{x + BOX_W / 2:.1f}" y="{y + 35:.1f}" text-anchor="middle">'
             f"{_e(_clip(cost_label(a), 32))}</text></g>"
         )
@@ -141,6 +148,68 @@ def render_svg(graph: nx.DiGraph) -> str:
         x += 24 + 7 * len(label)
     out.append("</g></svg>")
     return "\n".join(out)
+
+
+def render_png(graph: nx.DiGraph, path) -> None:
+    """The picture of :func:`render_svg`, written as a PNG file (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import FancyBboxPatch, Rectangle
+    except ImportError:
+        from ._errors import HelixConfigError
+
+        raise HelixConfigError("PNG output needs matplotlib; pip install matplotlib") from None
+    pos, width, height = positions(graph)
+    fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.axis("off")
+    for parent, child in graph.edges:
+        (x1, y1), (x2, y2) = pos[parent], pos[child]
+        ax.annotate(
+            "",
+            xy=(x2 + BOX_W / 2, y2),
+            xytext=(x1 + BOX_W / 2, y1 + BOX_H),
+            arrowprops={"arrowstyle": "-|>", "color": "#555"},
+        )
+    for key, (x, y) in pos.items():
+        a = graph.nodes[key]
+        stored = a["stored"]
+        ax.add_patch(
+            FancyBboxPatch(
+                (x, y),
+                BOX_W,
+                BOX_H,
+                boxstyle="round,pad=0,rounding_size=6",
+                facecolor=colour(a),
+                edgecolor=STORED_OUTLINE if stored else "#333",
+                linewidth=3 if stored else 1,
+            )
+        )
+        name = _clip(node_label(a), 26)
+        ax.text(x + BOX_W / 2, y + 16, name, ha="center", va="center", fontsize=9, weight="bold")
+        ax.text(x + BOX_W / 2, y + 33, cost_label(a), ha="center", va="center", fontsize=7)
+    x = MARGIN
+    for label, fill in LEGEND:
+        stored = label == "stored"
+        ax.add_patch(
+            Rectangle(
+                (x, height - 18),
+                12,
+                12,
+                facecolor=fill,
+                edgecolor=STORED_OUTLINE if stored else "#333",
+                linewidth=3 if stored else 1,
+            )
+        )
+        ax.text(x + 16, height - 8, label, fontsize=8)
+        x += 24 + 7 * len(label)
+    fig.savefig(path, dpi=100, format="png")
+    plt.close(fig)
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,6 +88,9 @@ class NodeRecord:
     identity: str = ""
     """The effective signature its artifact is stored and loaded under (static signature plus
     verified run-time dependencies); '' when it is the signature or was never settled."""
+    label: str = ""
+    """The name the user gave this call (``hx_name=``), '' when none: it names the node in
+    tables and pictures and identifies it across versions."""
 
     @property
     def stored_as(self) -> str:
@@ -133,9 +136,20 @@ class RunReport:
     """What those computes and loads took, as measured by the workers."""
     events: tuple[EventRecord, ...] = field(default_factory=tuple)
 
+    def __repr__(self) -> str:
+        return f"<RunReport {self.summary()} ({self.status})>"
+
+    def names(self) -> dict[str, str]:
+        """Key -> readable name of every node: the task name, or for a task used more than once
+        its label or lineage (``score(train(model='rf'))``), so repeated tasks are told apart."""
+        from ._lineage import node_names
+
+        return node_names(self.nodes)
+
     def by_decision(self, decision: Decision) -> list[str]:
-        """Names of the nodes with ``decision``, sorted."""
-        return sorted(n.name for n in self.nodes if n.decision is decision)
+        """Names of the nodes with ``decision`` (see :meth:`names`), sorted."""
+        names = self.names()
+        return sorted(names[n.key] for n in self.nodes if n.decision is decision)
 
     @property
     def computed(self) -> list[str]:
@@ -151,13 +165,22 @@ class RunReport:
 
     @property
     def stored(self) -> list[str]:
-        return sorted(n.name for n in self.nodes if n.materialization is Materialization.STORED)
+        names = self.names()
+        return sorted(
+            names[n.key] for n in self.nodes if n.materialization is Materialization.STORED
+        )
 
     def node(self, name: str) -> NodeRecord:
-        """The record of the node whose task is ``name``; KeyError if absent or ambiguous."""
-        found = [n for n in self.nodes if n.name == name]
+        """The record of the node called ``name`` (its readable name, label or task name);
+        KeyError if absent or ambiguous."""
+        names = self.names()
+        found = [n for n in self.nodes if names[n.key] == name]
+        found = found or [n for n in self.nodes if name in (n.label, n.name)]
         if len(found) != 1:
-            raise KeyError(f"{len(found)} nodes named {name!r} in version {self.version}")
+            raise KeyError(
+                f"{len(found)} nodes named {name!r} in version {self.version}; expected one of "
+                f"{sorted(names.values())}"
+            )
         return found[0]
 
     def summary(self) -> str:
@@ -177,12 +200,13 @@ class RunReport:
         def secs(value: float | None) -> str:
             return "" if value is None else f"{value:.3f}s"
 
+        names = self.names()
         rows = "".join(
-            f"<tr><td>{escape(n.name)}</td><td>{n.decision}</td>"
+            f"<tr><td>{escape(names[n.key])}</td><td>{n.decision}</td>"
             f"<td>{n.materialization or ''}</td><td>{secs(n.compute_seconds)}</td>"
             f"<td>{secs(n.load_seconds)}</td><td>{'' if n.nbytes is None else n.nbytes}</td>"
             f"<td>{escape(n.reason)}</td></tr>"
-            for n in sorted(self.nodes, key=lambda n: (n.name, n.key))
+            for n in sorted(self.nodes, key=lambda n: (names[n.key], n.key))
         )
         return (
             f"<div><b>{escape(self.summary())}</b> ({escape(self.status)}"

@@ -1,6 +1,8 @@
 """The catalog: versions, nodes per version and artifacts, in SQLite beside the artifacts.
 
-The scheduler plugin is the only writer; any process may read while a run is going (WAL mode).
+:class:`Catalog` reads (any process, also while a run is going: WAL mode);
+:class:`CatalogWriter` adds the writers, used by the scheduler plugin (the only writer of
+versions and nodes) and by garbage collection and repairs of artifacts.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     arg_values TEXT NOT NULL DEFAULT '{}',
     metrics TEXT,
     identity TEXT NOT NULL DEFAULT '',
+    label TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (version, key)
 );
 CREATE TABLE IF NOT EXISTS code (
@@ -93,6 +96,14 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_version ON events(version);
 """
+
+_NODE_COLUMNS = (
+    "version, key, name, signature, code, args, parents, decision, compute_seconds, "
+    "load_seconds, write_seconds, nbytes, materialization, reason, estimated_compute_seconds, "
+    "arg_values, metrics, identity, label"
+)
+"""The nodes table's columns in the order records are written and read (explicit, because a
+migrated catalog has its added columns last)."""
 
 _NODE_FIELDS = (
     "compute_seconds",
@@ -136,6 +147,61 @@ class VersionRow:
     counts: Mapping[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class VersionStats:
+    """One version's headline with aggregates over its nodes (:meth:`Catalog.version_stats`)."""
+
+    id: int
+    workflow: str
+    started: float
+    finished: float | None
+    status: str
+    message: str
+    time_saved: float
+    computed: int = 0
+    loaded: int = 0
+    pruned: int = 0
+    in_cluster: int = 0
+    full_seconds: float = 0.0
+    """Estimated seconds to compute every node of the version from scratch."""
+    stored_bytes: int = 0
+    """Bytes of the artifacts this version wrote (as committed, or as measured in memory)."""
+    repeats: int | None = None
+    """The newest earlier version of the workflow with exactly the same signatures: this one is
+    an identical re-run of it."""
+
+
+class Runs(list[RunReport]):
+    """Run reports, oldest first: a list, and a table with :meth:`to_pandas`."""
+
+    def to_pandas(self):
+        """One row per version: headline, counts per decision, seconds and bytes."""
+        import pandas as pd
+
+        rows = []
+        for r in self:
+            count = {d: sum(n.decision is d for n in r.nodes) for d in Decision}
+            rows.append(
+                {
+                    "version": r.version,
+                    "workflow": r.workflow,
+                    "status": r.status,
+                    "message": r.message,
+                    "started": pd.to_datetime(r.started, unit="s"),
+                    "finished": pd.to_datetime(r.finished, unit="s"),
+                    "computed": count[Decision.COMPUTE],
+                    "loaded": count[Decision.LOAD],
+                    "pruned": count[Decision.PRUNE],
+                    "in_cluster": count[Decision.IN_CLUSTER],
+                    "stored": sum(n.materialization is Materialization.STORED for n in r.nodes),
+                    "time_saved": r.time_saved,
+                    "predicted_seconds": r.predicted_seconds,
+                    "measured_seconds": r.measured_seconds,
+                }
+            )
+        return pd.DataFrame(rows, columns=list(rows[0]) if rows else ["version"])
+
+
 class MetadataStore(abc.ABC):
     """Versions, nodes and artifacts. Contract: each write is one transaction; reads see only
     committed writes."""
@@ -171,7 +237,7 @@ class MetadataStore(abc.ABC):
     def run(self, version: int) -> RunReport: ...
 
 
-class Catalog(MetadataStore):
+class Catalog:
     """The SQLite catalog at ``<store>/catalog.sqlite``.
 
     Parameters
@@ -205,6 +271,8 @@ class Catalog(MetadataStore):
                     self._db.execute(
                         "ALTER TABLE nodes ADD COLUMN identity TEXT NOT NULL DEFAULT ''"
                     )
+                if "label" not in columns:  # a catalog written before calls had labels
+                    self._db.execute("ALTER TABLE nodes ADD COLUMN label TEXT NOT NULL DEFAULT ''")
         except sqlite3.Error as e:
             raise HelixStoreError(
                 f"cannot open the catalog {str(self.path)!r}: {e}; check that the store directory "
@@ -224,6 +292,292 @@ class Catalog(MetadataStore):
         with self._lock, self._db:
             yield self._db
 
+    # -- reads ----------------------------------------------------------------------------------
+
+    def requirements(self, signatures: Iterable[str]) -> dict[str, dict[str, str]]:
+        """Signature -> recorded requirements, for the signatures that have any."""
+        out: dict[str, dict[str, str]] = {}
+        for chunk in _chunks(list(set(signatures))):
+            marks = ",".join("?" * len(chunk))
+            for sig, req in self._query(
+                f"SELECT signature, requires FROM requirements WHERE signature IN ({marks}) "
+                "AND requires != '{}'",
+                chunk,
+            ):
+                out[sig] = json.loads(req)
+        return out
+
+    def traced(self, codes: Iterable[str]) -> dict[str, list[str]]:
+        """Code digest -> dependencies its traces found, for the codes traced so far."""
+        out: dict[str, list[str]] = {}
+        for chunk in _chunks(list(set(codes))):
+            marks = ",".join("?" * len(chunk))
+            for code, deps in self._query(
+                f"SELECT code, deps FROM traces WHERE code IN ({marks})", chunk
+            ):
+                out[code] = json.loads(deps)
+        return out
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def artifact(self, signature: str) -> ArtifactRow | None:
+        rows = self._query("SELECT * FROM artifacts WHERE signature = ?", (signature,))
+        return ArtifactRow(*rows[0]) if rows else None
+
+    def artifacts(self) -> list[ArtifactRow]:
+        return [ArtifactRow(*r) for r in self._query("SELECT * FROM artifacts ORDER BY created")]
+
+    def artifacts_for(self, signatures: Iterable[str]) -> dict[str, ArtifactRow]:
+        """The committed artifacts among ``signatures``, by signature (one query per 500)."""
+        found: dict[str, ArtifactRow] = {}
+        for chunk in _chunks(sorted(set(signatures))):
+            marks = ",".join("?" * len(chunk))
+            for r in self._query(f"SELECT * FROM artifacts WHERE signature IN ({marks})", chunk):
+                found[r[0]] = ArtifactRow(*r)
+        return found
+
+    def stored_bytes(self) -> int:
+        """Bytes of all committed artifacts."""
+        return int(self._query("SELECT COALESCE(SUM(nbytes), 0) FROM artifacts")[0][0])
+
+    def compute_costs(
+        self, signatures: Iterable[str], names: Iterable[str]
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """Measured compute seconds: the latest per signature, and the latest per task name."""
+        return self._latest_compute("signature", signatures), self._latest_compute("name", names)
+
+    def _latest_compute(self, column: str, values: Iterable[str]) -> dict[str, float]:
+        latest: dict[str, float] = {}
+        for chunk in _chunks(sorted(set(values))):
+            marks = ",".join("?" * len(chunk))
+            for value, secs in self._query(
+                f"SELECT {column}, compute_seconds FROM nodes WHERE compute_seconds IS NOT NULL "
+                f"AND {column} IN ({marks}) ORDER BY version",
+                chunk,
+            ):
+                latest[value] = secs  # ordered by version: the last one wins
+        return latest
+
+    def code(self, digest: str) -> tuple[dict[str, str], dict[str, str]] | None:
+        """The sources and package versions recorded for a code digest, or None."""
+        rows = self._query("SELECT sources, packages FROM code WHERE digest = ?", (digest,))
+        return (json.loads(rows[0][0]), json.loads(rows[0][1])) if rows else None
+
+    def io_samples(self) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """Measured (bytes, seconds) of artifact loads and of artifact writes."""
+        loads = self._query("SELECT nbytes, load_seconds FROM artifacts WHERE load_seconds > 0")
+        writes = self._query("SELECT nbytes, write_seconds FROM artifacts WHERE write_seconds > 0")
+        return [tuple(r) for r in loads], [tuple(r) for r in writes]  # type: ignore[misc]
+
+    def signature_history(self, workflow: str, last: int = 20) -> list[dict[str, frozenset[str]]]:
+        """Per version of ``workflow`` (oldest first, at most ``last``): signatures per task."""
+        ids = [
+            r[0]
+            for r in self._query(
+                "SELECT id FROM versions WHERE workflow = ? AND status = 'done' "
+                "ORDER BY id DESC LIMIT ?",
+                (workflow, last),
+            )
+        ][::-1]
+        if not ids:
+            return []
+        by_version: dict[int, dict[str, set[str]]] = {v: {} for v in ids}
+        marks = ",".join("?" * len(ids))
+        for v, name, sig in self._query(
+            f"SELECT version, name, signature FROM nodes WHERE version IN ({marks})", ids
+        ):
+            by_version[v].setdefault(name, set()).add(sig)
+        return [{n: frozenset(s) for n, s in by_version[v].items()} for v in ids]
+
+    def events(self, version: int | None = None) -> list[EventRecord]:
+        """Materializer events, oldest first; only those of ``version`` when given."""
+        sql = "SELECT time, version, kind, signature, name, nbytes, reason FROM events"
+        rows = (
+            self._query(sql + " WHERE version = ? ORDER BY id", (version,))
+            if version is not None
+            else self._query(sql + " ORDER BY id")
+        )
+        return [EventRecord(*r) for r in rows]
+
+    def versions(self) -> list[VersionRow]:
+        counts: dict[int, dict[str, int]] = {}
+        for v, decision, n in self._query(
+            "SELECT version, decision, COUNT(*) FROM nodes GROUP BY version, decision"
+        ):
+            counts.setdefault(v, {})[decision] = n
+        return [
+            VersionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], counts.get(r[0], {}))
+            for r in self._query(
+                "SELECT id, workflow, started, finished, status, message, time_saved "
+                "FROM versions ORDER BY id DESC"
+            )
+        ]
+
+    def version_stats(self, limit: int | None = None) -> list[VersionStats]:
+        """The newest ``limit`` versions (all when None), newest first, with their counts per
+        decision, seconds to compute everything, bytes stored and the earlier version each
+        repeats exactly, if any: three queries, whatever the number of versions."""
+        rows = self._query(
+            "SELECT v.id, v.workflow, v.started, v.finished, v.status, v.message, v.time_saved, "
+            "TOTAL(n.decision = 'compute'), TOTAL(n.decision = 'load'), "
+            "TOTAL(n.decision = 'prune'), TOTAL(n.decision = 'in_cluster'), "
+            "TOTAL(COALESCE(n.compute_seconds, n.estimated_compute_seconds)), "
+            "TOTAL(CASE WHEN n.materialization = 'stored' THEN COALESCE(a.nbytes, n.nbytes, 0) "
+            "ELSE 0 END) "
+            "FROM versions v LEFT JOIN nodes n ON n.version = v.id "
+            "LEFT JOIN artifacts a ON a.signature = "
+            "(CASE WHEN n.identity != '' THEN n.identity ELSE n.signature END) "
+            "GROUP BY v.id ORDER BY v.id DESC LIMIT ?",
+            (-1 if limit is None else limit,),
+        )
+        repeats = self._repeats()
+        return [
+            VersionStats(
+                *r[:7],
+                computed=int(r[7]),
+                loaded=int(r[8]),
+                pruned=int(r[9]),
+                in_cluster=int(r[10]),
+                full_seconds=float(r[11]),
+                stored_bytes=int(r[12]),
+                repeats=repeats.get(r[0]),
+            )
+            for r in rows
+        ]
+
+    def _repeats(self) -> dict[int, int]:
+        """Version -> the newest earlier version of its workflow with exactly its signatures."""
+        sigs: dict[int, set[str]] = {}
+        for v, sig in self._query("SELECT version, signature FROM nodes"):
+            sigs.setdefault(v, set()).add(sig)
+        last: dict[tuple[str, frozenset[str]], int] = {}
+        out: dict[int, int] = {}
+        for v, workflow in self._query("SELECT id, workflow FROM versions ORDER BY id"):
+            key = (workflow, frozenset(sigs.get(v, ())))
+            if key[1] and key in last:
+                out[v] = last[key]
+            last[key] = v
+        return out
+
+    def runs(self, versions: Iterable[int] | None = None) -> Runs:
+        """Every version's report (or those of ``versions``), oldest first, read in a few
+        queries; ``.to_pandas()`` gives one row per version.
+
+        Examples
+        --------
+        >>> hx.Catalog("./.helix").runs().to_pandas()[["version", "computed"]]  # doctest: +SKIP
+        """
+        where, params = "", ()
+        if versions is not None:
+            ids = sorted(set(versions))
+            where, params = f" WHERE id IN ({_marks(len(ids))})", tuple(ids)
+        heads = self._query(
+            "SELECT id, workflow, started, finished, status, message, time_saved, "
+            f"predicted_seconds, measured_seconds FROM versions{where} ORDER BY id",
+            params,
+        )
+        nodes: dict[int, list[NodeRecord]] = {h[0]: [] for h in heads}
+        events: dict[int, list[EventRecord]] = {h[0]: [] for h in heads}
+        node_sql = f"SELECT {_NODE_COLUMNS} FROM nodes"
+        event_sql = "SELECT time, version, kind, signature, name, nbytes, reason FROM events"
+        if versions is None:
+            node_rows = self._query(node_sql + " ORDER BY version, name")
+            event_rows = self._query(event_sql + " WHERE version IS NOT NULL ORDER BY id")
+        else:
+            node_rows, event_rows = [], []
+            for chunk in _chunks(list(nodes)):
+                marks = _marks(len(chunk))
+                node_rows += self._query(
+                    f"{node_sql} WHERE version IN ({marks}) ORDER BY version, name", chunk
+                )
+                event_rows += self._query(f"{event_sql} WHERE version IN ({marks})", chunk)
+        for r in node_rows:
+            if r[0] in nodes:
+                nodes[r[0]].append(_node_record(r))
+        for e in event_rows:
+            if e[1] in events:
+                events[e[1]].append(EventRecord(*e))
+        return Runs(
+            RunReport(
+                vid,
+                workflow,
+                started,
+                finished,
+                status,
+                tuple(nodes[vid]),
+                saved,
+                message,
+                predicted_seconds=predicted,
+                measured_seconds=measured,
+                events=tuple(events[vid]),
+            )
+            for vid, workflow, started, finished, status, message, saved, predicted, measured in (
+                heads
+            )
+        )
+
+    def next_version(self) -> int:
+        """The id the next version gets (ids are never reused, even after a delete)."""
+        rows = self._query("SELECT seq FROM sqlite_sequence WHERE name = 'versions'")
+        last = self._query("SELECT MAX(id) FROM versions")[0][0]
+        return max(rows[0][0] if rows else 0, last or 0) + 1
+
+    def last_version(self) -> int | None:
+        """The newest version id, or None for an empty catalog."""
+        row = self._query("SELECT MAX(id) FROM versions")[0]
+        return row[0]
+
+    def run(self, version: int) -> RunReport:
+        found = self.runs([version])
+        if not found:
+            raise KeyError(f"version {version} is not in the catalog {str(self.path)!r}")
+        return found[0]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
+
+    def diff(self, a: int, b: int):
+        """What changed from version ``a`` to ``b`` and why: a
+        :class:`~helix_dask.history.VersionDiff` (``helix diff a b``)."""
+        from .history import diff
+
+        return diff(self, a, b)
+
+    def metrics(self):
+        """The metrics of every version: a :class:`~helix_dask.history.MetricsTable`
+        (``helix metrics``; ``.to_pandas()``)."""
+        from .history import metrics_table
+
+        return metrics_table(self)
+
+    def dag(self, v: int):
+        """The DAG of version ``v`` with node states: a :class:`~helix_dask._drawing.DagView`
+        (``.graph``, ``.to_svg()``, drawn inline in notebooks)."""
+        from ._drawing import DagView
+        from .history import dag
+
+        return DagView(dag(self, v))
+
+    def gc(self, keep: int, *, dry_run: bool = True):
+        """Remove artifacts that no node of the last ``keep`` versions uses (``helix gc``).
+
+        With ``dry_run`` (the default) nothing is deleted: the returned
+        :class:`~helix_dask.usage.GcPlan` lists what would go and why. Otherwise returns the
+        :class:`~helix_dask.usage.GcResult`. Artifacts of running versions always stay.
+        """
+        from .usage import apply_gc, gc_plan
+
+        plan = gc_plan(self, keep)
+        return plan if dry_run else apply_gc(self, plan)
+
+
+class CatalogWriter(Catalog, MetadataStore):
+    """The catalog with its writers: what the scheduler plugin (the only writer of versions and
+    nodes), ``helix gc``, ``helix verify --repair`` and quarantines use; readers use
+    :class:`Catalog`."""
+
     @contextmanager
     def batch(self) -> Iterator[Catalog]:
         """Apply the writes made inside in one transaction (all or none)."""
@@ -234,8 +588,6 @@ class Catalog(MetadataStore):
                     yield self
             finally:
                 self._batch_thread = None
-
-    # -- writes ---------------------------------------------------------------------------------
 
     def begin_version(
         self,
@@ -285,12 +637,13 @@ class Catalog(MetadataStore):
                 json.dumps(dict(r.arg_values), sort_keys=True),
                 None if r.metrics is None else json.dumps(dict(r.metrics), sort_keys=True),
                 r.identity if r.identity != r.signature else "",
+                r.label,
             )
             for r in records
         ]
         with self._tx() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                f"INSERT OR REPLACE INTO nodes ({_NODE_COLUMNS}) VALUES ({_marks(19)})", rows
             )
 
     def record_code(self, digest: str, sources: Mapping[str, str], packages: Mapping[str, str]):
@@ -319,30 +672,6 @@ class Catalog(MetadataStore):
                     "INSERT OR REPLACE INTO traces VALUES (?, ?)",
                     (code, json.dumps(sorted(deps | set(traced)))),
                 )
-
-    def requirements(self, signatures: Iterable[str]) -> dict[str, dict[str, str]]:
-        """Signature -> recorded requirements, for the signatures that have any."""
-        out: dict[str, dict[str, str]] = {}
-        for chunk in _chunks(list(set(signatures))):
-            marks = ",".join("?" * len(chunk))
-            for sig, req in self._query(
-                f"SELECT signature, requires FROM requirements WHERE signature IN ({marks}) "
-                "AND requires != '{}'",
-                chunk,
-            ):
-                out[sig] = json.loads(req)
-        return out
-
-    def traced(self, codes: Iterable[str]) -> dict[str, list[str]]:
-        """Code digest -> dependencies its traces found, for the codes traced so far."""
-        out: dict[str, list[str]] = {}
-        for chunk in _chunks(list(set(codes))):
-            marks = ",".join("?" * len(chunk))
-            for code, deps in self._query(
-                f"SELECT code, deps FROM traces WHERE code IN ({marks})", chunk
-            ):
-                out[code] = json.loads(deps)
-        return out
 
     def update_node(self, version: int, key: str, **fields: object) -> None:
         unknown = set(fields) - set(_NODE_FIELDS)
@@ -461,202 +790,35 @@ class Catalog(MetadataStore):
                 (seconds, time.time(), signature),
             )
 
-    # -- reads ----------------------------------------------------------------------------------
 
-    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
-
-    def artifact(self, signature: str) -> ArtifactRow | None:
-        rows = self._query("SELECT * FROM artifacts WHERE signature = ?", (signature,))
-        return ArtifactRow(*rows[0]) if rows else None
-
-    def artifacts(self) -> list[ArtifactRow]:
-        return [ArtifactRow(*r) for r in self._query("SELECT * FROM artifacts ORDER BY created")]
-
-    def artifacts_for(self, signatures: Iterable[str]) -> dict[str, ArtifactRow]:
-        """The committed artifacts among ``signatures``, by signature (one query per 500)."""
-        found: dict[str, ArtifactRow] = {}
-        for chunk in _chunks(sorted(set(signatures))):
-            marks = ",".join("?" * len(chunk))
-            for r in self._query(f"SELECT * FROM artifacts WHERE signature IN ({marks})", chunk):
-                found[r[0]] = ArtifactRow(*r)
-        return found
-
-    def stored_bytes(self) -> int:
-        """Bytes of all committed artifacts."""
-        return int(self._query("SELECT COALESCE(SUM(nbytes), 0) FROM artifacts")[0][0])
-
-    def compute_costs(
-        self, signatures: Iterable[str], names: Iterable[str]
-    ) -> tuple[dict[str, float], dict[str, float]]:
-        """Measured compute seconds: the latest per signature, and the latest per task name."""
-        return self._latest_compute("signature", signatures), self._latest_compute("name", names)
-
-    def _latest_compute(self, column: str, values: Iterable[str]) -> dict[str, float]:
-        latest: dict[str, float] = {}
-        for chunk in _chunks(sorted(set(values))):
-            marks = ",".join("?" * len(chunk))
-            for value, secs in self._query(
-                f"SELECT {column}, compute_seconds FROM nodes WHERE compute_seconds IS NOT NULL "
-                f"AND {column} IN ({marks}) ORDER BY version",
-                chunk,
-            ):
-                latest[value] = secs  # ordered by version: the last one wins
-        return latest
-
-    def code(self, digest: str) -> tuple[dict[str, str], dict[str, str]] | None:
-        """The sources and package versions recorded for a code digest, or None."""
-        rows = self._query("SELECT sources, packages FROM code WHERE digest = ?", (digest,))
-        return (json.loads(rows[0][0]), json.loads(rows[0][1])) if rows else None
-
-    def io_samples(self) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-        """Measured (bytes, seconds) of artifact loads and of artifact writes."""
-        loads = self._query("SELECT nbytes, load_seconds FROM artifacts WHERE load_seconds > 0")
-        writes = self._query("SELECT nbytes, write_seconds FROM artifacts WHERE write_seconds > 0")
-        return [tuple(r) for r in loads], [tuple(r) for r in writes]  # type: ignore[misc]
-
-    def signature_history(self, workflow: str, last: int = 20) -> list[dict[str, frozenset[str]]]:
-        """Per version of ``workflow`` (oldest first, at most ``last``): signatures per task."""
-        ids = [
-            r[0]
-            for r in self._query(
-                "SELECT id FROM versions WHERE workflow = ? AND status = 'done' "
-                "ORDER BY id DESC LIMIT ?",
-                (workflow, last),
-            )
-        ][::-1]
-        if not ids:
-            return []
-        by_version: dict[int, dict[str, set[str]]] = {v: {} for v in ids}
-        marks = ",".join("?" * len(ids))
-        for v, name, sig in self._query(
-            f"SELECT version, name, signature FROM nodes WHERE version IN ({marks})", ids
-        ):
-            by_version[v].setdefault(name, set()).add(sig)
-        return [{n: frozenset(s) for n, s in by_version[v].items()} for v in ids]
-
-    def events(self, version: int | None = None) -> list[EventRecord]:
-        """Materializer events, oldest first; only those of ``version`` when given."""
-        sql = "SELECT time, version, kind, signature, name, nbytes, reason FROM events"
-        rows = (
-            self._query(sql + " WHERE version = ? ORDER BY id", (version,))
-            if version is not None
-            else self._query(sql + " ORDER BY id")
-        )
-        return [EventRecord(*r) for r in rows]
-
-    def versions(self) -> list[VersionRow]:
-        counts: dict[int, dict[str, int]] = {}
-        for v, decision, n in self._query(
-            "SELECT version, decision, COUNT(*) FROM nodes GROUP BY version, decision"
-        ):
-            counts.setdefault(v, {})[decision] = n
-        return [
-            VersionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], counts.get(r[0], {}))
-            for r in self._query(
-                "SELECT id, workflow, started, finished, status, message, time_saved "
-                "FROM versions ORDER BY id DESC"
-            )
-        ]
-
-    def runs(self) -> list[RunReport]:
-        """Every version's report, oldest first."""
-        return [self.run(v.id) for v in reversed(self.versions())]
-
-    def next_version(self) -> int:
-        """The id the next version gets (ids are never reused, even after a delete)."""
-        rows = self._query("SELECT seq FROM sqlite_sequence WHERE name = 'versions'")
-        last = self._query("SELECT MAX(id) FROM versions")[0][0]
-        return max(rows[0][0] if rows else 0, last or 0) + 1
-
-    def last_version(self) -> int | None:
-        """The newest version id, or None for an empty catalog."""
-        row = self._query("SELECT MAX(id) FROM versions")[0]
-        return row[0]
-
-    def run(self, version: int) -> RunReport:
-        head = self._query(
-            "SELECT id, workflow, started, finished, status, message, time_saved, "
-            "predicted_seconds, measured_seconds FROM versions WHERE id = ?",
-            (version,),
-        )
-        if not head:
-            raise KeyError(f"version {version} is not in the catalog {str(self.path)!r}")
-        vid, workflow, started, finished, status, message, saved, predicted, measured = head[0]
-        nodes = tuple(
-            NodeRecord(
-                key=r[1],
-                name=r[2],
-                signature=r[3],
-                code=r[4],
-                args=json.loads(r[5]),
-                parents=tuple(json.loads(r[6])),
-                decision=Decision(r[7]),
-                compute_seconds=r[8],
-                load_seconds=r[9],
-                write_seconds=r[10],
-                nbytes=r[11],
-                materialization=Materialization(r[12]) if r[12] else None,
-                reason=r[13],
-                estimated_compute_seconds=r[14],
-                arg_values=json.loads(r[15]),
-                metrics=None if r[16] is None else json.loads(r[16]),
-                identity=r[17],
-            )
-            for r in self._query("SELECT * FROM nodes WHERE version = ? ORDER BY name", (vid,))
-        )
-        return RunReport(
-            vid,
-            workflow,
-            started,
-            finished,
-            status,
-            nodes,
-            saved,
-            message,
-            predicted_seconds=predicted,
-            measured_seconds=measured,
-            events=tuple(self.events(vid)),
-        )
-
-    def __repr__(self) -> str:
-        return f"Catalog({str(self.root)!r})"
-
-    def diff(self, a: int, b: int):
-        """What changed from version ``a`` to ``b`` and why: a
-        :class:`~helix_dask.views.VersionDiff` (``helix diff a b``)."""
-        from .views import diff
-
-        return diff(self, a, b)
-
-    def metrics(self):
-        """The metrics of every version: a :class:`~helix_dask.views.MetricsTable`
-        (``helix metrics``)."""
-        from .views import metrics_table
-
-        return metrics_table(self)
-
-    def dag(self, v: int):
-        """The DAG of version ``v`` with node states: a :class:`~helix_dask.views.DagView`
-        (``.graph``, ``.to_svg()``, drawn inline in notebooks)."""
-        from .views import DagView, dag
-
-        return DagView(dag(self, v))
-
-    def gc(self, keep: int, *, dry_run: bool = True):
-        """Remove artifacts that no node of the last ``keep`` versions uses (``helix gc``).
-
-        With ``dry_run`` (the default) nothing is deleted: the returned
-        :class:`~helix_dask.usage.GcPlan` lists what would go and why. Otherwise returns the
-        :class:`~helix_dask.usage.GcResult`. Artifacts of running versions always stay.
-        """
-        from .usage import apply_gc, gc_plan
-
-        plan = gc_plan(self, keep)
-        return plan if dry_run else apply_gc(self, plan)
+def _node_record(r: Sequence) -> NodeRecord:
+    """A row of ``SELECT {_NODE_COLUMNS} FROM nodes`` as a record."""
+    return NodeRecord(
+        key=r[1],
+        name=r[2],
+        signature=r[3],
+        code=r[4],
+        args=json.loads(r[5]),
+        parents=tuple(json.loads(r[6])),
+        decision=Decision(r[7]),
+        compute_seconds=r[8],
+        load_seconds=r[9],
+        write_seconds=r[10],
+        nbytes=r[11],
+        materialization=Materialization(r[12]) if r[12] else None,
+        reason=r[13],
+        estimated_compute_seconds=r[14],
+        arg_values=json.loads(r[15]),
+        metrics=None if r[16] is None else json.loads(r[16]),
+        identity=r[17],
+        label=r[18],
+    )
 
 
-def _chunks(items: list[str], size: int = 500) -> Iterator[list[str]]:
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _chunks(items: list, size: int = 500) -> Iterator[list[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]

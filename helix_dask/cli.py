@@ -18,10 +18,22 @@ from typing import Any, TextIO
 
 from dask.utils import format_bytes
 
-from . import _config, views
-from ._drawing import BOX_H, BOX_W, LEGEND, MARGIN, STORED_OUTLINE, colour, cost_label, positions
+from . import _config, history, usage
+from ._drawing import render_png, render_svg
 from ._errors import HelixConfigError, HelixError, HelixStoreError
-from .catalog import Catalog
+from .catalog import Catalog, CatalogWriter
+from .presentation import (
+    arguments,
+    clip,
+    diff_lines,
+    num,
+    secs,
+    size,
+    status,
+    table,
+    to_data,
+    when,
+)
 
 STORE_ENV = "HELIX_STORE"
 
@@ -29,40 +41,8 @@ STORE_ENV = "HELIX_STORE"
 # -- output helpers -----------------------------------------------------------------------------
 
 
-def table(
-    headers: Sequence[str], rows: Sequence[Sequence[object]], numeric: set[int] = frozenset()
-):
-    """Columns aligned with two spaces between them; ``numeric`` columns align right."""
-    cells = [[str(c) for c in headers], *([str(c) for c in r] for r in rows)]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for r in cells:
-        parts = [
-            c.rjust(w) if i in numeric else c.ljust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        ]
-        lines.append("  ".join(parts).rstrip())
-    return "\n".join(lines)
-
-
-def _secs(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}s"
-
-
-def _size(value: int | None) -> str:
-    return "-" if value is None else format_bytes(int(value))
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
-
-
-def _clip(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "\u2026"
-
-
 def _print_json(obj: Any, out: TextIO) -> None:
-    json.dump(views.to_data(obj), out, indent=2, default=str)
+    json.dump(to_data(obj), out, indent=2, default=str)
     out.write("\n")
 
 
@@ -117,7 +97,7 @@ def _version(cat: Catalog, text: str) -> int:
 
 
 def cmd_log(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
-    rows = views.log_rows(cat, args.limit or None)
+    rows = history.log_rows(cat, args.limit or None)
     if args.json:
         return _print_json(rows, out)
     extra = any(r.in_cluster for r in rows)
@@ -126,16 +106,16 @@ def cmd_log(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
     body = [
         [
             f"v{r.version}",
-            views.when(r.started),
-            r.status,
-            _clip(r.message, 40),
+            when(r.started),
+            status(r),
+            clip(r.message, 40),
             r.computed,
             r.loaded,
             r.pruned,
             *([r.in_cluster] if extra else []),
-            "running" if r.wall_seconds is None else _secs(r.wall_seconds),
-            f"{_secs(r.time_saved)} of {_secs(r.full_seconds)}",
-            _size(r.stored_bytes),
+            "running" if r.wall_seconds is None else secs(r.wall_seconds),
+            f"{secs(r.time_saved)} of {secs(r.full_seconds)}",
+            size(r.stored_bytes),
         ]
         for r in rows
     ]
@@ -144,8 +124,11 @@ def cmd_log(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
 
 def cmd_show(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
     v = _version(cat, args.version)
-    run, graph = cat.run(v), views.dag(cat, v)
-    order = sorted(graph, key=lambda k: (views.layout(graph)[k], k))
+    run, graph = cat.run(v), history.dag(cat, v)
+    from ._drawing import layout
+
+    slots = layout(graph)
+    order = sorted(graph, key=lambda k: (slots[k], k))
     if args.json:
         nodes = [
             {"key": k, **graph.nodes[k], "parents": list(graph.predecessors(k))} for k in order
@@ -154,7 +137,7 @@ def cmd_show(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
             {"version": v, "summary": run.summary(), "run": run, "nodes": nodes}, out
         )
     out.write(
-        f"v{v}  {views.when(run.started)}  {run.status}  workflow {run.workflow!r}"
+        f"v{v}  {when(run.started)}  {run.status}  workflow {run.workflow!r}"
         f"  message {run.message!r}\n{run.summary()}\n"
     )
     if run.predicted_seconds is not None and run.measured_seconds is not None:
@@ -163,37 +146,29 @@ def cmd_show(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
             f"{run.measured_seconds:.3f}s\n"
         )
     out.write("\n")
-    headers = [
-        "NODE",
-        "STATE",
-        "SIGNATURE",
-        "COMPUTE",
-        "LOAD",
-        "WRITE",
-        "EST",
-        "SIZE",
-        "ARTIFACT",
-        "REASON",
-    ]
+    headers = ["NODE", "TASK", "ARGUMENTS", "STATE", "SIGNATURE", "COMPUTE", "LOAD", "WRITE"]
+    headers += ["EST", "SIZE", "ARTIFACT", "REASON"]
     body = []
     for k in order:
         a = graph.nodes[k]
         state = a["state"] + (" (changed)" if a["changed"] else "")
         body.append(
             [
+                a["label"],
                 a["name"],
+                arguments(a["arg_values"]) or "-",
                 state + (", stored" if a["stored"] else ""),
                 a["signature"][:12],
-                _secs(a["compute_seconds"]),
-                _secs(a["load_seconds"]),
-                _secs(a["write_seconds"]),
-                _secs(a["estimated_compute_seconds"]),
-                _size(a["nbytes"]),
+                secs(a["compute_seconds"]),
+                secs(a["load_seconds"]),
+                secs(a["write_seconds"]),
+                secs(a["estimated_compute_seconds"]),
+                size(a["nbytes"]),
                 a["artifact"] or "-",
-                _clip(a["reason"] or "", 48),
+                clip(a["reason"] or "", 48),
             ]
         )
-    out.write(table(headers, body, numeric={3, 4, 5, 6, 7}) + "\n")
+    out.write(table(headers, body, numeric={5, 6, 7, 8, 9}) + "\n")
 
 
 def cmd_diff(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
@@ -205,42 +180,14 @@ def cmd_diff(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
         old = max(i for i in ids if i < new)
     else:
         raise HelixConfigError("diff needs two versions; pass `helix diff OLD NEW`")
-    d = views.diff(cat, old, new)
+    d = history.diff(cat, old, new)
     if args.json:
         return _print_json(d, out)
-    direct = [c for c in d.changes if c.direct]
-    out.write(
-        f"v{old} -> v{new}: {len(direct)} changed, {len(d.changes) - len(direct)} changed "
-        f"upstream only, {len(d.unchanged)} unchanged\n"
-    )
-    for c in d.changes:
-        now = c.new_decision or "gone"
-        out.write(f"\n{c.name}  [{views.STATES.get(now, now) if c.new_key else 'removed'}]\n")
-        for cause in c.causes:
-            out.write(f"  {cause.describe()}\n")
-            if cause.kind is views.ChangeKind.CODE and cause.detail:
-                out.write("".join(f"    {line}\n" for line in cause.detail.splitlines()))
-    out.write(f"\nrecomputed in v{new}: {', '.join(d.recomputed) or 'nothing'}\n")
-    if d.recomputed_unchanged:
-        out.write(f"also computed, unchanged: {', '.join(d.recomputed_unchanged)}\n")
-    if d.metrics:
-        body = [
-            [
-                m.node,
-                m.metric,
-                _num(m.old),
-                _num(m.new),
-                "-" if m.delta is None else f"{m.delta:+.4g}",
-            ]
-            for m in d.metrics
-        ]
-        out.write(
-            "\n" + table(["NODE", "METRIC", f"v{old}", f"v{new}", "DELTA"], body, {2, 3, 4}) + "\n"
-        )
+    out.write("\n".join(diff_lines(d)) + "\n")
 
 
 def cmd_metrics(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
-    t = views.metrics_table(cat)
+    t = history.metrics_table(cat)
     if args.sort:
         t = t.sorted_by(args.sort, descending=not args.ascending)
     if args.plot:
@@ -253,7 +200,7 @@ def cmd_metrics(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
         )
         return
     body = [
-        [f"v{r.version}", _clip(r.message, 40), *(_num(r.values.get(c)) for c in t.columns)]
+        [f"v{r.version}", clip(r.message, 40), *(num(r.values.get(c)) for c in t.columns)]
         for r in t.rows
     ]
     out.write(
@@ -274,7 +221,7 @@ def _pyplot():
     return plt
 
 
-def _plot_metrics(t: views.MetricsTable, path: Path) -> None:
+def _plot_metrics(t: history.MetricsTable, path: Path) -> None:
     """One panel per metric (their scales differ), versions along a shared x axis."""
     plt = _pyplot()
     rows = sorted(t.rows, key=lambda r: r.version)
@@ -299,25 +246,21 @@ def cmd_dag(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
     if args.version is None:
         raise HelixConfigError("helix dag needs a version (3, v3, latest) or --plan MODULE:NAME")
     v = _version(cat, args.version)
-    graph = views.dag(cat, v)
+    graph = history.dag(cat, v)
     path = Path(args.output)
-    kind = (args.format or path.suffix.lstrip(".")).lower()
+    kind = _kind(path, args)
     if kind == "svg":
-        path.write_text(views.render_svg(graph))
+        path.write_text(render_svg(graph))
     elif kind == "html":
         run = cat.run(v)
         path.write_text(
             f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>helix v{v}</title></head>"
             f"<body style='font-family:sans-serif'><h2>helix v{v}</h2>"
             f"<p>{escape(run.summary())} &mdash; {escape(run.message)}</p>"
-            f"{views.render_svg(graph)}</body></html>\n"
+            f"{render_svg(graph)}</body></html>\n"
         )
-    elif kind == "png":
-        _plot_dag(graph, path)
     else:
-        raise HelixConfigError(
-            f"cannot write {path.name!r}: pick an .svg, .png or .html file (or --format)"
-        )
+        render_png(graph, path)
     if args.json:
         return _print_json(
             {"version": v, "output": str(path), "format": kind, "nodes": len(graph)}, out
@@ -325,24 +268,55 @@ def cmd_dag(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
     out.write(f"wrote v{v} ({len(graph)} nodes) to {path}\n")
 
 
-def _plan_dag(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
-    """The plan of a graph not run yet: ``--plan pkg.module:name`` names helix nodes, or a
-    function without arguments that returns them."""
+def _kind(path: Path, args: argparse.Namespace) -> str:
+    """The picture format: ``--format``, else the file's suffix."""
+    kind = (args.format or path.suffix.lstrip(".")).lower()
+    if kind not in ("svg", "png", "html"):
+        raise HelixConfigError(
+            f"cannot write {path.name!r}: pick an .svg, .png or .html file (or --format)"
+        )
+    return kind
+
+
+def _plan_target(spec: str) -> object:
+    """The object ``MODULE:NAME`` names (imported from the working directory)."""
     import importlib
 
-    from .planning import preview
-    from .task import HelixNode
-
-    module_name, _, attr = args.plan.partition(":")
+    module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise HelixConfigError(
-            f"--plan {args.plan!r} is not MODULE:NAME; pass e.g. --plan workflow:build"
+            f"--plan {spec!r} is not MODULE:NAME; pass e.g. --plan workflow:build"
         )
     sys.path.insert(0, os.getcwd())
     try:
-        target = getattr(importlib.import_module(module_name), attr)
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise HelixConfigError(
+            f"--plan {spec!r}: cannot import {module_name!r} ({e}); run helix from the directory "
+            "that holds it or put it on PYTHONPATH"
+        ) from None
+    except SyntaxError as e:
+        raise HelixConfigError(f"--plan {spec!r}: {module_name!r} does not parse: {e}") from None
     finally:
         sys.path.pop(0)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise HelixConfigError(
+            f"--plan {spec!r}: module {module_name!r} has no {attr!r}; name a node, a list of "
+            "nodes, or a function without arguments that returns them"
+        ) from None
+
+
+def _plan_dag(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
+    """The plan of a graph not run yet: ``--plan pkg.module:name`` names helix nodes, or a
+    function without arguments that returns them."""
+    from .planning import preview
+    from .task import HelixNode
+
+    path = Path(args.output)
+    kind = _kind(path, args)
+    target = _plan_target(args.plan)
     if callable(target) and not isinstance(target, HelixNode):
         target = target()
     nodes = list(target) if isinstance(target, (list, tuple)) else [target]
@@ -352,11 +326,17 @@ def _plan_dag(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
             "a list of nodes, or a function without arguments that returns them"
         )
     graph = preview(*nodes, store=cat.root).graph
-    path = Path(args.output)
-    if path.suffix.lower() != ".svg" and (args.format or "svg") != "svg":
-        raise HelixConfigError(f"cannot write {path.name!r}: a plan is written as .svg")
-    path.write_text(views.render_svg(graph))
-    states = {}
+    if kind == "png":
+        render_png(graph, path)
+    elif kind == "html":
+        path.write_text(
+            "<!DOCTYPE html><html><head><meta charset='utf-8'><title>helix plan</title></head>"
+            f"<body style='font-family:sans-serif'><h2>plan of {escape(args.plan)}</h2>"
+            f"{render_svg(graph)}</body></html>\n"
+        )
+    else:
+        path.write_text(render_svg(graph))
+    states: dict[str, int] = {}
     for _, d in graph.nodes(data=True):
         states[d["state"]] = states.get(d["state"], 0) + 1
     if args.json:
@@ -365,81 +345,26 @@ def _plan_dag(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
     out.write(f"wrote the plan of {args.plan} ({counts}) to {path}\n")
 
 
-def _plot_dag(graph, path: Path) -> None:
-    plt = _pyplot()
-    from matplotlib.patches import FancyBboxPatch, Rectangle
-
-    pos, width, height = positions(graph)
-    fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set_xlim(0, width)
-    ax.set_ylim(height, 0)
-    ax.axis("off")
-    for parent, child in graph.edges:
-        (x1, y1), (x2, y2) = pos[parent], pos[child]
-        ax.annotate(
-            "",
-            xy=(x2 + BOX_W / 2, y2),
-            xytext=(x1 + BOX_W / 2, y1 + BOX_H),
-            arrowprops={"arrowstyle": "-|>", "color": "#555"},
-        )
-    for key, (x, y) in pos.items():
-        a = graph.nodes[key]
-        stored = a["stored"]
-        ax.add_patch(
-            FancyBboxPatch(
-                (x, y),
-                BOX_W,
-                BOX_H,
-                boxstyle="round,pad=0,rounding_size=6",
-                facecolor=colour(a),
-                edgecolor=STORED_OUTLINE if stored else "#333",
-                linewidth=3 if stored else 1,
-            )
-        )
-        ax.text(
-            x + BOX_W / 2, y + 16, a["name"], ha="center", va="center", fontsize=9, weight="bold"
-        )
-        ax.text(x + BOX_W / 2, y + 33, cost_label(a), ha="center", va="center", fontsize=7)
-    x = MARGIN
-    for label, fill in LEGEND:
-        stored = label == "stored"
-        ax.add_patch(
-            Rectangle(
-                (x, height - 18),
-                12,
-                12,
-                facecolor=fill,
-                edgecolor=STORED_OUTLINE if stored else "#333",
-                linewidth=3 if stored else 1,
-            )
-        )
-        ax.text(x + 16, height - 8, label, fontsize=8)
-        x += 24 + 7 * len(label)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def cmd_du(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
-    du = views.disk_usage(cat)
+    du = usage.disk_usage(cat)
     if args.json:
         return _print_json(du, out)
-    out.write(f"{cat.root}: {du.artifacts} artifacts, {_size(du.total_bytes)}\n\n")
+    out.write(f"{cat.root}: {du.artifacts} artifacts, {size(du.total_bytes)}\n\n")
     out.write(
         table(
             ["TASK", "ARTIFACTS", "SIZE"],
-            [[t.name, t.artifacts, _size(t.nbytes)] for t in du.by_task],
+            [[t.name, t.artifacts, size(t.nbytes)] for t in du.by_task],
             {1, 2},
         )
     )
     body = [
         [
             f"v{u.version}",
-            _clip(u.message, 40),
+            clip(u.message, 40),
             u.referenced,
-            _size(u.referenced_bytes),
+            size(u.referenced_bytes),
             u.added,
-            _size(u.added_bytes),
+            size(u.added_bytes),
         ]
         for u in du.by_version
     ]
@@ -455,27 +380,27 @@ def cmd_gc(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
         from .store import ZarrArtifactStore
 
         ZarrArtifactStore(cat.root).sweep_temporaries()  # what killed writers left behind
-    plan = views.gc_plan(cat, args.keep)
+    plan = usage.gc_plan(cat, args.keep)
     result = None
     if not args.dry_run and plan.remove:
-        result = views.apply_gc(cat, plan, progress=Progress("gc"))
+        result = usage.apply_gc(cat, plan, progress=Progress("gc"))
     if args.json:
         return _print_json({"dry_run": args.dry_run, "plan": plan, "result": result}, out)
     kept = ", ".join(f"v{v}" for v in plan.kept_versions) or "none"
     running = ", ".join(f"v{v}" for v in plan.running_versions) or "none"
     out.write(
         f"keeping the artifacts of {kept} (running: {running}): {plan.kept} artifacts, "
-        f"{_size(plan.kept_bytes)}\n"
+        f"{size(plan.kept_bytes)}\n"
     )
     if not plan.remove:
         out.write("nothing to remove\n")
         return
     verb = "would remove" if args.dry_run else "removing"
-    out.write(f"{verb} {len(plan.remove)} artifacts, {_size(plan.freed_bytes)}:\n")
-    body = [[i.signature, i.name, _size(i.nbytes), i.reason] for i in plan.remove]
+    out.write(f"{verb} {len(plan.remove)} artifacts, {size(plan.freed_bytes)}:\n")
+    body = [[i.signature, i.name, size(i.nbytes), i.reason] for i in plan.remove]
     out.write(table(["SIGNATURE", "TASK", "SIZE", "REASON"], body, {2}) + "\n")
     if result is not None:
-        out.write(f"removed {len(result.deleted)} artifacts, freed {_size(result.freed_bytes)}\n")
+        out.write(f"removed {len(result.deleted)} artifacts, freed {size(result.freed_bytes)}\n")
         if result.skipped:
             out.write(f"kept {len(result.skipped)} that a running version now uses\n")
 
@@ -566,12 +491,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def open_catalog(store: str | None) -> Catalog:
+WRITING = {"gc", "verify"}
+"""Commands that change the store (and so open the catalog with its writers)."""
+
+
+def open_catalog(store: str | None, *, write: bool = False) -> Catalog:
     """The catalog of ``store`` (default ``$HELIX_STORE``, then ``helix.store``); never new."""
     root = Path(store or os.environ.get(STORE_ENV) or str(_config.get("store")))
     if not (root / "catalog.sqlite").is_file():
         raise HelixConfigError(f"no helix catalog at {root}; pass --store DIR or set {STORE_ENV}")
-    return Catalog(root)
+    return CatalogWriter(root) if write else Catalog(root)
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -580,7 +509,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args.json = getattr(args, "json", False)
     out = out or sys.stdout
     try:
-        cat = open_catalog(getattr(args, "store", None))
+        cat = open_catalog(getattr(args, "store", None), write=args.command in WRITING)
         try:
             COMMANDS[args.command](cat, args, out)
         finally:

@@ -281,8 +281,8 @@ def preview(*outputs: HelixNode, store: str | os.PathLike[str] | None = None) ->
     import networkx as nx
 
     from ._drawing import DagView
+    from .history import STATES
     from .store import ZarrArtifactStore
-    from .views import STATES
 
     root = Path(store or str(_config.get("store")))
     catalog = Catalog(root)

@@ -1,6 +1,6 @@
 """The scheduler half: thin hooks that plan each graph with helix tasks, route progress to its
 :class:`~helix_dask._run.Run`, hand offers to the materialization flow, keep the storage
-ledger, and install the worker twin. Catalog writes go through a writer thread."""
+ledger, and install the worker twin. Catalog writes go through a write queue (one thread)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.protocol.pickle import dumps
 
 from . import _config
-from ._catalog_writer import CatalogWriter
+from ._catalog_writer import WriteQueue
 from ._events import (
     Decision,
     EventKind,
@@ -30,7 +30,7 @@ from ._run import NodeProgress, Run, RunBook
 from ._settings import Settings
 from ._trace import effective_signature
 from ._wire import ANNOTATION, NodeMeta
-from .catalog import ArtifactRow, Catalog
+from .catalog import ArtifactRow, CatalogWriter
 from .costs import CostModel, compute_seconds
 from .materializer import Stored, choose_evictions
 from .planning import plan_update
@@ -77,8 +77,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         self.resolved = s = self.requested.resolve()
         self.store, self.budget, self.workflow, self.solver = s.store, s.bytes, s.workflow, s.solver
         self.policy_name, self.policy = s.policy, s.policy_object()
-        self.catalog = Catalog(self.store)
-        self.writer = CatalogWriter(self.catalog)
+        self.catalog = CatalogWriter(self.store)
+        self.writer = WriteQueue(self.catalog)
         # Imported here: the client only pickles this plugin, and Zarr takes 0.2 s to import.
         from .dashboard import install_routes
         from .store import ZarrArtifactStore
@@ -465,7 +465,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         records = [n.record() for n in run.nodes.values()]
         events = list(run.events)
 
-        def write(c: Catalog) -> None:
+        def write(c: CatalogWriter) -> None:
             c.update_measurements(run.version, records)
             c.record_events(events)
             c.finish_version(run.version, str(status), run.time_saved, run.measured)
@@ -567,7 +567,7 @@ def _begin(run: Run, keys: set, metas: Iterable[tuple[Any, NodeMeta]]):
     records = [n.record() for n in run.nodes.values()]
     outputs = sorted(map(str, keys))
 
-    def write(c: Catalog) -> None:
+    def write(c: CatalogWriter) -> None:
         c.begin_version(
             run.workflow,
             run.message,
@@ -584,7 +584,7 @@ def _begin(run: Run, keys: set, metas: Iterable[tuple[Any, NodeMeta]]):
 
 
 def _removal(signature: str, artifacts: Any):
-    def remove(c: Catalog) -> None:
+    def remove(c: CatalogWriter) -> None:
         c.remove_artifact(signature)
         artifacts.delete(signature)
 

@@ -453,10 +453,10 @@ def _forget_in_catalog(root: Path, signature: str) -> None:
     """Drop the catalog row of an artifact that left the store (no catalog, nothing to do)."""
     if not (root / "catalog.sqlite").is_file():
         return
-    from .catalog import Catalog  # the catalog imports the store's readers: only when needed
+    from .catalog import CatalogWriter  # the catalog imports the store's readers: only when needed
 
     try:
-        catalog = Catalog(root)
+        catalog = CatalogWriter(root)
         try:
             catalog.remove_artifact(signature)
         finally:

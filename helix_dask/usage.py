@@ -1,6 +1,6 @@
 """Where the store's bytes go, and garbage collection of artifacts old versions left behind.
 
-Re-exported by :mod:`helix_dask.views`; ``helix du`` and ``helix gc`` are thin shells over it.
+``helix du`` and ``helix gc`` (and ``Catalog.gc``) are thin shells over it.
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ class GcPlan:
 
 def _running_signatures(cat: Catalog) -> tuple[tuple[int, ...], set[str]]:
     running = tuple(v.id for v in cat.versions() if v.status == "running")
-    return running, {n.stored_as for v in running for n in cat.run(v).nodes}
+    runs = cat.runs(running) if running else []
+    return running, {n.stored_as for r in runs for n in r.nodes}
 
 
 def gc_plan(cat: Catalog, keep: int) -> GcPlan:
@@ -158,18 +159,24 @@ def apply_gc(
     """Delete the artifacts of ``plan``: the catalog row first (so no new plan loads it), then
     the Zarr group. Artifacts of versions running by now are skipped. ``progress(done, total,
     freed_bytes)`` is called after each deletion."""
+    from .catalog import CatalogWriter
     from .store import ZarrArtifactStore
 
     store = ZarrArtifactStore(cat.root)
+    writer = cat if isinstance(cat, CatalogWriter) else CatalogWriter(cat.root)
     _, protected = _running_signatures(cat)
     deleted, skipped, freed = [], [], 0
-    for i, item in enumerate(plan.remove, 1):
-        if item.signature in protected:
-            skipped.append(item.signature)
-        else:
-            cat.remove_artifact(item.signature)
-            freed += store.delete(item.signature)
-            deleted.append(item.signature)
-        if progress is not None:
-            progress(i, len(plan.remove), freed)
+    try:
+        for i, item in enumerate(plan.remove, 1):
+            if item.signature in protected:
+                skipped.append(item.signature)
+            else:
+                writer.remove_artifact(item.signature)
+                freed += store.delete(item.signature)
+                deleted.append(item.signature)
+            if progress is not None:
+                progress(i, len(plan.remove), freed)
+    finally:
+        if writer is not cat:
+            writer.close()
     return GcResult(tuple(deleted), freed, tuple(skipped))

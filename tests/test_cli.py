@@ -27,6 +27,7 @@ from conftest import CALL_LOG, Calls, helix_client
 
 import helix_dask as hx
 from helix_dask import Decision
+from helix_dask.catalog import CatalogWriter
 from helix_dask.store import ZarrArtifactStore
 
 USER = """
@@ -193,6 +194,7 @@ def helix(history: History, out_dir: Path) -> Helix:
             (("dag", "latest", "-o", str(out_dir / "v5.html")), s, None),
             (("dag", "5", "-o", str(out_dir / "v5.png")), s, None),
             (("show", "v1"), s, None),
+            (("show", "v2"), s, None),
             (("du", "--json"), s, None),
             (("log",), out_dir / "nowhere", None),
             (("show", "v99"), s, None),
@@ -380,7 +382,7 @@ def test_gc_deletes_artifacts_the_last_versions_do_not_use_and_frees_bytes(
 
 def test_gc_never_deletes_an_artifact_a_running_version_uses(history, helix, tmp_path):
     store = _copy(history, tmp_path)
-    cat = hx.Catalog(store)
+    cat = CatalogWriter(store)
     old = cat.run(1).node("featurize")
     assert old.signature in _unused_by_last(store, 1)
     running = cat.begin_version("cli", "in flight", [old.key])
@@ -451,3 +453,57 @@ def test_dag_plan_draws_a_graph_not_run_yet(history, out_dir):
     root = ET.parse(svg).getroot()
     assert len([g for g in root.iter() if g.get("class") == "node"]) == sum(states.values())
     assert not (out_dir / "plan-calls.log").exists()  # nothing ran
+
+
+def _planned(history, out_dir: Path) -> None:
+    usercode = history.store.parent / "usercode"
+    (out_dir / "planned.py").write_text(
+        f"import sys\nsys.path[:0] = [{str(usercode)!r}, {str(Path(__file__).parent)!r}]\n"
+        "import cli_userflow\n\n\n"
+        f"def build():\n    return cli_userflow.workflow({str(history.data)!r}, 5)\n"
+    )
+
+
+def _run_cli(out_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "helix_dask.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=out_dir,
+        env={**os.environ, CALL_LOG: str(out_dir / "plan-calls.log")},
+    )
+
+
+def test_dag_plan_writes_a_real_png(history, out_dir):
+    pytest.importorskip("matplotlib", reason="PNG export needs matplotlib")
+    _planned(history, out_dir)
+    png = out_dir / "plan.png"
+    proc = _run_cli(
+        out_dir, "--store", str(history.store), "dag", "--plan", "planned:build", "-o", str(png)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("no_such_module:build", "cannot import 'no_such_module'"),
+        ("planned:no_such_name", "module 'planned' has no 'no_such_name'"),
+        ("planned", "is not MODULE:NAME"),
+    ],
+)
+def test_dag_plan_with_a_bad_target_fails_in_one_line(history, out_dir, spec, says):
+    _planned(history, out_dir)
+    proc = _run_cli(out_dir, "--store", str(history.store), "dag", "--plan", spec, "-o", "x.svg")
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and says in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_show_lists_each_node_with_its_label_and_arguments(history, helix):
+    text = ok(helix("show", "v2", store=history.store))
+    header = text.splitlines()[4]
+    assert header.split()[:4] == ["NODE", "TASK", "ARGUMENTS", "STATE"]
+    line = next(line for line in text.splitlines() if line.startswith("featurize "))
+    assert "bins=5" in line and "x=<read_numbers>" in line

@@ -61,7 +61,7 @@ def test_first_run_computes_everything_and_records_a_version(client, calls):
     assert pipeline().compute() == plain()
     run = hx.last_run(client)
     assert run.status == "done"
-    assert run.computed == ["combine", "scale", "source", "total", "total"]
+    assert run.computed == ["combine", "scale", "source", "total(scale)", "total(source)"]
     assert calls.take() == {"source": 1, "scale": 1, "total": 2, "combine": 1}
     assert [v.id for v in hx.Catalog(client.run_on_scheduler(_store)).versions()] == [run.version]
 
@@ -74,7 +74,7 @@ def test_identical_second_run_executes_no_user_function(client, calls):
     run = hx.last_run(client)
     assert calls.take() == {}
     assert run.loaded == ["combine"]
-    assert run.pruned == ["scale", "source", "total", "total"]
+    assert run.pruned == ["scale", "source", "total(scale)", "total(source)"]
 
 
 def test_parameter_edit_recomputes_exactly_that_node_and_its_descendants(client, calls):

@@ -78,7 +78,7 @@ def test_nodes_nested_in_dataclasses_and_namedtuples_reach_the_task_as_values(th
     assert describe(Bundle(make(4))).compute() == ("ndarray", 6)
     assert add(Pair(make(3), make(4))).compute() == 9
     run = hx.last_run(threaded_client)
-    assert sorted(run.computed + run.loaded) == ["add", "make", "make"]
+    assert sorted(run.computed + run.loaded) == ["add", "make(n=3)", "make(n=4)"]
     # Reused like any node: the second time nothing runs again.
     assert add(Pair(make(3), make(4))).compute() == 9
     assert hx.last_run(threaded_client).computed == []

@@ -33,7 +33,7 @@ from distributed import Client, LocalCluster
 import helix_dask as hx
 from helix_dask import HelixCorruptArtifact, HelixNode, HelixStoreError, Materialization, cli
 from helix_dask._integrity import MANIFEST, seal
-from helix_dask.catalog import ArtifactRow
+from helix_dask.catalog import ArtifactRow, CatalogWriter
 from helix_dask.store import ZarrArtifactStore
 
 N = 4096
@@ -393,9 +393,9 @@ def test_flipped_chunk_of_a_lazily_loaded_dask_array_raises_the_typed_error_then
 SIG = "0123456789abcdef0123456789abcdef"
 
 
-def stored(root: Path, values: dict[str, object]) -> tuple[ZarrArtifactStore, hx.Catalog]:
+def stored(root: Path, values: dict[str, object]) -> tuple[ZarrArtifactStore, CatalogWriter]:
     """A store holding ``values`` by signature, each with its catalog row."""
-    store, catalog = ZarrArtifactStore(root), hx.Catalog(root)
+    store, catalog = ZarrArtifactStore(root), CatalogWriter(root)
     for signature, value in values.items():
         info = store.put(signature, value)
         now = time.time()

@@ -1,26 +1,24 @@
-"""Views of the iteration history: plain functions over a :class:`~helix_dask.catalog.Catalog`
-that the CLI, the dashboard and notebooks share.
+"""The iteration history as records: what each version did, what changed between two and why,
+metrics across versions, the DAG of one version.
 
-Every function reads the catalog and returns frozen records; nothing here prints or talks to a
-cluster. The one exception is :func:`apply_gc`, which deletes what :func:`gc_plan` chose.
+Plain functions over a :class:`~helix_dask.catalog.Catalog` shared by the CLI, the dashboard
+and notebooks: they read the catalog with a few aggregate queries (never one per version) and
+return frozen records. Nodes are named and paired across versions by lineage
+(:mod:`helix_dask._lineage`); how records are shown lives in :mod:`helix_dask.presentation`.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import ast
 import difflib
 import enum
-import html
-import time
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ._drawing import COLOURS, DagView, layout, render_svg
 from ._errors import HelixConfigError
 from ._events import Decision, Materialization, NodeRecord, RunReport
-from .usage import DiskUsage, GcPlan, GcResult, apply_gc, disk_usage, gc_plan
+from ._lineage import Lineage, is_upstream
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -28,28 +26,19 @@ if TYPE_CHECKING:
     from .catalog import Catalog
 
 __all__ = [
-    "COLOURS",
+    "STATES",
     "Cause",
     "ChangeKind",
-    "DagView",
-    "DiskUsage",
-    "GcPlan",
-    "GcResult",
     "LogRow",
+    "MetricDelta",
+    "MetricsRow",
     "MetricsTable",
     "NodeChange",
     "VersionDiff",
-    "apply_gc",
     "dag",
     "diff",
-    "disk_usage",
-    "gc_plan",
-    "layout",
     "log_rows",
-    "match_nodes",
     "metrics_table",
-    "render_svg",
-    "to_data",
 ]
 
 STATES = {
@@ -83,100 +72,36 @@ class LogRow:
     """Estimated seconds to compute every node of the version from scratch."""
     stored_bytes: int
     """Bytes of the artifacts this version wrote (as committed, or as measured in memory)."""
+    repeats: int | None = None
+    """The earlier version this one re-ran identically (same signatures), if any."""
 
     @property
     def wall_seconds(self) -> float | None:
         return None if self.finished is None else self.finished - self.started
 
 
-def _stored_bytes(cat: Catalog, node: NodeRecord) -> int:
-    if node.materialization is not Materialization.STORED:
-        return 0
-    row = cat.artifact(node.stored_as)
-    return row.nbytes if row is not None else node.nbytes or 0
-
-
-def _full_seconds(run: RunReport) -> float:
-    return sum(
-        n.compute_seconds if n.compute_seconds is not None else n.estimated_compute_seconds
-        for n in run.nodes
-    )
-
-
 def log_rows(cat: Catalog, limit: int | None = None) -> list[LogRow]:
     """Every version (or the newest ``limit``), newest first, with its counts per decision,
-    times and storage added."""
-    rows = []
-    for run in (cat.run(v.id) for v in cat.versions()[:limit]):
-        count = {d: sum(n.decision is d for n in run.nodes) for d in Decision}
-        rows.append(
-            LogRow(
-                version=run.version,
-                workflow=run.workflow,
-                started=run.started,
-                finished=run.finished,
-                status=run.status,
-                message=run.message,
-                computed=count[Decision.COMPUTE],
-                loaded=count[Decision.LOAD],
-                pruned=count[Decision.PRUNE],
-                in_cluster=count[Decision.IN_CLUSTER],
-                time_saved=run.time_saved,
-                full_seconds=_full_seconds(run),
-                stored_bytes=sum(_stored_bytes(cat, n) for n in run.nodes),
-            )
+    times, storage added and whether it repeats an earlier version exactly."""
+    return [
+        LogRow(
+            s.id,
+            s.workflow,
+            s.started,
+            s.finished,
+            s.status,
+            s.message,
+            s.computed,
+            s.loaded,
+            s.pruned,
+            s.in_cluster,
+            s.time_saved,
+            s.full_seconds,
+            s.stored_bytes,
+            s.repeats,
         )
-    return rows
-
-
-# -- matching nodes across versions -------------------------------------------------------------
-
-
-def _task_name(key: str) -> str:
-    return key.rsplit("-", 1)[0]
-
-
-def _depths(run: RunReport) -> dict[str, int]:
-    """Longest distance from a root, per key: the node's generation in the DAG."""
-    import networkx as nx
-
-    graph = nx.DiGraph()
-    graph.add_nodes_from(n.key for n in run.nodes)
-    graph.add_edges_from((p, n.key) for n in run.nodes for p in n.parents if p in graph)
-    return {k: i for i, gen in enumerate(nx.topological_generations(graph)) for k in gen}
-
-
-def match_nodes(
-    old: RunReport, new: RunReport
-) -> list[tuple[NodeRecord | None, NodeRecord | None]]:
-    """Pair each node of ``old`` with its counterpart in ``new``.
-
-    Nodes pair by task name: the same key first, then the same parents' names, then by position
-    among the remaining same-named nodes (depth in the DAG, then argument values).
-    """
-    pairs: list[tuple[NodeRecord | None, NodeRecord | None]] = []
-    groups: dict[str, tuple[list[NodeRecord], list[NodeRecord]]] = defaultdict(lambda: ([], []))
-    for side, run in enumerate((old, new)):
-        depth = _depths(run)
-        for n in sorted(run.nodes, key=lambda n: (depth[n.key], sorted(n.arg_values.items()))):
-            groups[n.name][side].append(n)
-
-    def lineage(n: NodeRecord) -> tuple[str, ...]:
-        return tuple(sorted(_task_name(p) for p in n.parents))
-
-    for name in sorted(groups):
-        left, right = (list(g) for g in groups[name])
-        for same in (lambda n: n.key, lineage):
-            for a in list(left):
-                b = next((b for b in right if same(b) == same(a)), None)
-                if b is not None:
-                    pairs.append((a, b))
-                    left.remove(a)
-                    right.remove(b)
-        pairs.extend(zip(left, right, strict=False))
-        pairs.extend((a, None) for a in left[len(right) :])
-        pairs.extend((None, b) for b in right[len(left) :])
-    return pairs
+        for s in cat.version_stats(limit)
+    ]
 
 
 # -- diff ---------------------------------------------------------------------------------------
@@ -190,7 +115,7 @@ class ChangeKind(enum.StrEnum):
     CODE_VALUE = "code value"
     """A module constant, closure value or default the code reads changed; the source did not."""
     ARGUMENT = "argument"
-    """An argument value changed."""
+    """An argument value changed (for an estimator: one of its parameters)."""
     DATA_FILE = "data file"
     """An ``hx.File`` argument kept its path but its content changed."""
     PACKAGE = "package"
@@ -215,9 +140,13 @@ class Cause:
     new: str | None = None
     detail: str = ""
     """A unified diff for code changes; an explanation otherwise."""
+    parameter: str = ""
+    """For an estimator argument: the parameter that changed (``pca__n_components``)."""
 
     def describe(self) -> str:
         """One line, e.g. ``argument bins: 10 -> 5``."""
+        if self.kind is ChangeKind.ARGUMENT and self.parameter:
+            return f"argument {self.subject}: {self.parameter}: {self.old} -> {self.new}"
         if self.kind in (ChangeKind.ARGUMENT, ChangeKind.PACKAGE):
             return f"{self.kind} {self.subject}: {self.old} -> {self.new}"
         if self.kind is ChangeKind.CODE:
@@ -234,6 +163,7 @@ class NodeChange:
     """A node whose signature differs between the two versions, and every reason found."""
 
     name: str
+    """The node's readable name (label, task name, or lineage for a repeated task)."""
     old_key: str | None
     new_key: str | None
     causes: tuple[Cause, ...]
@@ -248,7 +178,7 @@ class NodeChange:
 
 @dataclass(frozen=True, slots=True)
 class MetricDelta:
-    """One metric of one metrics task in both versions."""
+    """One metric of one metrics node in both versions."""
 
     node: str
     metric: str
@@ -273,38 +203,13 @@ class VersionDiff:
     recomputed_unchanged: tuple[str, ...] = ()
     """Names of unchanged nodes it computed anyway (no artifact, or cheaper than loading)."""
     metrics: tuple[MetricDelta, ...] = field(default_factory=tuple)
+    code: tuple[Cause, ...] = field(default_factory=tuple)
+    """Every distinct code change once, with its unified diff (several nodes may share one)."""
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{_e(c.name)}</td><td>{_e(c.new_decision or '')}</td><td>"
-            + "<br>".join(_cause_html(x) for x in c.causes)
-            + "</td></tr>"
-            for c in self.changes
-        )
-        metrics = "".join(
-            f"<tr><td>{_e(m.node)}</td><td>{_e(m.metric)}</td><td>{_num(m.old)}</td>"
-            f"<td>{_num(m.new)}</td><td>{_num(m.delta, signed=True)}</td></tr>"
-            for m in self.metrics
-        )
-        return (
-            f"<div><b>v{self.old} &rarr; v{self.new}</b>: {len(self.changes)} changed, "
-            f"{len(self.unchanged)} unchanged, recomputed: {_e(', '.join(self.recomputed))}"
-            "<table><tr><th>node</th><th>now</th><th>why</th></tr>"
-            + rows
-            + "</table>"
-            + (
-                "<table><tr><th>node</th><th>metric</th><th>old</th><th>new</th><th>delta</th>"
-                "</tr>" + metrics + "</table>"
-                if metrics
-                else ""
-            )
-            + "</div>"
-        )
+        from .presentation import diff_html
 
-
-def _cause_html(c: Cause) -> str:
-    pre = f"<pre>{_e(c.detail)}</pre>" if c.kind is ChangeKind.CODE and c.detail else ""
-    return _e(c.describe()) + pre
+        return diff_html(self)
 
 
 def _code_causes(cat: Catalog, a: NodeRecord, b: NodeRecord, va: int, vb: int) -> list[Cause]:
@@ -332,11 +237,77 @@ def _code_causes(cat: Catalog, a: NodeRecord, b: NodeRecord, va: int, vb: int) -
     ]
 
 
-def _is_upstream(value: str | None) -> bool:
-    return value is not None and value.startswith("<") and value.endswith(">")
+_ABSENT = "(default)"
 
 
-def _causes(cat: Catalog, a: NodeRecord, b: NodeRecord, va: int, vb: int) -> tuple[Cause, ...]:
+def estimator_parameters(text: str) -> dict[str, str] | None:
+    """The parameters an estimator's repr shows, flattened scikit-learn style
+    (``Pipeline(steps=[('pca', PCA(n_components=5))])`` -> ``{'pca__n_components': '5'}``);
+    None when ``text`` is not such a repr (or was shortened)."""
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        return None
+    if not isinstance(tree, ast.Call) or not isinstance(tree.func, ast.Name) or tree.args:
+        return None
+    out: dict[str, str] = {}
+
+    def walk(call: ast.Call, prefix: str) -> None:
+        for kw in call.keywords:
+            value = kw.value
+            if kw.arg in ("steps", "transformer_list", "transformers", "estimators") and (
+                isinstance(value, ast.List)
+            ):
+                for item in value.elts:
+                    if (
+                        isinstance(item, ast.Tuple)
+                        and len(item.elts) >= 2
+                        and isinstance(item.elts[0], ast.Constant)
+                    ):
+                        step, est = str(item.elts[0].value), item.elts[1]
+                        if isinstance(est, ast.Call):
+                            out[f"{prefix}{step}"] = ast.unparse(est.func)
+                            walk(est, f"{prefix}{step}__")
+                        else:
+                            out[f"{prefix}{step}"] = ast.unparse(est)
+                continue
+            if isinstance(value, ast.Call) and isinstance(value.func, ast.Name):
+                out[f"{prefix}{kw.arg}"] = ast.unparse(value.func)
+                walk(value, f"{prefix}{kw.arg}__")
+            else:
+                out[f"{prefix}{kw.arg}"] = ast.unparse(value)
+
+    walk(tree, "")
+    out[""] = tree.func.id  # the estimator's class
+    return out
+
+
+def _argument_causes(arg: str, old: str | None, new: str | None) -> list[Cause]:
+    """An argument change: per parameter when both values are estimator reprs."""
+    params = (
+        (estimator_parameters(old), estimator_parameters(new))
+        if old is not None and new is not None
+        else (None, None)
+    )
+    before, after = params
+    if before is None or after is None or before[""] != after[""]:
+        return [Cause(ChangeKind.ARGUMENT, arg, old or "(absent)", new or "(absent)")]
+    return [
+        Cause(
+            ChangeKind.ARGUMENT,
+            arg,
+            before.get(p, _ABSENT),
+            after.get(p, _ABSENT),
+            parameter=p,
+        )
+        for p in sorted(set(before) | set(after))
+        if before.get(p) != after.get(p)
+    ]
+
+
+def _causes(
+    cat: Catalog, a: NodeRecord, b: NodeRecord, va: int, vb: int, parent_names: Mapping[str, str]
+) -> tuple[Cause, ...]:
     if not b.code or not a.code:
         return (Cause(ChangeKind.UNKNOWN, b.name, detail="the task is not deterministic"),)
     causes = _code_causes(cat, a, b, va, vb) if a.code != b.code else []
@@ -344,7 +315,7 @@ def _causes(cat: Catalog, a: NodeRecord, b: NodeRecord, va: int, vb: int) -> tup
         if a.args.get(arg) == b.args.get(arg):
             continue
         old, new = a.arg_values.get(arg), b.arg_values.get(arg)
-        if _is_upstream(old) and _is_upstream(new):
+        if is_upstream(old) and is_upstream(new):
             continue  # the parent's own change explains it
         if old == new and old is not None and old.startswith("File("):
             causes.append(Cause(ChangeKind.DATA_FILE, old, a.args.get(arg), b.args.get(arg)))
@@ -353,15 +324,17 @@ def _causes(cat: Catalog, a: NodeRecord, b: NodeRecord, va: int, vb: int) -> tup
                 Cause(ChangeKind.ARGUMENT, arg, old, new, detail="content changed, repr did not")
             )
         else:
-            causes.append(Cause(ChangeKind.ARGUMENT, arg, old or "(absent)", new or "(absent)"))
+            causes.extend(_argument_causes(arg, old, new))
     for parent in sorted(set(b.parents) - set(a.parents)):
-        causes.append(Cause(ChangeKind.UPSTREAM, _task_name(parent)))
+        causes.append(
+            Cause(ChangeKind.UPSTREAM, parent_names.get(parent, parent.rsplit("-", 1)[0]))
+        )
     return tuple(causes) or (Cause(ChangeKind.UNKNOWN, b.name),)
 
 
 def diff(cat: Catalog, a: int, b: int) -> VersionDiff:
     """Which nodes changed from version ``a`` to ``b`` and why, what ``b`` recomputed, and how
-    each metric moved.
+    each metric moved. Nodes are paired by lineage, as in ``helix metrics``.
 
     Examples
     --------
@@ -369,33 +342,50 @@ def diff(cat: Catalog, a: int, b: int) -> VersionDiff:
     >>> [c.describe() for c in d.changes[0].causes]             # doctest: +SKIP
     ['code of flow.helper changed']
     """
-    old, new = cat.run(a), cat.run(b)
+    runs = cat.runs()
+    index = {r.version: i for i, r in enumerate(runs)}
+    for v in (a, b):
+        if v not in index:
+            raise KeyError(f"version {v} is not in the catalog {str(cat.path)!r}")
+    lin = Lineage(r.nodes for r in runs)
+    ia, ib = index[a], index[b]
+    old, new = runs[ia], runs[ib]
+    names_old, names_new = lin.node_names(ia), lin.node_names(ib)
+    old_by_track = {lin.track(ia, n.key): n for n in old.nodes}
+    new_by_track = {lin.track(ib, n.key): n for n in new.nodes}
     changes, unchanged, same = [], [], set()
-    for x, y in match_nodes(old, new):
+    for t in sorted(set(old_by_track) | set(new_by_track)):
+        x, y = old_by_track.get(t), new_by_track.get(t)
         if x is not None and y is not None and x.signature == y.signature:
-            unchanged.append(y.name)
+            unchanged.append(names_new[y.key])
             same.add(y.key)
         elif x is None and y is not None:
+            name = names_new[y.key]
             changes.append(
-                NodeChange(y.name, None, y.key, (Cause(ChangeKind.ADDED, y.name),), y.decision)
+                NodeChange(name, None, y.key, (Cause(ChangeKind.ADDED, name),), y.decision)
             )
         elif y is None and x is not None:
-            changes.append(
-                NodeChange(x.name, x.key, None, (Cause(ChangeKind.REMOVED, x.name),), None)
-            )
+            name = names_old[x.key]
+            changes.append(NodeChange(name, x.key, None, (Cause(ChangeKind.REMOVED, name),), None))
         elif x is not None and y is not None:
-            changes.append(NodeChange(y.name, x.key, y.key, _causes(cat, x, y, a, b), y.decision))
+            causes = _causes(cat, x, y, a, b, names_new)
+            changes.append(NodeChange(names_new[y.key], x.key, y.key, causes, y.decision))
     depth_old, depth_new = _depths(old), _depths(new)
 
     def order(c: NodeChange) -> int:
         return depth_new[c.new_key] if c.new_key else depth_old.get(c.old_key or "", 0)
 
-    known = _known_metrics(cat.runs())
-    before, after = _metrics_by_node(old, known), _metrics_by_node(new, known)
+    code: dict[tuple[str, str], Cause] = {}
+    for c in changes:
+        for cause in c.causes:
+            if cause.kind is ChangeKind.CODE:
+                code.setdefault((cause.subject, cause.detail), cause)
+    before, after = _metrics_by_track(runs, lin, ia), _metrics_by_track(runs, lin, ib)
+    names = lin.names(_metric_tracks(runs, lin))
     deltas = [
-        MetricDelta(node, metric, before.get(node, {}).get(metric), after.get(node, {}).get(metric))
-        for node in sorted(set(before) | set(after))
-        for metric in sorted(set(before.get(node, {})) | set(after.get(node, {})))
+        MetricDelta(names[t], metric, before.get(t, {}).get(metric), after.get(t, {}).get(metric))
+        for t in sorted(set(before) | set(after), key=lambda t: names[t])
+        for metric in sorted(set(before.get(t, {})) | set(after.get(t, {})))
     ]
     return VersionDiff(
         old=a,
@@ -404,34 +394,56 @@ def diff(cat: Catalog, a: int, b: int) -> VersionDiff:
         unchanged=tuple(sorted(unchanged)),
         recomputed=tuple(sorted(c.name for c in changes if c.new_decision is Decision.COMPUTE)),
         recomputed_unchanged=tuple(
-            sorted(n.name for n in new.nodes if n.decision is Decision.COMPUTE and n.key in same)
+            sorted(
+                names_new[n.key]
+                for n in new.nodes
+                if n.decision is Decision.COMPUTE and n.key in same
+            )
         ),
         metrics=tuple(deltas),
+        code=tuple(code.values()),
     )
+
+
+def _depths(run: RunReport) -> dict[str, int]:
+    """Longest distance from a root, per key: the node's generation in the DAG."""
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    graph.add_nodes_from(n.key for n in run.nodes)
+    graph.add_edges_from((p, n.key) for n in run.nodes for p in n.parents if p in graph)
+    return {k: i for i, gen in enumerate(nx.topological_generations(graph)) for k in gen}
 
 
 # -- metrics ------------------------------------------------------------------------------------
 
 
-def _known_metrics(runs: Iterable[RunReport]) -> dict[str, Mapping[str, float]]:
+def _known_metrics(runs: Sequence[RunReport]) -> dict[str, Mapping[str, float]]:
     """Metrics by signature: a loaded or pruned metrics node reports what its compute recorded."""
     return {n.signature: n.metrics for r in runs for n in r.nodes if n.metrics is not None}
 
 
-def _metrics_by_node(
-    run: RunReport, known: Mapping[str, Mapping[str, float]]
+def _metrics_by_track(
+    runs: Sequence[RunReport], lin: Lineage, i: int, known: Mapping | None = None
 ) -> dict[str, dict[str, float]]:
-    """``task name`` (``name#2`` for the second of a name) -> its metrics in ``run``."""
-    out: dict[str, dict[str, float]] = {}
-    seen: dict[str, int] = defaultdict(int)
-    depth = _depths(run)
-    for n in sorted(run.nodes, key=lambda n: (n.name, depth[n.key], sorted(n.arg_values.items()))):
+    """Track -> the metrics its node reported in the ``i``-th run."""
+    known = _known_metrics(runs) if known is None else known
+    out = {}
+    for n in runs[i].nodes:
         values = n.metrics if n.metrics is not None else known.get(n.signature)
-        if values is None:
-            continue
-        seen[n.name] += 1
-        out[n.name if seen[n.name] == 1 else f"{n.name}#{seen[n.name]}"] = dict(values)
+        if values is not None:
+            out[lin.track(i, n.key)] = dict(values)
     return out
+
+
+def _metric_tracks(runs: Sequence[RunReport], lin: Lineage) -> list[str]:
+    known = _known_metrics(runs)
+    return [
+        lin.track(i, n.key)
+        for i, r in enumerate(runs)
+        for n in r.nodes
+        if n.metrics is not None or n.signature in known
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,7 +456,8 @@ class MetricsRow:
 
 @dataclass(frozen=True, slots=True)
 class MetricsTable:
-    """Metrics across versions: one column per metric (``task.metric`` when names clash)."""
+    """Metrics across versions: one column per metric; ``<node>.<metric>`` when several nodes
+    report it, the node named by its label or its lineage (the same call in every version)."""
 
     columns: tuple[str, ...]
     rows: tuple[MetricsRow, ...]
@@ -458,25 +471,37 @@ class MetricsTable:
         have.sort(key=lambda r: r.values[column], reverse=descending)
         return MetricsTable(self.columns, tuple(have + rest))
 
+    def to_pandas(self):
+        """A DataFrame indexed by version: ``message`` and one column per metric."""
+        import pandas as pd
+
+        frame = pd.DataFrame(
+            [{"version": r.version, "message": r.message, **r.values} for r in self.rows],
+            columns=["version", "message", *self.columns],
+        )
+        return frame.set_index("version")
+
 
 def metrics_table(cat: Catalog) -> MetricsTable:
     """The metrics every ``@hx.task(metrics=True)`` node reported, one row per version (oldest
-    first)."""
+    first), a node's metrics in the same column in every version."""
     runs = cat.runs()
+    lin = Lineage(r.nodes for r in runs)
     known = _known_metrics(runs)
-    per_run = [(r, _metrics_by_node(r, known)) for r in runs]
-    owners: dict[str, set[str]] = defaultdict(set)
-    for _, by_node in per_run:
-        for node, values in by_node.items():
+    per_run = [(r, _metrics_by_track(runs, lin, i, known)) for i, r in enumerate(runs)]
+    names = lin.names(t for _, by_track in per_run for t in by_track)
+    owners: dict[str, set[str]] = {}
+    for _, by_track in per_run:
+        for t, values in by_track.items():
             for metric in values:
-                owners[metric].add(node)
+                owners.setdefault(metric, set()).add(t)
     columns: list[str] = []
     rows = []
-    for run, by_node in per_run:
+    for run, by_track in per_run:
         values = {}
-        for node, metrics in by_node.items():
-            for metric, value in metrics.items():
-                col = metric if len(owners[metric]) == 1 else f"{node}.{metric}"
+        for t in sorted(by_track, key=lambda t: names[t]):
+            for metric, value in by_track[t].items():
+                col = metric if len(owners[metric]) == 1 else f"{names[t]}.{metric}"
                 values[col] = value
                 if col not in columns:
                     columns.append(col)
@@ -488,38 +513,37 @@ def metrics_table(cat: Catalog) -> MetricsTable:
 # -- the DAG of one version ---------------------------------------------------------------------
 
 
-def _previous(cat: Catalog, run: RunReport) -> RunReport | None:
-    """The newest older version of the same workflow."""
-    older = [v.id for v in cat.versions() if v.id < run.version and v.workflow == run.workflow]
-    return cat.run(max(older)) if older else None
-
-
 def dag(cat: Catalog, version: int) -> nx.DiGraph:
     """Version ``version`` as a DAG keyed by node key, edges parent -> child.
 
-    Node attributes: ``name``, ``signature``, ``state`` (``computed``, ``loaded``, ``pruned``,
-    ``in cluster``), ``changed`` (differs from the previous version of the workflow),
-    ``stored``, ``artifact`` (location or None), ``nbytes``, the costs (``compute_seconds``,
-    ``load_seconds``, ``write_seconds``, ``estimated_compute_seconds``), ``reason``, ``metrics``.
+    Node attributes: ``name`` (the task), ``label`` (the node's readable name: its label, or its
+    lineage when the task is used more than once), ``signature``, ``state`` (``computed``,
+    ``loaded``, ``pruned``, ``in cluster``), ``changed`` (differs from the previous version of
+    the workflow), ``stored``, ``artifact`` (location or None), ``nbytes``, the costs
+    (``compute_seconds``, ``load_seconds``, ``write_seconds``, ``estimated_compute_seconds``),
+    ``reason``, ``metrics``, ``arg_values``.
     """
     import networkx as nx
 
     run = cat.run(version)
-    before = _previous(cat, run)
-    changed: set[str] = set()
-    if before is not None:
-        for a, b in match_nodes(before, run):
-            if b is not None and (a is None or a.signature != b.signature):
-                changed.add(b.key)
+    older = [v.id for v in cat.versions() if v.id < run.version and v.workflow == run.workflow]
+    runs = [cat.run(max(older)), run] if older else [run]
+    lin = Lineage(r.nodes for r in runs)
+    now = len(runs) - 1
+    names = lin.node_names(now)
+    before = {lin.track(0, n.key): n.signature for n in runs[0].nodes} if older else None
+    stored = cat.artifacts_for(n.stored_as for n in run.nodes)
     graph = nx.DiGraph(version=run.version, message=run.message, status=run.status)
     for n in run.nodes:
-        row = cat.artifact(n.stored_as)
+        row = stored.get(n.stored_as)
+        changed = before is not None and before.get(lin.track(now, n.key)) != n.signature
         graph.add_node(
             n.key,
             name=n.name,
+            label=names[n.key],
             signature=n.signature,
             state=STATES[n.decision],
-            changed=n.key in changed,
+            changed=changed,
             stored=n.materialization is Materialization.STORED,
             materialization=str(n.materialization) if n.materialization else None,
             artifact=row.location if row is not None else None,
@@ -534,37 +558,3 @@ def dag(cat: Catalog, version: int) -> nx.DiGraph:
         )
     graph.add_edges_from((p, n.key) for n in run.nodes for p in n.parents if p in graph)
     return graph
-
-
-# -- small formatting shared by the HTML views --------------------------------------------------
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _num(value: float | None, *, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.4g}" if signed else f"{value:.4g}"
-
-
-def to_data(obj: Any) -> Any:
-    """Records as JSON-ready data: dataclasses (with their derived properties) as dicts, tuples
-    as lists; str enums stay strings."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-        for name, attr in vars(type(obj)).items():
-            if isinstance(attr, property) and not name.startswith("_"):
-                out[name] = to_data(getattr(obj, name))
-        return out
-    if isinstance(obj, Mapping):
-        return {str(k): to_data(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set | frozenset):
-        return [to_data(v) for v in obj]
-    return obj
-
-
-def when(ts: float | None) -> str:
-    """A local timestamp as ``YYYY-MM-DD HH:MM:SS`` (``-`` for None)."""
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
