@@ -28,7 +28,7 @@ from ._flow import CHILDREN_TIMEOUT, MaterializationFlow
 from ._ledger import StorageLedger
 from ._run import NodeProgress, Run, RunBook
 from ._settings import Settings
-from ._trace import effective_signature
+from ._trace import DIST, effective_signature
 from ._wire import ANNOTATION, NodeMeta
 from .catalog import ArtifactRow, CatalogWriter
 from .costs import CostModel, compute_seconds
@@ -310,8 +310,9 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         helix: Mapping[str, tuple[TaskState, NodeMeta]],
         decisions: Mapping[str, Decision],
     ) -> None:
-        """Tell workers to trace nodes whose code was never traced (or every node, with
-        ``helix.trace: always``), else which dependencies earlier traces of the code found."""
+        """Tell workers to trace nodes whose code was never traced or was found to reach project
+        code its signature misses (every node, with ``helix.trace: always``); else which
+        dependencies (libraries) earlier traces of the code found."""
         computed = [k for k, d in decisions.items() if d is Decision.COMPUTE]
         metas = [helix[k][1] for k in computed]
         if not any(m.deterministic for m in metas):
@@ -320,7 +321,11 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         always = str(_config.get("trace")) == "always"
         for k, m in zip(computed, metas, strict=True):
             if m.deterministic:
-                _ask_trace(helix[k][0], None if always else traced.get(m.code))
+                known = traced.get(m.code)
+                # Code known to reach project code the signature misses is traced every time:
+                # another call may reach other code (a module imported by a computed name).
+                dynamic = known is not None and any(not d.startswith(DIST) for d in known)
+                _ask_trace(helix[k][0], None if always or dynamic else known)
 
     def handle_requirements(self, signatures: list[str]) -> list[str]:
         """The run-time dependencies recorded for these signatures, for the client to digest."""

@@ -233,3 +233,47 @@ def test_a_script_class_passed_to_worker_processes_is_reused_until_its_method_ch
     path = root / "main.py"
     path.write_text(path.read_text().replace("return x * self.k", "return x * self.k + 1"))
     assert run() == {"values": [1, 3, 5], "computed": ["transform"], "loaded": []}
+
+
+DISPATCH = """
+import importlib, json, sys
+import helix_dask as hx
+from distributed import Client, LocalCluster
+
+
+@hx.task
+def run_plugin(x, name):
+    return importlib.import_module("plugins." + name).run(x)
+
+
+if __name__ == "__main__":
+    names = sys.argv[2].split(",")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        hx.setup(client, store=sys.argv[1], budget="1 GiB", policy="all")
+        import dask
+        values = dask.compute(*[run_plugin(1, n) for n in names])
+        run = hx.last_run(client)
+    print(json.dumps({"values": list(values), "computed": run.computed}))
+"""
+
+
+def test_a_later_call_of_traced_code_that_reaches_other_code_is_traced_too(tmp_path):
+    # The first run traces run_plugin reaching plugins.a; a later call reaches plugins.b,
+    # which no earlier trace saw. Editing plugins.b must still recompute that call.
+    root = tmp_path / "project"
+    _write(root, "plugins/__init__.py", "")
+    _write(root, "plugins/a.py", "def run(x):\n    return x + 1\n")
+    _write(root, "plugins/b.py", "def run(x):\n    return x + 2\n")
+    _write(root, "dispatch.py", DISPATCH)
+    store = str(tmp_path / "store")
+
+    def run(names: str) -> tuple[list, list]:
+        out = json.loads(_python(root, "dispatch.py", store, names).strip().splitlines()[-1])
+        return out["values"], out["computed"]  # repeated tasks are named by their arguments
+
+    assert run("a") == ([2], ["run_plugin"])
+    assert run("a,b") == ([2, 3], ["run_plugin(name='b', x=1)"])
+    (root / "plugins/b.py").write_text("def run(x):\n    return x + 20\n")
+    assert run("a,b") == ([2, 21], ["run_plugin(name='b', x=1)"])
+    assert run("a,b") == ([2, 21], [])
