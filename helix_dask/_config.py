@@ -12,6 +12,9 @@ from dask.utils import parse_bytes
 
 from ._errors import HelixConfigError
 
+REMOTE_BUDGET = 10 * 2**30
+"""Default budget of a store on object storage (bytes)."""
+
 _DEFAULTS = Path(__file__).with_name("helix.yaml")
 with _DEFAULTS.open() as _f:
     dask.config.update_defaults(yaml.safe_load(_f))
@@ -25,6 +28,10 @@ def get(name: str) -> object:
 def resolve_budget(budget: int | str | None, store: str | os.PathLike[str]) -> int:
     """Bytes from an int, a size string or None (a quarter of the store disk's free space)."""
     if budget is None:
+        from ._location import is_remote  # reads settings through this module
+
+        if is_remote(store):
+            return REMOTE_BUDGET  # an object store has no free space to take a share of
         from ._keys import private_root  # _keys reads settings through this module
 
         private_root(store)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from distributed import Client, LocalCluster
 
+from . import _config
 from ._events import RunReport, report_from_dict
 from .scheduler_plugin import PLUGIN_NAME, HelixSchedulerPlugin
 
@@ -21,6 +22,7 @@ def setup(
     budget: int | str | None = None,
     policy: str | None = None,
     workflow: str | None = None,
+    storage_options: dict | None = None,
 ) -> Client:
     """Register the helix scheduler plugin (and, through it, the worker plugin) on a cluster.
 
@@ -30,8 +32,10 @@ def setup(
         A connected ``distributed.Client``. None starts (or reuses) an embedded in-process
         ``LocalCluster`` and returns its client.
     store
-        Directory for the catalog and the Zarr artifacts; every worker must see it at the same
-        path. Default: ``helix.store`` from dask.config (``./.helix``).
+        Directory for the catalog and the Zarr artifacts, which every worker must see at the
+        same path, or an fsspec URL such as ``"s3://bucket/prefix"`` (the catalog then stays on
+        the scheduler's machine, see ``helix.catalog``). Default: ``helix.store`` from
+        dask.config (``./.helix``).
     budget
         Storage budget in bytes or as a size string (``"10 GiB"``); never exceeded.
         Default: a quarter of the store disk's free space.
@@ -39,6 +43,9 @@ def setup(
         Materialization policy name: ``"helix2x"`` (default), ``"all"`` or ``"none"``.
     workflow
         Name recorded with each version (default: the running script's name).
+    storage_options
+        fsspec options of a store URL (``endpoint_url``, ``key``, ``secret``...), given to the
+        scheduler and to every worker; default ``helix.storage-options`` from dask.config.
 
     Examples
     --------
@@ -53,6 +60,11 @@ def setup(
     if workflow is None:
         script = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else ""
         workflow = script or None
+    if storage_options is not None:
+        from ._fsspec_store import share_options
+        from ._location import store_location
+
+        share_options(client, store_location(store or str(_config.get("store"))), storage_options)
     plugin = HelixSchedulerPlugin(
         store=None if store is None else os.fspath(store),
         budget=budget,

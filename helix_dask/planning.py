@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import _config
@@ -203,11 +202,12 @@ def preview(*outputs: HelixNode, store: str | os.PathLike[str] | None = None) ->
     import networkx as nx
 
     from ._drawing import DagView
-    from .store import ZarrArtifactStore
+    from ._location import catalog_dir
+    from .store import open_store
     from .views import STATES
 
-    root = Path(store or str(_config.get("store")))
-    catalog = Catalog(root)
+    root = str(store or _config.get("store"))
+    catalog = Catalog(catalog_dir(root))
     nodes = graph_nodes(*outputs)
     recorded = catalog.requirements(g.meta.signature for g in nodes.values())
     digests = requirement_digests({d for req in recorded.values() for d in req})
@@ -215,7 +215,7 @@ def preview(*outputs: HelixNode, store: str | os.PathLike[str] | None = None) ->
     chosen = plan_graph(
         nodes,
         catalog,
-        ZarrArtifactStore(root),
+        open_store(root),  # type: ignore[arg-type]
         io_model(catalog),
         str(_config.get("solver")),
         identities=identities,

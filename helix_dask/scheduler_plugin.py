@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -16,6 +15,7 @@ from distributed.protocol.pickle import dumps
 
 from . import _config
 from ._events import Decision, Materialization, NodeRecord, report_to_dict
+from ._location import catalog_dir, store_location
 from ._trace import effective_signature
 from .catalog import ArtifactRow, Catalog
 from .costs import (
@@ -175,7 +175,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         workflow: str | None = None,
         solver: str | None = None,
     ) -> None:
-        self.store = str(Path(store or str(_config.get("store"))).resolve())
+        self.store = store_location(store or str(_config.get("store")))  # a path or a URL
         self._budget_setting = budget if budget is not None else _config.get("budget")
         self.budget = _config.resolve_budget(self._budget_setting, self.store)  # type: ignore[arg-type]
         self.policy_name = str(policy or _config.get("policy"))
@@ -210,12 +210,12 @@ class HelixSchedulerPlugin(SchedulerPlugin):
 
     async def start(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
-        self.catalog = Catalog(self.store)
+        self.catalog = Catalog(catalog_dir(self.store))
         # Imported here: the client only pickles this plugin, and Zarr takes 0.2 s to import.
         from .dashboard import install_routes
-        from .store import ZarrArtifactStore
+        from .store import open_store
 
-        self.artifacts = ZarrArtifactStore(self.store)
+        self.artifacts = open_store(self.store)
         self.artifacts.sweep_temporaries()  # what writers killed before this start left behind
         scheduler.handlers.update(
             {
