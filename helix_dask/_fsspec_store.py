@@ -24,12 +24,13 @@ costs one listing, not a second download (chunks that tasks wrote elsewhere are 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -63,14 +64,25 @@ logger = logging.getLogger("helix_dask.store")
 _SIGNATURE = re.compile(r"[0-9a-f]{32}")
 _WRITE = re.compile(r"w-[0-9a-f]{32}")
 _QUARANTINE: Final = "quarantine"
+_FLUSH_BYTES: Final = 64 * 2**20
+"""A write uploads its buffered files once they hold this many bytes (and at the end)."""
+_ONE_GET_BYTES: Final = 32 * 2**20
+"""Files below this size are read with one GET; larger ones as fsspec likes (in parallel)."""
 _DEFAULT_OPTIONS: Final = {"use_listings_cache": False}
 """Listings are never cached: another process may commit or delete at any time."""
 
 
 class ObjectFiles(CheckedFiles, FsspecStore):
-    """Zarr's ``FsspecStore`` over one write of an artifact, checking every file read against
-    the manifest (:class:`~helix_dask._integrity.CheckedFiles`) and digesting every file
-    written, for the manifest."""
+    """Zarr's ``FsspecStore`` over one write of an artifact.
+
+    Reading (with a manifest), every file is checked against the manifest
+    (:class:`~helix_dask._integrity.CheckedFiles`), and the manifest answers which keys exist,
+    so Zarr's existence checks and listings cost no request. Writing, the folder is new, so
+    this process knows all it holds: files are digested and buffered, and uploaded together
+    (concurrently) every ``_FLUSH_BYTES`` and at the end, instead of one round trip per
+    metadata check and file. A copy pickled to other processes (the chunk tasks of a Dask
+    array) writes straight through; the seal then lists the folder.
+    """
 
     def __init__(
         self,
@@ -88,15 +100,36 @@ class ObjectFiles(CheckedFiles, FsspecStore):
         self._checks(manifest, signature, key, moves_corrupt)
         self.owner = owner
         self.written: dict[str, tuple[int, str]] = {}
+        self.buffered = manifest is None and not read_only
+        self.shared = False
+        """Pickled while writing: other processes may have written files into the folder."""
+        self._pending: dict[str, bytes] = {}
+        self._metadata: dict[str, bytes] = {}
 
     def with_read_only(self, read_only: bool = False) -> ObjectFiles:
         return type(self)(
             self.fs, self.path, read_only=read_only, owner=self.owner, **self._check_args()
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        if self.buffered:
+            from zarr.core.sync import sync
+
+            sync(self.flush())
+            self.shared = True
+        state = super().__getstate__()
+        state.update(buffered=False, _pending={}, _metadata={}, written={})
+        return state
+
     def quarantine(self, error: HelixCorruptArtifact) -> None:
         if self.owner is not None:
             self.owner.quarantine(self.signature, error, write=self.path.rsplit("/", 1)[-1])
+
+    async def flush(self) -> None:
+        """Upload the buffered files."""
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            await self.fs._pipe({f"{self.path}/{k}": v for k, v in pending.items()})
 
     async def get(
         self,
@@ -104,8 +137,23 @@ class ObjectFiles(CheckedFiles, FsspecStore):
         prototype: BufferPrototype | None = None,
         byte_range: ByteRequest | None = None,
     ) -> Buffer | None:
-        buffer = await super().get(key, prototype or default_buffer_prototype(), None)
-        self._check(key, buffer)
+        prototype = prototype or default_buffer_prototype()
+        if self.buffered and key not in self.written:
+            return None  # a new folder holds only what this process wrote
+        if self.buffered and key in self._metadata:
+            buffer = prototype.buffer.from_bytes(self._metadata[key])
+        elif self.buffered and key in self._pending:
+            buffer = prototype.buffer.from_bytes(self._pending[key])
+        elif (expected := self.expected(key)) is not None and expected[0] < _ONE_GET_BYTES:
+            try:  # its size is known: one GET, without the HEAD that s3fs asks for a size
+                data = await self.fs._cat_file(f"{self.path}/{key}", **_one_get(self.fs))
+            except self.allowed_exceptions:
+                data = None
+            buffer = None if data is None else prototype.buffer.from_bytes(data)
+            self._check(key, buffer)
+        else:
+            buffer = await super().get(key, prototype, None)
+            self._check(key, buffer)
         if byte_range is None or buffer is None:
             return buffer
         return _part(buffer, byte_range)  # checked whole; one request, not two
@@ -118,8 +166,79 @@ class ObjectFiles(CheckedFiles, FsspecStore):
         return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]
 
     async def set(self, key: str, value: Buffer, byte_range: tuple[int, int] | None = None) -> None:
-        self.written[key] = digest_buffer(value.as_numpy_array())
-        await super().set(key, value, byte_range)
+        if not self.buffered:
+            await super().set(key, value, byte_range)
+            return
+        self._check_writable()
+        data = value.to_bytes()
+        self.written[key] = digest_buffer(data)
+        self._pending[key] = data
+        if key.endswith("zarr.json"):
+            self._metadata[key] = data  # Zarr reads metadata back while it writes
+        if sum(len(v) for v in self._pending.values()) >= _FLUSH_BYTES:
+            await self.flush()
+
+    async def delete(self, key: str) -> None:
+        if self.buffered:
+            for table in (self.written, self._pending, self._metadata):
+                table.pop(key, None)
+        await super().delete(key)
+
+    async def delete_dir(self, prefix: str) -> None:
+        if self.buffered:  # nothing but what this process wrote
+            for key in [
+                k for k in self.written if not prefix or k.startswith(prefix.rstrip("/") + "/")
+            ]:
+                for table in (self.written, self._pending, self._metadata):
+                    table.pop(key, None)
+            return
+        await super().delete_dir(prefix)
+
+    def _known(self) -> Iterable[str] | None:
+        """The keys the folder holds, when this process knows them without asking."""
+        if self.buffered:
+            return self.written
+        if self.manifest is not None:
+            return self.manifest.files
+        return None
+
+    async def exists(self, key: str) -> bool:
+        known = self._known()
+        return key in known if known is not None else await super().exists(key)
+
+    async def list(self) -> AsyncIterator[str]:
+        known = self._known()
+        if known is None:
+            async for key in super().list():
+                yield key
+            return
+        for key in list(known):
+            yield key
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        async for key in self.list():
+            if key.startswith(prefix):
+                yield key
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        known = self._known()
+        if known is None:
+            async for key in super().list_dir(prefix):
+                yield key
+            return
+        base = prefix.rstrip("/") + "/" if prefix.rstrip("/") else ""
+        children = {k[len(base) :].split("/", 1)[0] for k in known if k.startswith(base)}
+        for child in sorted(children):
+            yield child
+
+
+def _one_get(fs: Any) -> dict[str, Any]:
+    """Arguments that make ``fs._cat_file`` one request (s3fs asks for the size first)."""
+    try:
+        parameters = inspect.signature(fs._cat_file).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"max_concurrency": 1} if "max_concurrency" in parameters else {}
 
 
 def _part(buffer: Buffer, byte_range: ByteRequest) -> Buffer:
@@ -215,7 +334,7 @@ class ObjectArtifactStore(ArtifactStore):
         """The committed manifest; ``KeyError`` if there is none, ``HelixCorruptArtifact`` if it
         does not parse (the artifact is then uncommitted)."""
         try:
-            text = self.fs.cat_file(f"{self._dir(signature)}/{MANIFEST}")
+            text = self.fs.cat_file(f"{self._dir(signature)}/{MANIFEST}", **_one_get(self.fs))
         except FileNotFoundError:
             raise KeyError(signature) from None
         try:
@@ -337,7 +456,7 @@ class ObjectArtifactStore(ArtifactStore):
             kind, extra = encode(group, value, scheduler)
             meta = {"kind": kind, "type": qualname(value), "name": name, "format": FORMAT}
             group.attrs.put({"helix": {**meta, **extra}})
-            manifest = self._seal(signature, write, files.written)
+            manifest = self._seal(signature, files)
             try:  # exclusive where the store supports it (S3: If-None-Match), else last wins
                 self.fs.pipe_file(
                     f"{self._dir(signature)}/{MANIFEST}", manifest.to_json(), mode="create"
@@ -367,27 +486,32 @@ class ObjectArtifactStore(ArtifactStore):
         )
         return info
 
-    def _seal(self, signature: str, write: str, written: dict[str, tuple[int, str]]) -> Manifest:
-        """The manifest of the write folder ``write``: digests taken while writing, or read back
-        for the files other processes wrote (the chunks of a Dask array)."""
-        folder = f"{self._dir(signature)}/{write}"
-        listed = self.fs.find(folder, detail=True)
-        files: dict[str, tuple[int, str]] = {}
+    def _seal(self, signature: str, files: ObjectFiles) -> Manifest:
+        """Upload what is buffered and return the manifest of the write: digests taken while
+        writing, or read back for files other processes wrote (the chunks of a Dask array)."""
+        from zarr.core.sync import sync
+
+        sync(files.flush())
+        write = files.path.rsplit("/", 1)[-1]
+        if not files.shared:
+            return Manifest(signature, dict(files.written), write)
+        listed = self.fs.find(files.path, detail=True)
+        found: dict[str, tuple[int, str]] = {}
         for path, info in listed.items():
-            rel = path[len(folder) + 1 :]
+            rel = path[len(files.path) + 1 :]
             size = int(info.get("size") or 0)
-            recorded = written.get(rel)
+            recorded = files.written.get(rel)
             if recorded is not None and recorded[0] == size:
-                files[rel] = recorded
+                found[rel] = recorded
             else:
-                files[rel] = digest_buffer(self.fs.cat_file(path))
-        missing = sorted(set(written) - set(files))
+                found[rel] = digest_buffer(self.fs.cat_file(path))
+        missing = sorted(set(files.written) - set(found))
         if missing:
             raise HelixStoreError(
                 f"artifact {signature}: {len(missing)} written files are not listed in "
                 f"{self.url} (first {missing[0]!r}); the store lost writes, retry"
             )
-        return Manifest(signature, files, write)
+        return Manifest(signature, found, write)
 
     def _remove(self, path: str) -> None:
         """Remove everything under ``path``; log (never raise) what cannot be removed."""

@@ -16,7 +16,7 @@ from . import _config
 from ._events import Decision
 from ._trace import effective_signature, requirement_digests
 from .catalog import Catalog
-from .costs import fit_io
+from .costs import fit_io, io_prior
 from .planner import PlanNode, plan
 from .task import ANNOTATION, HelixNode, NodeMeta
 
@@ -163,15 +163,18 @@ def plan_graph(
     return GraphPlan(chosen.decisions, estimates, chosen.cost)
 
 
-def io_model(catalog: Catalog) -> IOModel:
-    """Load and write costs fitted to what ``catalog`` measured, the config's priors elsewhere."""
+def io_model(catalog: Catalog, store: str | None = None) -> IOModel:
+    """Load and write costs fitted to what ``catalog`` measured, the config's priors elsewhere
+    (priors for object storage when ``store`` is a URL)."""
+    from ._location import is_remote
+
     loads, writes = catalog.io_samples()
-    return fit_io(
-        loads,
-        writes,
+    overhead, bandwidth = io_prior(
+        store is not None and is_remote(store),
         float(_config.get("load-overhead")),  # type: ignore[arg-type]
         float(_config.parse_size(_config.get("read-bandwidth"))),
     )
+    return fit_io(loads, writes, overhead, bandwidth)
 
 
 def graph_nodes(*outputs: HelixNode) -> dict[str, GraphNode]:
@@ -216,7 +219,7 @@ def preview(*outputs: HelixNode, store: str | os.PathLike[str] | None = None) ->
         nodes,
         catalog,
         open_store(root),  # type: ignore[arg-type]
-        io_model(catalog),
+        io_model(catalog, root),
         str(_config.get("solver")),
         identities=identities,
     )

@@ -596,7 +596,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         """Refit I/O costs and reuse rates from the catalog (a few small queries)."""
         history = self.catalog.signature_history(self.workflow)
         stored = frozenset(a.name for a in self.catalog.artifacts())
-        return _Model(io_model(self.catalog), survival_rates(history), history, stored)
+        return _Model(io_model(self.catalog, self.store), survival_rates(history), history, stored)
 
     def _protected(self) -> set[str]:
         """Signatures that a running plan is loading: never evicted."""

@@ -171,7 +171,9 @@ class TestObjectArtifactStore(ArtifactStoreContract):
         script = textwrap.dedent(
             f"""
             import time, dask, numpy as np
+            import helix_dask._fsspec_store
             from helix_dask.store import open_store
+            helix_dask._fsspec_store._FLUSH_BYTES = 1  # upload every file as it is written
             class Slow:
                 def __reduce__(self):
                     open({str(started)!r}, "w").close()
@@ -273,14 +275,14 @@ def _log(name):
 @hx.task
 def load(n):
     _log("load")
-    time.sleep(0.5)
+    time.sleep(2.0)  # well above a load from the bucket, however busy the machine
     return np.arange(n, dtype=np.float64)
 
 
 @hx.task
 def featurize(x, scale=1.0):
     _log("featurize")
-    time.sleep(0.5)
+    time.sleep(1.0)
     return {"X": np.outer(x, np.arange(1.0, 9.0)) * scale, "y": x % 3}
 
 
@@ -327,7 +329,7 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any
     code.mkdir()
     (code / "s3_flow.py").write_text(WORKFLOW)
     monkeypatch.syspath_prepend(str(code))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(code), str(ROOT)]))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(code), str(ROOT), str(ROOT / "tests")]))
     monkeypatch.setenv("HELIX_TEST_CALL_LOG", str(tmp_path / "calls.log"))
     import importlib
 
@@ -336,41 +338,57 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any
     sys.modules.pop("s3_flow", None)
 
 
+def _io_model(dask_scheduler: Any) -> tuple[str, Any]:
+    """What the scheduler's cost model believed, for a failure message."""
+    plugin = dask_scheduler.plugins["helix"]
+    return str(plugin._model.io), plugin.catalog.io_samples()
+
+
 def _iterate(client: Any, flow: Any, calls: Calls, url: str, warned: Any) -> None:
     """Versions of the workflow: first run, identical re-run, parameter edits, a corrupt object."""
 
-    def run(n: int, scale: float, C: float) -> Any:
+    def run(n: int, scale: float, C: float) -> tuple[Any, Counter[str]]:
         got = client.compute(flow.workflow(n, scale, C)).result()
+        report, ran = hx.last_run(client, timeout=60), calls.take()
         assert got == flow.plain(n, scale, C)  # what a plain run computes
-        return hx.last_run(client, timeout=60)
+        calls.take()  # the plain run's calls
+        return report, ran
 
-    first = run(2000, 1.0, 1.0)
-    assert calls.take() == Counter(load=1, featurize=1, train=1, evaluate=1)
+    # The first load in a fresh worker process imports Zarr and s3fs and opens a session (~1 s
+    # on a busy machine), which the cost model would count as load time and then prefer to
+    # recompute 1 s tasks: open the store on every worker first, as a long-lived cluster has.
+    client.run(open_store, url)
+    first, ran = run(2000, 1.0, 1.0)
+    assert ran == Counter(load=1, featurize=1, train=1, evaluate=1)
     assert first.stored == ["evaluate", "featurize", "load", "train"]
 
-    again = run(2000, 1.0, 1.0)
-    assert calls.take() == Counter() and again.loaded == ["evaluate"]
+    again, ran = run(2000, 1.0, 1.0)
+    assert ran == Counter() and again.loaded == ["evaluate"]
 
-    edited = run(2000, 1.0, 0.5)  # a hyperparameter: train and what follows
-    assert calls.take() == Counter(train=1, evaluate=1)
+    edited, ran = run(2000, 1.0, 0.5)  # a hyperparameter: train and what follows
+    assert ran == Counter(train=1, evaluate=1)
     assert edited.loaded == ["featurize"]
 
     features = first.node("featurize").stored_as
     store = open_store(url)
     chunk = next(o for o in _objects(url) if features in o and "/c/" in o)
     _flip_byte(url, f"{store.root}/{chunk}")
-    run(2000, 1.0, 0.25)  # plans to load the damaged features: recomputes them instead
-    assert calls.take()["featurize"] == 1
+    _, ran = run(2000, 1.0, 0.25)  # plans to load the damaged features: recomputes them
+    assert ran["featurize"] == 1
     warned("could not load artifact " + features)
     assert not store.contains(features)
 
-    rescaled = run(2000, 2.0, 0.25)  # a data edit: everything below load
-    assert calls.take() == Counter(featurize=1, train=1, evaluate=1)
+    rescaled, ran = run(2000, 2.0, 0.25)  # a data edit: everything below load
+    assert ran == Counter(featurize=1, train=1, evaluate=1), client.run_on_scheduler(_io_model)
     assert rescaled.loaded == ["load"]
 
 
 def test_local_cluster_with_worker_processes_iterates_on_s3(
-    s3_url: str, s3_endpoint: str, user_module: Any, tmp_path: Path, caplog: Any
+    s3_url: str,
+    s3_endpoint: str,
+    user_module: Any,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     from distributed import Client, LocalCluster
 
@@ -384,14 +402,13 @@ def test_local_cluster_with_worker_processes_iterates_on_s3(
         Client(cluster) as client,
     ):
         hx.setup(client, store=s3_url, storage_options=options, policy="all", budget="1 GiB")
-        worker_logs: list[str] = []
+        seen: list[str] = []
 
-        def warned(text: str) -> None:
+        def warned(text: str) -> None:  # worker processes log to the stderr they inherited
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                logs = client.get_worker_logs()
-                worker_logs[:] = [m for lines in logs.values() for _, m in lines]
-                if any(text in m for m in worker_logs):
+                seen.append(capfd.readouterr().err)
+                if text in "".join(seen):
                     return
                 time.sleep(0.1)
             raise AssertionError(f"no worker logged {text!r}")
@@ -418,12 +435,12 @@ def test_preloaded_scheduler_and_dask_worker_processes_iterate_on_s3(
     logs = [tmp_path / f"{name}.log" for name in ("scheduler", "worker-0", "worker-1")]
     dask_cli = [sys.executable, "-m", "dask"]
     on_loopback = ["--host", "127.0.0.1", "--scheduler-file", str(scheduler_file)]
+    scheduler = [*dask_cli, "scheduler", "--preload", "helix_dask", *on_loopback, "--port", "0"]
+    worker = [*dask_cli, "worker", *on_loopback, "--nthreads", "1", "--no-nanny"]
     commands = [
-        [*dask_cli, "scheduler", "--preload", "helix_dask", *on_loopback]
-        + ["--port", "0", "--dashboard-address", "127.0.0.1:0"],
-    ] + [
-        [*dask_cli, "worker", *on_loopback, "--nthreads", "1", "--no-nanny", "--no-dashboard"]
-        for _ in range(2)
+        [*scheduler, "--dashboard-address", "127.0.0.1:0"],
+        [*worker, "--no-dashboard"],
+        [*worker, "--no-dashboard"],
     ]
     try:
         for command, log in zip(commands, logs, strict=True):
@@ -458,3 +475,15 @@ def test_preloaded_scheduler_and_dask_worker_processes_iterate_on_s3(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+def test_object_storage_starts_from_its_own_io_priors_and_budget() -> None:
+    from helix_dask._config import REMOTE_BUDGET, resolve_budget
+    from helix_dask.costs import IOModel, io_prior
+
+    assert io_prior(False, 0.005, 500e6) == (0.005, 500e6)
+    overhead, bandwidth = io_prior(True, 0.005, 500e6)
+    assert overhead >= 0.05 and bandwidth <= 100e6
+    model = IOModel(overhead, bandwidth, overhead, bandwidth)
+    assert model.load_seconds(1000) > 0.05  # a 1 ms result is not worth a round trip
+    assert resolve_budget(None, "s3://bucket/store") == REMOTE_BUDGET
