@@ -171,9 +171,9 @@ class TestObjectArtifactStore(ArtifactStoreContract):
         script = textwrap.dedent(
             f"""
             import time, dask, numpy as np
-            import helix_dask._fsspec_store
+            import helix_dask._object_files
             from helix_dask.store import open_store
-            helix_dask._fsspec_store._FLUSH_BYTES = 1  # upload every file as it is written
+            helix_dask._object_files._FLUSH_BYTES = 1  # upload every file as it is written
             class Slow:
                 def __reduce__(self):
                     open({str(started)!r}, "w").close()
