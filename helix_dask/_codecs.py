@@ -18,7 +18,7 @@ the attributes that describe it; :func:`decode` inverts it from those attributes
   unpickled.
 
 A Fortran-ordered array is stored as its (C-ordered) transpose and comes back Fortran-ordered.
-Every read goes through the artifact's :class:`~helix_dask._integrity.ArtifactFiles`, which
+Every read goes through the artifact's :class:`~helix_dask._integrity.CheckedFiles`, which
 checks the bytes against the manifest; the raw-chunk fast path below checks them itself.
 """
 
@@ -41,7 +41,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from helix_dask._errors import HelixStoreError
-from helix_dask._integrity import ArtifactFiles, read_into
+from helix_dask._integrity import CheckedFiles, read_into
 from helix_dask._keys import pickle_tag, tag_matches
 
 __all__ = ["check_pickles", "decode", "encode", "qualname"]
@@ -133,7 +133,7 @@ def _stored_array(group: zarr.Group, key: str) -> zarr.Array:
     where = f"{group.path}/{key}" if group.path else key
     reason = f"array {where} has codecs or a dtype helix never writes"
     store = group.store
-    if isinstance(store, ArtifactFiles) and store.manifest is not None:
+    if isinstance(store, CheckedFiles) and store.manifest is not None:
         raise store.corrupt(reason)
     raise HelixStoreError(f"{reason}; it is not read: delete the artifact")
 
@@ -209,7 +209,7 @@ def _read_raw(array: zarr.Array) -> np.ndarray | None:
         return None
     root, rows = layout
     store = array.store
-    files = store if isinstance(store, ArtifactFiles) and store.manifest is not None else None
+    files = store if isinstance(store, CheckedFiles) and store.manifest is not None else None
     out = _page_aligned_empty(array.shape, array.dtype)
     row_bytes = out[:1].nbytes
     view = memoryview(out.reshape(-1).view(np.uint8))
@@ -353,10 +353,10 @@ def _pickle_dumps(value: object, what: str) -> tuple[bytes, str]:
     ) from error
 
 
-def _signer(group: zarr.Group) -> ArtifactFiles:
+def _signer(group: zarr.Group) -> CheckedFiles:
     """The artifact's files, which know its signature and the store's pickle key."""
     store = group.store
-    if not isinstance(store, ArtifactFiles) or store.key is None:
+    if not isinstance(store, CheckedFiles) or store.key is None:
         raise HelixStoreError(
             f"pickles are written and read only through an artifact store, not {store!r}; "
             "use ZarrArtifactStore.put and get"

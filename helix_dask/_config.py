@@ -17,6 +17,8 @@ from ._errors import HelixConfigError
 
 DEFAULTS: dict[str, object] = {
     "store": ".helix",
+    "storage-options": {},
+    "catalog": None,
     "budget": None,
     "policy": "value",
     "workflow": None,
@@ -29,6 +31,9 @@ DEFAULTS: dict[str, object] = {
     "redact": "secrets",
 }
 """Every setting's default; ``helix.yaml`` documents them and must agree (a test checks)."""
+
+REMOTE_BUDGET = 10 * 2**30
+"""Default budget of a store on object storage (bytes)."""
 
 _YAML = Path(__file__).with_name("helix.yaml")
 with _YAML.open() as _f:
@@ -72,6 +77,10 @@ def resolve_budget(budget: object, store: str | os.PathLike[str]) -> int:
     """
     value = check_budget(budget)
     if value is None:
+        from ._location import is_remote  # reads settings through this module
+
+        if is_remote(store):
+            return REMOTE_BUDGET  # an object store has no free space to take a share of
         from ._keys import private_root  # _keys reads settings through this module
 
         private_root(store)

@@ -26,8 +26,8 @@ from zarr.storage import LocalStore
 
 from ._errors import HelixCorruptArtifact
 
-__all__ = ["MANIFEST", "ArtifactFiles", "Manifest", "read_into", "read_manifest", "seal"]
-__all__ += ["verify_tree"]
+__all__ = ["MANIFEST", "ArtifactFiles", "CheckedFiles", "Manifest", "digest_buffer"]
+__all__ += ["parse_manifest", "read_into", "read_manifest", "seal", "verify_tree"]
 
 MANIFEST: Final = "helix-manifest.json"
 _FORMAT: Final = 1
@@ -43,10 +43,57 @@ def _digest(data: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """The signature an artifact was written under and each file's size and digest."""
+    """The signature an artifact was written under and each file's size and digest.
+
+    ``prefix`` is, on object storage, the folder of the write the manifest commits (files are
+    relative to it); empty for a local artifact, whose files sit next to the manifest.
+    """
 
     signature: str
     files: Mapping[str, tuple[int, str]]
+    prefix: str = ""
+
+    def to_json(self) -> bytes:
+        """The manifest file's content."""
+        body: dict[str, Any] = {
+            "format": _FORMAT,
+            "algorithm": _ALGORITHM,
+            "signature": self.signature,
+            "files": {rel: [size, digest] for rel, (size, digest) in sorted(self.files.items())},
+        }
+        if self.prefix:
+            body["prefix"] = self.prefix
+        return json.dumps(body, separators=(",", ":")).encode()
+
+
+def digest_buffer(data: Any) -> tuple[int, str]:
+    """Size and digest of a buffer-like ``data`` (as the manifest records them)."""
+    view = memoryview(data).cast("B")
+    return view.nbytes, _digest(view)
+
+
+def parse_manifest(text: bytes, signature: str, where: str) -> Manifest:
+    """The manifest in ``text``, checked to be well formed and to name ``signature``;
+    ``HelixCorruptArtifact`` (naming ``where``) says what is wrong."""
+
+    def corrupt(reason: str) -> HelixCorruptArtifact:
+        return HelixCorruptArtifact(signature, where, reason)
+
+    try:
+        body = json.loads(text)
+        files = {str(k): (int(v[0]), str(v[1])) for k, v in body["files"].items()}
+        found = (body["format"], body["algorithm"])
+        named = body["signature"]
+        prefix = str(body.get("prefix", ""))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise corrupt(f"its manifest {MANIFEST} is unreadable ({type(exc).__name__})") from None
+    if found != (_FORMAT, _ALGORITHM):
+        raise corrupt(f"its manifest has format {found}, expected {(_FORMAT, _ALGORITHM)}")
+    if named != signature:
+        raise corrupt(f"its manifest belongs to artifact {named!r}: the directory was moved")
+    if "/" in prefix or prefix.startswith("."):
+        raise corrupt(f"its manifest names the folder {prefix!r}, which is no write of helix")
+    return Manifest(signature, files, prefix)
 
 
 def _file_digest(path: Path) -> tuple[int, str]:
@@ -71,46 +118,33 @@ def _walk(root: Path) -> Iterable[tuple[str, Path]]:
 def seal(root: Path, signature: str) -> Manifest:
     """Hash every file under ``root`` and write the manifest there, last."""
     files = {rel: _file_digest(full) for rel, full in _walk(root) if rel != MANIFEST}
-    body = {
-        "format": _FORMAT,
-        "algorithm": _ALGORITHM,
-        "signature": signature,
-        "files": {rel: [size, digest] for rel, (size, digest) in sorted(files.items())},
-    }
-    (root / MANIFEST).write_text(json.dumps(body, separators=(",", ":")))
-    return Manifest(signature, files)
+    manifest = Manifest(signature, files)
+    (root / MANIFEST).write_bytes(manifest.to_json())
+    return manifest
 
 
 def read_manifest(root: Path, signature: str) -> Manifest:
     """The manifest of the artifact at ``root``, checked against ``signature`` and the files'
     sizes; ``HelixCorruptArtifact`` says what does not match."""
-
-    def corrupt(reason: str) -> HelixCorruptArtifact:
-        return HelixCorruptArtifact(signature, str(root), reason)
-
     try:
         text = (root / MANIFEST).read_bytes()
     except FileNotFoundError:
-        raise corrupt(f"its manifest {MANIFEST} is missing") from None
-    try:
-        body = json.loads(text)
-        files = {str(k): (int(v[0]), str(v[1])) for k, v in body["files"].items()}
-        found = (body["format"], body["algorithm"])
-        named = body["signature"]
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise corrupt(f"its manifest {MANIFEST} is unreadable ({type(exc).__name__})") from None
-    if found != (_FORMAT, _ALGORITHM):
-        raise corrupt(f"its manifest has format {found}, expected {(_FORMAT, _ALGORITHM)}")
-    if named != signature:
-        raise corrupt(f"its manifest belongs to artifact {named!r}: the directory was moved")
-    for rel, (size, _) in files.items():
+        raise HelixCorruptArtifact(
+            signature, str(root), f"its manifest {MANIFEST} is missing"
+        ) from None
+    manifest = parse_manifest(text, signature, str(root))
+    for rel, (size, _) in manifest.files.items():
         try:
             found_size = os.stat(root / rel).st_size
         except FileNotFoundError:
-            raise corrupt(f"file {rel} is missing") from None
+            raise HelixCorruptArtifact(signature, str(root), f"file {rel} is missing") from None
         if found_size != size:
-            raise corrupt(f"file {rel} holds {found_size} bytes, its manifest says {size}")
-    return Manifest(signature, files)
+            raise HelixCorruptArtifact(
+                signature,
+                str(root),
+                f"file {rel} holds {found_size} bytes, its manifest says {size}",
+            )
+    return manifest
 
 
 def verify_tree(root: Path, signature: str) -> None:
@@ -150,39 +184,36 @@ def read_into(path: Path, target: memoryview, expected: tuple[int, str] | None) 
     return None
 
 
-class ArtifactFiles(LocalStore):
-    """A ``LocalStore`` over one artifact that checks every file it reads against the manifest.
+class CheckedFiles:
+    """What the Zarr store of one artifact adds to Zarr's: the manifest that every file read is
+    checked against, the artifact's signature and the store's pickle key.
 
     A file the manifest lists but that is gone, a file it does not list, and a file whose digest
-    differs raise ``HelixCorruptArtifact``. Without a manifest (while writing) it is a plain
-    ``LocalStore``. ``key`` (the pickle key) is never pickled with it.
+    differs raise ``HelixCorruptArtifact``. Without a manifest (while writing) nothing is
+    checked. ``key`` (the pickle key) is never pickled with it. Subclasses say how a corrupt
+    artifact leaves the store (:meth:`quarantine`).
     """
 
-    def __init__(
-        self,
-        root: Path | str,
-        *,
-        read_only: bool = False,
-        manifest: Manifest | None = None,
-        signature: str = "",
-        key: bytes | None = None,
-        moves_corrupt: bool = True,
+    manifest: Manifest | None
+    signature: str
+    key: bytes | None
+    moves_corrupt: bool
+
+    def _checks(
+        self, manifest: Manifest | None, signature: str, key: bytes | None, moves_corrupt: bool
     ) -> None:
-        super().__init__(root, read_only=read_only)
         self.manifest = manifest
         self.signature = signature
         self.key = key
         self.moves_corrupt = moves_corrupt
 
-    def with_read_only(self, read_only: bool = False) -> ArtifactFiles:
-        return type(self)(
-            self.root,
-            read_only=read_only,
-            manifest=self.manifest,
-            signature=self.signature,
-            key=self.key,
-            moves_corrupt=self.moves_corrupt,
-        )
+    def _check_args(self) -> dict[str, Any]:
+        return {
+            "manifest": self.manifest,
+            "signature": self.signature,
+            "key": self.key,
+            "moves_corrupt": self.moves_corrupt,
+        }
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -192,13 +223,19 @@ class ArtifactFiles(LocalStore):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
-    def corrupt(self, reason: str) -> HelixCorruptArtifact:
-        """The error for this artifact, which is moved out of the store (``moves_corrupt``)."""
-        from .store import quarantine  # the store imports this module
+    def where(self) -> str:
+        """Where the artifact is, for messages."""
+        return str(getattr(self, "root", getattr(self, "path", "")))
 
-        error = HelixCorruptArtifact(self.signature, str(self.root), reason)
+    def quarantine(self, error: HelixCorruptArtifact) -> None:
+        """Take the artifact out of the store, so no plan loads it again."""
+        raise NotImplementedError
+
+    def corrupt(self, reason: str) -> HelixCorruptArtifact:
+        """The error for this artifact, which leaves the store (``moves_corrupt``)."""
+        error = HelixCorruptArtifact(self.signature, self.where(), reason)
         if self.moves_corrupt:
-            quarantine(self.root, error)
+            self.quarantine(error)
         return error
 
     def expected(self, key: str) -> tuple[int, str] | None:
@@ -218,6 +255,32 @@ class ArtifactFiles(LocalStore):
         data = buffer.as_numpy_array()
         if (data.nbytes, _digest(data)) != expected:
             raise self.corrupt(f"file {key} fails its checksum")
+
+
+class ArtifactFiles(CheckedFiles, LocalStore):
+    """A ``LocalStore`` over one artifact that checks every file it reads against the manifest
+    (:class:`CheckedFiles`); a corrupt artifact is moved to the store's quarantine."""
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        read_only: bool = False,
+        manifest: Manifest | None = None,
+        signature: str = "",
+        key: bytes | None = None,
+        moves_corrupt: bool = True,
+    ) -> None:
+        LocalStore.__init__(self, root, read_only=read_only)
+        self._checks(manifest, signature, key, moves_corrupt)
+
+    def with_read_only(self, read_only: bool = False) -> ArtifactFiles:
+        return type(self)(self.root, read_only=read_only, **self._check_args())
+
+    def quarantine(self, error: HelixCorruptArtifact) -> None:
+        from .store import quarantine  # the store imports this module
+
+        quarantine(self.root, error)
 
     async def get(
         self,

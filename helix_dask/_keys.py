@@ -3,7 +3,9 @@
 The store root is created ``0700``. Pickled results are signed with HMAC-SHA256 under a 32-byte
 key made on first use, ``0600`` in a ``0700`` directory outside the artifact tree:
 ``<store>/keys/pickle.key``, or the file named by the ``helix.key-file`` setting (for clusters
-where the store is shared but the key should not be). Every worker must read the same key.
+where the store is shared but the key should not be). A store on object storage keeps its key
+on the local disk (``~/.helix/keys/``), never in the bucket. Every worker must read the same
+key.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Final
 
 from . import _config
 from ._errors import HelixStoreError
+from ._location import default_key_file, is_remote
 
 __all__ = ["key_path", "pickle_key", "pickle_tag", "private_root", "tag_matches"]
 
@@ -57,10 +60,13 @@ def private_root(path: str | os.PathLike[str], setting: str = "helix.store") -> 
 
 def key_path(root: str | os.PathLike[str]) -> Path:
     """Where the pickle key of the store at ``root`` lives: ``helix.key-file``, else
-    ``<root>/keys/pickle.key``."""
+    ``<root>/keys/pickle.key`` for a local store, and for a store URL a file on this machine,
+    ``~/.helix/keys/<hash of the URL>.key``: never in a bucket others may read."""
     configured = _config.get("key-file")
     if configured:
         return Path(os.path.expanduser(str(configured))).absolute()
+    if is_remote(root):
+        return default_key_file(os.fspath(root))
     return Path(root).absolute() / "keys" / "pickle.key"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from . import _config
 from .materializer import Policy, get_policy
@@ -43,7 +42,9 @@ class Settings:
         """Every setting filled in from dask.config (code defaults when unset) where this
         runs; the store path made absolute, the budget in bytes (a share of the free space of
         the store's disk when not set)."""
-        store = str(Path(self.store or str(_config.get("store"))).expanduser().resolve())
+        from ._location import store_location  # a URL stays a URL; a path becomes absolute
+
+        store = store_location(self.store or str(_config.get("store")))
         budget = self.budget if self.budget is not None else _config.get("budget")
         policy = str(self.policy or _config.get("policy"))
         get_policy(policy)
@@ -95,6 +96,6 @@ class Settings:
         return out
 
     def resolved_store(self) -> str | None:
-        if self.store is None:
-            return None
-        return str(Path(self.store).expanduser().resolve())
+        from ._location import store_location
+
+        return None if self.store is None else store_location(self.store)

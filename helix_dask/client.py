@@ -11,6 +11,7 @@ from pathlib import Path
 
 from distributed import Client, LocalCluster
 
+from . import _config
 from ._errors import HelixConfigWarning, HelixError
 from ._events import RunReport, report_from_dict
 from ._settings import Settings
@@ -27,6 +28,7 @@ def setup(
     budget: int | str | None = None,
     policy: str | None = None,
     workflow: str | None = None,
+    storage_options: dict | None = None,
 ) -> Client:
     """Register the helix scheduler plugin (and, through it, the worker plugin) on a cluster.
 
@@ -36,9 +38,10 @@ def setup(
         A connected ``distributed.Client``. None starts (or reuses) an embedded in-process
         ``LocalCluster`` and returns its client.
     store
-        Directory for the catalog and the Zarr artifacts; every worker must see it at the same
-        path. Default: ``helix.store`` in the scheduler's dask.config (``./.helix`` relative to
-        the scheduler's working directory).
+        Directory for the catalog and the Zarr artifacts, which every worker must see at the
+        same path, or an fsspec URL such as ``"s3://bucket/prefix"`` (the catalog then stays on
+        the scheduler's machine, see ``helix.catalog``). Default: ``helix.store`` in the
+        scheduler's dask.config (``./.helix`` relative to the scheduler's working directory).
     budget
         Storage budget in bytes (an int) or as a size string (``"10 GiB"``); never exceeded.
         Default: a quarter of the free space of the store's disk, measured on the scheduler.
@@ -47,6 +50,9 @@ def setup(
         ``"none"``.
     workflow
         Name recorded with each version (default: the running script's name).
+    storage_options
+        fsspec options of a store URL (``endpoint_url``, ``key``, ``secret``...), given to the
+        scheduler and to every worker; default ``helix.storage-options`` from dask.config.
 
     Settings not given are resolved on the scheduler, where the store is. On a cluster whose
     scheduler already runs the helix plugin (``--preload helix_dask``, an earlier
@@ -66,6 +72,11 @@ def setup(
         client = _embedded
     requested = Settings.requested(store, budget, policy, workflow)  # checked here, resolved there
     _PLUGIN_SEEN.pop(client.id, None)  # computes ask the scheduler again
+    if storage_options is not None:
+        from ._fsspec_store import share_options
+        from ._location import store_location
+
+        share_options(client, store_location(store or str(_config.get("store"))), storage_options)
     installed = client.run_on_scheduler(_installed_settings)
     if installed is not None:
         conflicts = requested.conflicts(installed)

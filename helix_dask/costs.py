@@ -206,3 +206,19 @@ class CostModel:
         """Expected seconds saved by keeping a result read with chance ``p`` per iteration."""
         load = self.io.load_seconds(nbytes) if load_seconds is None else load_seconds
         return expected_saving(p, recompute_seconds, load)
+
+
+OBJECT_STORE_PRIOR = (0.05, 100e6)
+"""Load overhead (seconds) and bandwidth (bytes per second) assumed for a store on object
+storage before any load from it was measured: a few ~10 ms round trips (manifest, metadata,
+chunks) and a network link, not a local disk."""
+
+
+def io_prior(remote: bool, overhead: float, bandwidth: float) -> tuple[float, float]:
+    """The priors of the I/O model for a store never measured: the configured ones (local disk)
+    unless the store is on object storage. Measured loads and writes then replace them; each
+    store keeps them in its own catalog, so an object store's round trips and a local disk's
+    bandwidth are learned apart: a load costs overhead (latency) + bytes / bandwidth."""
+    if not remote:
+        return overhead, bandwidth
+    return max(overhead, OBJECT_STORE_PRIOR[0]), min(bandwidth, OBJECT_STORE_PRIOR[1])

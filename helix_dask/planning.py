@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import _config
@@ -18,7 +17,7 @@ from ._events import Decision
 from ._trace import effective_signature, requirement_digests
 from ._wire import ANNOTATION, NodeMeta
 from .catalog import Catalog
-from .costs import CostModel, fit_io, survival_rates
+from .costs import CostModel, fit_io, io_prior, survival_rates
 from .planner import PlanNode, plan
 
 if TYPE_CHECKING:
@@ -234,23 +233,27 @@ def plan_update(
     return UpdatePlan(decisions, chosen.estimates, chosen.cost, loads, pruned, identities, stale)
 
 
-def cost_model(catalog: Catalog, ledger: StorageLedger, workflow: str) -> CostModel:
-    """The cost model for a plan: I/O fitted to the ledger's artifacts, reuse rates from the
-    workflow's signature history (a few small queries)."""
+def cost_model(
+    catalog: Catalog, ledger: StorageLedger, workflow: str, store: str | None = None
+) -> CostModel:
+    """The cost model for a plan: I/O fitted to the ledger's artifacts (priors of the store's
+    kind), reuse rates from the workflow's signature history (a few small queries)."""
     history = catalog.signature_history(workflow)
-    return CostModel(io_model(ledger), survival_rates(history), history, ledger.names())
+    return CostModel(io_model(ledger, store), survival_rates(history), history, ledger.names())
 
 
-def io_model(catalog: Catalog | StorageLedger) -> IOModel:
+def io_model(catalog: Catalog | StorageLedger, store: str | None = None) -> IOModel:
     """Load and write costs fitted to what ``catalog`` (or a ledger) measured, the config's
-    priors elsewhere."""
+    priors elsewhere (priors for object storage when ``store`` is a URL)."""
+    from ._location import is_remote
+
     loads, writes = catalog.io_samples()
-    return fit_io(
-        loads,
-        writes,
+    overhead, bandwidth = io_prior(
+        store is not None and is_remote(store),
         float(_config.get("load-overhead")),  # type: ignore[arg-type]
         float(_config.parse_size(_config.get("read-bandwidth"))),
     )
+    return fit_io(loads, writes, overhead, bandwidth)
 
 
 def graph_nodes(*outputs: HelixNode) -> dict[str, GraphNode]:
@@ -281,11 +284,12 @@ def preview(*outputs: HelixNode, store: str | os.PathLike[str] | None = None) ->
     import networkx as nx
 
     from ._drawing import DagView
+    from ._location import catalog_dir
     from .history import STATES
-    from .store import ZarrArtifactStore
+    from .store import open_store
 
-    root = Path(store or str(_config.get("store")))
-    catalog = Catalog(root)
+    root = str(store or _config.get("store"))
+    catalog = Catalog(catalog_dir(root))
     nodes = graph_nodes(*outputs)
     recorded = catalog.requirements(g.meta.signature for g in nodes.values())
     digests = requirement_digests({d for req in recorded.values() for d in req})
@@ -293,8 +297,8 @@ def preview(*outputs: HelixNode, store: str | os.PathLike[str] | None = None) ->
     chosen = plan_graph(
         nodes,
         catalog,
-        ZarrArtifactStore(root),
-        io_model(catalog),
+        open_store(root),  # type: ignore[arg-type]
+        io_model(catalog, root),
         str(_config.get("solver")),
         identities=identities,
     )

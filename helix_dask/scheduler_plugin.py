@@ -26,6 +26,7 @@ from ._events import (
 )
 from ._flow import CHILDREN_TIMEOUT, MaterializationFlow
 from ._ledger import StorageLedger
+from ._location import catalog_dir
 from ._run import NodeProgress, Run, RunBook
 from ._settings import Settings
 from ._trace import DIST, effective_signature
@@ -77,13 +78,13 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         self.resolved = s = self.requested.resolve()
         self.store, self.budget, self.workflow, self.solver = s.store, s.bytes, s.workflow, s.solver
         self.policy_name, self.policy = s.policy, s.policy_object()
-        self.catalog = CatalogWriter(self.store)
+        self.catalog = CatalogWriter(catalog_dir(self.store))
         self.writer = WriteQueue(self.catalog)
         # Imported here: the client only pickles this plugin, and Zarr takes 0.2 s to import.
         from .dashboard import install_routes
-        from .store import ZarrArtifactStore
+        from .store import open_store
 
-        self.artifacts = ZarrArtifactStore(self.store)
+        self.artifacts = open_store(self.store)
         self.artifacts.sweep_temporaries()  # writes a killed worker left behind
         self.ledger = StorageLedger(self.budget, self.catalog.artifacts())
         self.book = RunBook()
@@ -202,7 +203,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         if self._model is None or refit:
             from .planning import cost_model
 
-            self._model = cost_model(self.catalog, self.ledger, self.workflow)
+            self._model = cost_model(self.catalog, self.ledger, self.workflow, self.store)
         return self._model
 
     # -- progress -------------------------------------------------------------------------------

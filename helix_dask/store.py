@@ -37,12 +37,13 @@ from helix_dask._codecs import check_pickles, decode, encode, qualname
 from helix_dask._errors import HelixConfigError, HelixCorruptArtifact, HelixStoreError
 from helix_dask._integrity import ArtifactFiles, read_manifest, seal, verify_tree
 from helix_dask._keys import pickle_key, private_root
+from helix_dask._location import catalog_dir, is_remote, store_location
 
 if TYPE_CHECKING:
     from helix_dask.rewrite import Recompute
 
 __all__ = ["MISSING", "ArtifactInfo", "ArtifactStore", "ZarrArtifactStore"]
-__all__ += ["load_artifact", "quarantine", "write_artifact"]
+__all__ += ["load_artifact", "open_store", "quarantine", "write_artifact"]
 
 logger = logging.getLogger(__name__)
 
@@ -446,27 +447,28 @@ def quarantine(path: Path, error: HelixCorruptArtifact) -> None:
     logger.warning(
         "helix artifact %s is unusable (%s); moved it to %s", path.name, error.reason, target
     )
-    _forget_in_catalog(root, path.name)
+    _forget_in_catalog(catalog_dir(root), path.name)
 
 
-def _forget_in_catalog(root: Path, signature: str) -> None:
-    """Drop the catalog row of an artifact that left the store (no catalog, nothing to do)."""
-    if not (root / "catalog.sqlite").is_file():
+def _forget_in_catalog(catalog: str | os.PathLike[str], signature: str) -> None:
+    """Drop the catalog row of an artifact that left the store, when the catalog (directory
+    ``catalog``) is on this machine; else the scheduler drops it when a plan misses it."""
+    if not (Path(catalog) / "catalog.sqlite").is_file():
         return
     from .catalog import CatalogWriter  # the catalog imports the store's readers: only when needed
 
     try:
-        catalog = CatalogWriter(root)
+        cat = CatalogWriter(catalog)
         try:
-            catalog.remove_artifact(signature)
+            cat.remove_artifact(signature)
         finally:
-            catalog.close()
-    except (sqlite3.Error, OSError) as exc:
+            cat.close()
+    except (sqlite3.Error, OSError, HelixStoreError) as exc:
         logger.warning(
-            "helix could not drop artifact %s from the catalog of %s: %s; `helix verify "
+            "helix could not drop artifact %s from the catalog in %s: %s; `helix verify "
             "--repair` drops it",
             signature,
-            root,
+            catalog,
             exc,
         )
 
@@ -514,15 +516,27 @@ def verify_store(store: ZarrArtifactStore, catalog: Any, *, repair: bool = False
 
 
 # -- thin functions for Dask worker tasks --------------------------------------------------------
-_STORES: dict[str, ZarrArtifactStore] = {}
+_STORES: dict[str, ArtifactStore] = {}
 
 
-def _store_for(root: str | os.PathLike[str]) -> ZarrArtifactStore:
+def open_store(location: str | os.PathLike[str]) -> ArtifactStore:
+    """The artifact store at ``location``: a local directory (or ``file://`` URL) opens a
+    :class:`ZarrArtifactStore`, with its local-disk fast paths; any other fsspec URL
+    (``s3://bucket/prefix``, ``gs://...``) an :class:`~helix_dask._fsspec_store.ObjectArtifactStore`
+    with the options of ``helix.storage-options``."""
+    if is_remote(location):
+        from helix_dask._fsspec_store import ObjectArtifactStore  # fsspec: only when used
+
+        return ObjectArtifactStore(store_location(location))
+    return ZarrArtifactStore(store_location(location))
+
+
+def _store_for(root: str | os.PathLike[str]) -> ArtifactStore:
     key = os.fspath(root)
     if (store := _STORES.get(key)) is None:
         if len(_STORES) >= 16:  # a worker sees one or two roots; never grow without bound
             _STORES.clear()
-        store = _STORES[key] = ZarrArtifactStore(key)
+        store = _STORES[key] = open_store(key)
     return store
 
 

@@ -45,9 +45,9 @@ class HelixWorkerPlugin(WorkerPlugin):
         """The store, opened on the first write: importing Zarr takes a few tenths of a second,
         which registering the plugin (``hx.setup``) should not wait for."""
         if self._artifacts is None:
-            from .store import ZarrArtifactStore
+            from .store import open_store
 
-            self._artifacts = ZarrArtifactStore(self.store)
+            self._artifacts = open_store(self.store)  # a local directory or a URL
         return self._artifacts
 
     async def teardown(self, worker: Worker) -> None:
