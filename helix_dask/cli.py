@@ -325,7 +325,7 @@ def _plan_dag(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
             f"--plan {args.plan!r} gave {type(target).__name__}, not helix nodes; name a node, "
             "a list of nodes, or a function without arguments that returns them"
         )
-    graph = preview(*nodes, store=cat.root).graph
+    graph = preview(*nodes, store=getattr(cat, "location", cat.root)).graph
     if kind == "png":
         render_png(graph, path)
     elif kind == "html":
@@ -377,9 +377,7 @@ def cmd_du(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
 
 def cmd_gc(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
     if not args.dry_run:
-        from .store import ZarrArtifactStore
-
-        ZarrArtifactStore(cat.root).sweep_temporaries()  # what killed writers left behind
+        _artifacts(cat).sweep_temporaries()  # what killed writers left behind
     plan = usage.gc_plan(cat, args.keep)
     result = None
     if not args.dry_run and plan.remove:
@@ -406,9 +404,9 @@ def cmd_gc(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
 
 
 def cmd_verify(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
-    from .store import ZarrArtifactStore, verify_store  # Zarr: only for the commands needing it
+    from .store import verify_store  # Zarr: only for the commands needing it
 
-    check = verify_store(ZarrArtifactStore(cat.root), cat, repair=args.repair)
+    check = verify_store(_artifacts(cat), cat, repair=args.repair)
     if args.json:
         _print_json(check, out)
     else:
@@ -496,11 +494,28 @@ WRITING = {"gc", "verify"}
 
 
 def open_catalog(store: str | None, *, write: bool = False) -> Catalog:
-    """The catalog of ``store`` (default ``$HELIX_STORE``, then ``helix.store``); never new."""
-    root = Path(store or os.environ.get(STORE_ENV) or str(_config.get("store")))
+    """The catalog of ``store`` (a directory or a URL; default ``$HELIX_STORE``, then
+    ``helix.store``); never new. A URL store's catalog is on this machine (``helix.catalog``,
+    by default under ``~/.helix/catalogs``): run the command where the scheduler runs."""
+    from ._location import catalog_dir, store_location
+
+    location = store or os.environ.get(STORE_ENV) or str(_config.get("store"))
+    root = Path(catalog_dir(location))
     if not (root / "catalog.sqlite").is_file():
-        raise HelixConfigError(f"no helix catalog at {root}; pass --store DIR or set {STORE_ENV}")
-    return CatalogWriter(root) if write else Catalog(root)
+        raise HelixConfigError(
+            f"no helix catalog for store {location!r} at {root}; pass --store DIR or URL, set "
+            f"{STORE_ENV}, or (for a URL store) run where the scheduler keeps its catalog"
+        )
+    cat = CatalogWriter(root) if write else Catalog(root)
+    cat.location = store_location(location)  # type: ignore[attr-defined]
+    return cat
+
+
+def _artifacts(cat: Catalog):
+    """The artifact store behind ``cat`` (a directory or an object store)."""
+    from .store import open_store
+
+    return open_store(getattr(cat, "location", str(cat.root)))
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

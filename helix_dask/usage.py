@@ -160,9 +160,9 @@ def apply_gc(
     the Zarr group. Artifacts of versions running by now are skipped. ``progress(done, total,
     freed_bytes)`` is called after each deletion."""
     from .catalog import CatalogWriter
-    from .store import ZarrArtifactStore
+    from .store import open_store
 
-    store = ZarrArtifactStore(cat.root)
+    store = open_store(getattr(cat, "location", str(cat.root)))
     writer = cat if isinstance(cat, CatalogWriter) else CatalogWriter(cat.root)
     _, protected = _running_signatures(cat)
     deleted, skipped, freed = [], [], 0

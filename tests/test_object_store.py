@@ -4,6 +4,8 @@ started with ``--preload helix_dask`` and two ``dask worker`` processes iteratin
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import socket
@@ -23,6 +25,7 @@ import pytest
 from test_store import SIG, ArtifactStoreContract, Gate, assert_same, sig
 
 import helix_dask as hx
+from helix_dask import cli
 from helix_dask._errors import HelixCorruptArtifact
 from helix_dask._keys import key_path
 from helix_dask._location import catalog_dir, is_remote, store_location
@@ -414,6 +417,11 @@ def test_local_cluster_with_worker_processes_iterates_on_s3(
             raise AssertionError(f"no worker logged {text!r}")
 
         _iterate(client, user_module, calls, s3_url, warned)
+        # The helix command reads a URL store's catalog where the scheduler keeps it.
+        out = io.StringIO()
+        assert cli.main(["log", "--store", s3_url, "--json"], out=out) == 0
+        assert len(json.loads(out.getvalue())) == 5  # one entry per version
+        assert cli.main(["verify", "--store", s3_url], out=io.StringIO()) == 0
     assert (tmp_path / "home" / ".helix" / "catalogs").is_dir()  # the catalog: local
 
 
