@@ -66,6 +66,11 @@ CREATE TABLE IF NOT EXISTS requirements (
     signature TEXT PRIMARY KEY,
     requires TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS identities (
+    identity TEXT PRIMARY KEY,
+    signature TEXT NOT NULL,
+    requires TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS traces (
     code TEXT PRIMARY KEY,
     deps TEXT NOT NULL
@@ -305,6 +310,18 @@ class Catalog:
                 chunk,
             ):
                 out[sig] = json.loads(req)
+        return out
+
+    def requirements_of(self, identities: Iterable[str]) -> dict[str, dict[str, str]]:
+        """Effective signature -> the run-time requirements (dependency -> digest) it was
+        computed with, for identities other than their plain signature."""
+        out: dict[str, dict[str, str]] = {}
+        for chunk in _chunks(list(set(identities))):
+            marks = _marks(len(chunk))
+            for identity, req in self._query(
+                f"SELECT identity, requires FROM identities WHERE identity IN ({marks})", chunk
+            ):
+                out[identity] = json.loads(req)
         return out
 
     def traced(self, codes: Iterable[str]) -> dict[str, list[str]]:
@@ -655,16 +672,24 @@ class CatalogWriter(Catalog, MetadataStore):
             )
 
     def record_requirements(
-        self, signature: str, requires: Mapping[str, str], code: str, traced: Iterable[str] | None
+        self,
+        signature: str,
+        requires: Mapping[str, str],
+        code: str,
+        traced: Iterable[str] | None,
+        identity: str | None = None,
     ) -> None:
         """What the computation of ``signature`` required beyond its static signature
         (dependency id -> digest where it ran); ``traced``: the dependencies a trace of ``code``
         found, merged into that code's set (``None`` when it was not traced)."""
+        body = json.dumps(dict(sorted(requires.items())))
         with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO requirements VALUES (?, ?)",
-                (signature, json.dumps(dict(sorted(requires.items())))),
-            )
+            db.execute("INSERT OR REPLACE INTO requirements VALUES (?, ?)", (signature, body))
+            if identity is not None and identity != signature:  # what made it this identity
+                db.execute(
+                    "INSERT OR REPLACE INTO identities VALUES (?, ?, ?)",
+                    (identity, signature, body),
+                )
             if traced is not None:
                 row = db.execute("SELECT deps FROM traces WHERE code = ?", (code,)).fetchone()
                 deps = set(json.loads(row[0])) if row else set()
@@ -730,6 +755,7 @@ class CatalogWriter(Catalog, MetadataStore):
                 r.materialization.value if r.materialization else None,
                 r.reason,
                 None if r.metrics is None else json.dumps(dict(r.metrics), sort_keys=True),
+                r.identity if r.identity != r.signature else "",
                 version,
                 r.key,
             )
@@ -738,7 +764,7 @@ class CatalogWriter(Catalog, MetadataStore):
         with self._tx() as db:
             db.executemany(
                 "UPDATE nodes SET compute_seconds = ?, load_seconds = ?, write_seconds = ?, "
-                "nbytes = ?, materialization = ?, reason = ?, metrics = ? "
+                "nbytes = ?, materialization = ?, reason = ?, metrics = ?, identity = ? "
                 "WHERE version = ? AND key = ?",
                 rows,
             )

@@ -122,6 +122,9 @@ class ChangeKind(enum.StrEnum):
     """The version of an installed package the code calls changed."""
     UPSTREAM = "upstream"
     """A parent node changed, so this one was recomputed as a consequence."""
+    RUNTIME = "run-time dependency"
+    """Code the node reached only while running (a traced function, a library) changed: same
+    signature, another effective signature."""
     ADDED = "added"
     """The node has no counterpart in the older version."""
     REMOVED = "removed"
@@ -147,7 +150,7 @@ class Cause:
         """One line, e.g. ``argument bins: 10 -> 5``."""
         if self.kind is ChangeKind.ARGUMENT and self.parameter:
             return f"argument {self.subject}: {self.parameter}: {self.old} -> {self.new}"
-        if self.kind in (ChangeKind.ARGUMENT, ChangeKind.PACKAGE):
+        if self.kind in (ChangeKind.ARGUMENT, ChangeKind.PACKAGE, ChangeKind.RUNTIME):
             return f"{self.kind} {self.subject}: {self.old} -> {self.new}"
         if self.kind is ChangeKind.CODE:
             return f"code of {self.subject} changed"
@@ -332,6 +335,17 @@ def _causes(
     return tuple(causes) or (Cause(ChangeKind.UNKNOWN, b.name),)
 
 
+def _runtime_causes(cat: Catalog, a: NodeRecord, b: NodeRecord) -> tuple[Cause, ...]:
+    """Same signature, another identity: the run-time dependencies whose digests differ."""
+    found = cat.requirements_of([a.stored_as, b.stored_as])
+    old, new = found.get(a.stored_as, {}), found.get(b.stored_as, {})
+    return tuple(
+        Cause(ChangeKind.RUNTIME, dep, old.get(dep, "(absent)"), new.get(dep, "(absent)"))
+        for dep in sorted(set(old) | set(new))
+        if old.get(dep) != new.get(dep)
+    )
+
+
 def diff(cat: Catalog, a: int, b: int) -> VersionDiff:
     """Which nodes changed from version ``a`` to ``b`` and why, what ``b`` recomputed, and how
     each metric moved. Nodes are paired by lineage, as in ``helix metrics``.
@@ -357,6 +371,9 @@ def diff(cat: Catalog, a: int, b: int) -> VersionDiff:
     for t in sorted(set(old_by_track) | set(new_by_track)):
         x, y = old_by_track.get(t), new_by_track.get(t)
         if x is not None and y is not None and x.signature == y.signature:
+            if x.stored_as != y.stored_as and (runtime := _runtime_causes(cat, x, y)):
+                changes.append(NodeChange(names_new[y.key], x.key, y.key, runtime, y.decision))
+                continue
             unchanged.append(names_new[y.key])
             same.add(y.key)
         elif x is None and y is not None:

@@ -264,10 +264,12 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         node.compute_seconds = compute_seconds
         node.nbytes = nbytes
         node.metrics = metrics
-        if requires is not None and node.meta.deterministic:
-            code = node.meta.code
-            self.writer.submit(lambda c: c.record_requirements(signature, requires, code, traced))
         why = await self._identify(node, requires)
+        if requires is not None and node.meta.deterministic:
+            code, eff = node.meta.code, node.eff
+            self.writer.submit(
+                lambda c: c.record_requirements(signature, requires, code, traced, eff)
+            )
         if why:
             verdict_outcome, reason = Materialization.SKIPPED, why
         else:

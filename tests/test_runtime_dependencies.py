@@ -7,6 +7,7 @@ code (never an old stored result), and the edited task must have run again.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -15,6 +16,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from helix_dask import cli
 
 MODULES = {
     "helpers_a.py": """
@@ -276,4 +279,11 @@ def test_a_later_call_of_traced_code_that_reaches_other_code_is_traced_too(tmp_p
     assert run("a,b") == ([2, 3], ["run_plugin(name='b', x=1)"])
     (root / "plugins/b.py").write_text("def run(x):\n    return x + 20\n")
     assert run("a,b") == ([2, 21], ["run_plugin(name='b', x=1)"])
+    assert run("a,b") == ([2, 21], [])
+    # helix diff names the dependency that changed although the signature did not.
+    out = io.StringIO()
+    assert cli.main(["diff", "2", "3", "--store", store], out=out) == 0
+    assert "run-time dependency plugins.b.run" in out.getvalue(), out.getvalue()
+    # gc keeps what the last version used, found under the identities it was stored as.
+    assert cli.main(["gc", "--keep", "1", "--store", store], out=io.StringIO()) == 0
     assert run("a,b") == ([2, 21], [])
