@@ -46,6 +46,80 @@ _traces: dict[str, Scopes] = {}
 _traces_lock = threading.Lock()
 
 
+_outdated_keys: dict[str, str] = {}
+"""Key -> the project code this process runs in another version than the client signed."""
+
+
+def take_outdated(key: str) -> str | None:
+    """The name of code that ran here in another version than the client's, once."""
+    with _traces_lock:
+        return _outdated_keys.pop(key, None)
+
+
+def code_versions(func: Callable[..., Any], names: Iterable[str]) -> dict[str, str]:
+    """Bytecode digests of the task function and of the project functions and classes
+    ``names`` (as the signature's sources name them), for :class:`NodeCall` to compare."""
+    out = {}
+    inner = getattr(func, "__code__", None)
+    if isinstance(inner, types.CodeType):
+        out[""] = bytecode_digest(inner)
+    for name in names:
+        obj = _resolve(name, None) if "<" not in name else None
+        digest = _object_bytecode(obj)
+        if digest is not None:
+            out[name] = digest
+    return out
+
+
+def _outdated(func: Callable[..., Any], expected: Mapping[str, str]) -> str | None:
+    """The first signed code whose bytecode here differs from the client's, or None."""
+    for name, digest in expected.items():
+        if name == "":
+            inner = getattr(func, "__code__", None)
+            mine = bytecode_digest(inner) if isinstance(inner, types.CodeType) else None
+            name = getattr(func, "__qualname__", "task")
+        else:
+            module = name.rpartition(".")[0]
+            if module.partition(".")[0] not in sys.modules and module not in sys.modules:
+                continue  # not loaded here: it will be imported fresh from its source
+            mine = _object_bytecode(_resolve(name, None))
+        if mine is not None and mine != digest:
+            return name
+    return None
+
+
+def _object_bytecode(obj: Any) -> str | None:
+    if isinstance(obj, types.FunctionType):
+        return bytecode_digest(obj.__code__)
+    if isinstance(obj, type):
+        parts = []
+        for attr, value in sorted(vars(obj).items()):
+            value = getattr(value, "__func__", value)
+            if isinstance(value, types.FunctionType):
+                parts.append(f"{attr}={bytecode_digest(value.__code__)}")
+        return _hexdigest("class", *parts)
+    return None
+
+
+@functools.lru_cache(maxsize=16384)
+def bytecode_digest(code: types.CodeType) -> str:
+    """A digest of what a code object does, not where it is: instructions, names and
+    constants (nested code recursively), without line numbers, file names or docstrings."""
+    h = Hasher()
+    h.tag("bytecode")
+    h.field(code.co_code)
+    h.field(" ".join((*code.co_names, "|", *code.co_varnames, "|", *code.co_freevars)).encode())
+    consts = code.co_consts
+    if consts and not code.co_name.startswith("<"):
+        consts = consts[1:]  # a function's first constant: its docstring (or None)
+    for const in consts:
+        if isinstance(const, types.CodeType):
+            h.field(bytecode_digest(const).encode())
+        else:
+            h.field(repr(const).encode())
+    return h.hexdigest()
+
+
 def take_trace(key: str) -> Scopes | None:
     """The dependency ids recorded while ``key`` ran in this process, once."""
     with _traces_lock:
@@ -59,20 +133,29 @@ class NodeCall:
     Outside a worker (``scheduler="sync"``, threads without distributed) it is a plain call.
     """
 
-    __slots__ = ("__name__", "func", "key")
+    __slots__ = ("__name__", "code", "func", "key")
 
-    def __init__(self, func: Callable[..., Any], key: str) -> None:
+    def __init__(
+        self, func: Callable[..., Any], key: str, code: Mapping[str, str] | None = None
+    ) -> None:
         self.func = func
         self.key = key
+        self.code = code or {}
+        """``module.qualname`` -> bytecode digest of the project code the client signed: a
+        worker whose loaded modules differ (a long-lived worker holding an old module) says so,
+        and its result is never stored."""
         self.__name__ = getattr(func, "__name__", "task")
 
     def __reduce__(self):
-        return NodeCall, (self.func, self.key)
+        return NodeCall, (self.func, self.key, self.code)
 
     def __repr__(self) -> str:
         return f"NodeCall({self.key!r})"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.code and (old := _outdated(self.func, self.code)):
+            with _traces_lock:
+                _outdated_keys[self.key] = old
         if not _wants_trace(self.key):
             return self.func(*args, **kwargs)
         seen: dict[types.CodeType, Mapping[str, Any]] = {}

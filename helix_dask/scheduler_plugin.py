@@ -249,6 +249,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         requires: dict[str, str] | None = None,
         traced: list[str] | None = None,
         worker: str | None = None,
+        outdated: str | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
         """A worker finished a helix task: settle its effective signature, then decide
@@ -257,7 +258,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         ``requires``: what the result required beyond its static signature (dependency ->
         digest where it ran; None: could not be told, so it is never stored); ``traced``: the
         dependencies a trace of its code found (None: not traced). Unknown keyword arguments
-        (fields a newer worker sends) are accepted and ignored."""
+        (fields a newer worker sends) are accepted and ignored. ``outdated``: project code the
+        worker ran in another version than the client signed (its result is not stored)."""
         node = self.book.offered(key, signature)
         if node is None:
             return {"store": False}
@@ -265,6 +267,11 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         node.nbytes = nbytes
         node.metrics = metrics
         why = await self._identify(node, requires)
+        if outdated:
+            why = (
+                f"worker {worker} ran {outdated} in another version than the client signed "
+                "(a module loaded before it was edited); restart the workers"
+            )
         if requires is not None and node.meta.deterministic:
             code, eff = node.meta.code, node.eff
             self.writer.submit(

@@ -21,9 +21,15 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from ._errors import HelixConfigError, HelixSignatureError
-from ._trace import NodeCall
+from ._trace import NodeCall, code_versions
 from ._wire import ANNOTATION, NodeMeta, with_message
-from .signature import argument_fingerprints, code_fingerprint, fingerprint_value, node_signature
+from .signature import (
+    CodeFingerprint,
+    argument_fingerprints,
+    code_fingerprint,
+    fingerprint_value,
+    node_signature,
+)
 
 logger = logging.getLogger("helix_dask")
 
@@ -256,7 +262,17 @@ class HelixTask(Generic[P]):
         if not (nout is None or (type(nout) is int and nout >= 0)):
             raise HelixConfigError(f"nout must be None or an int >= 0, got {nout!r}")
         self.nout = nout
+        self._versions: dict[str, dict[str, str]] = {}
         functools.update_wrapper(self, func)  # sets __wrapped__, so signatures follow the source
+
+    def _code_versions(self, fingerprint: CodeFingerprint) -> dict[str, str]:
+        """Bytecode digests of the code this task's signature covers, computed once per code
+        digest: the worker compares them with the code it has loaded."""
+        found = self._versions.get(fingerprint.digest)
+        if found is None:
+            found = code_versions(self.func, fingerprint.sources)
+            self._versions = {fingerprint.digest: found}  # only the current code's
+        return found
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         """A task defined as a method: the instance is its first argument (and is signed)."""
@@ -346,7 +362,7 @@ class HelixTask(Generic[P]):
         )
         spec = Task(
             key,
-            NodeCall(self.func, key),
+            NodeCall(self.func, key, self._code_versions(fingerprint)),
             *[parse_input(a) for a in targs],
             **{k: parse_input(v) for k, v in tkwargs.items()},
         )

@@ -11,7 +11,7 @@ from dask import is_dask_collection
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ._errors import HelixStoreError
-from ._trace import Scopes, covered, requirement_digests, take_trace
+from ._trace import Scopes, covered, requirement_digests, take_outdated, take_trace
 from ._wire import ANNOTATION
 from .costs import compute_seconds
 
@@ -66,7 +66,19 @@ class HelixWorkerPlugin(WorkerPlugin):
         nbytes = int(getattr(value, "nbytes", 0)) if is_dask_collection(value) else ts.nbytes or 0
         metrics = _metrics(value) if ann.get("metrics") else None
         trace = take_trace(key)
-        task = asyncio.ensure_future(self._offer(key, ann, value, seconds, nbytes, metrics, trace))
+        outdated = take_outdated(key)
+        if outdated is not None:
+            logger.warning(
+                "helix: this worker ran %s in another version than the client signed (a module "
+                "loaded before it was edited); the result of %s is not stored. Restart the "
+                "workers to load the current code",
+                outdated,
+                key,
+            )
+            trace = _OUTDATED  # the offer says which code differed
+        task = asyncio.ensure_future(
+            self._offer(key, ann, value, seconds, nbytes, metrics, trace, outdated)
+        )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -90,6 +102,7 @@ class HelixWorkerPlugin(WorkerPlugin):
         nbytes: int,
         metrics: dict[str, float] | None,
         trace: Scopes | None,
+        outdated: str | None = None,
     ) -> None:
         scheduler = self.worker.scheduler
         name = ann["name"]
@@ -108,6 +121,7 @@ class HelixWorkerPlugin(WorkerPlugin):
                 requires=requires,
                 traced=traced,
                 worker=self.worker.address,
+                outdated=outdated,
             )
             if not answer.get("store"):
                 return
@@ -135,11 +149,17 @@ class HelixWorkerPlugin(WorkerPlugin):
             logger.warning("helix could not report %s to the scheduler", key, exc_info=True)
 
 
+_OUTDATED: Any = object()
+"""Stands for the trace of a result computed by code other than the client's."""
+
+
 async def _requirements(
     ann: dict[str, Any], trace: Scopes | None
 ) -> tuple[dict[str, str] | None, list[str] | None]:
     """What a node's result required beyond its static signature, with digests taken here
     (where the code ran), and the dependencies its trace found (``None``: not traced)."""
+    if trace is _OUTDATED:
+        return None, None  # not what the client signed: never stored
     if trace is None:
         deps: Scopes | dict[str, None] = dict.fromkeys(ann.get("deps") or ())
     else:

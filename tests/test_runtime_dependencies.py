@@ -7,6 +7,7 @@ code (never an old stored result), and the edited task must have run again.
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -287,3 +288,44 @@ def test_a_later_call_of_traced_code_that_reaches_other_code_is_traced_too(tmp_p
     # gc keeps what the last version used, found under the identities it was stored as.
     assert cli.main(["gc", "--keep", "1", "--store", store], out=io.StringIO()) == 0
     assert run("a,b") == ([2, 21], [])
+
+
+def _add_path(path: str) -> None:
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+def test_a_worker_running_an_old_module_never_stores_its_result(
+    processes_cluster, tmp_path, module_factory
+):
+    # A long-lived worker imported the module before the user edited it: it runs the old code
+    # for the new signature. Plain Dask returns that too; helix must not keep it for later.
+    from distributed import Client
+
+    import helix_dask as hx
+
+    source = """
+        import helix_dask as hx
+
+        def factor():
+            return {k}
+
+        @hx.task
+        def double(x):
+            return x * factor()
+    """
+    mod = module_factory("stale_worker_mod", source.format(k=2))
+    with Client(processes_cluster) as client:
+        hx.setup(client, store=tmp_path / "store", budget="1 GiB", policy="all")
+        try:
+            client.run(_add_path, str(tmp_path / "usercode"))
+            client.run(importlib.import_module, "stale_worker_mod")  # every worker holds v1
+            assert mod.double(5).compute() == 10
+            mod = module_factory("stale_worker_mod", source.format(k=3))  # edited, reloaded
+            stale = mod.double(5).compute()  # the workers still hold the old module
+            run = hx.last_run(client)
+            assert stale == 10, "the workers were expected to hold the old module"
+            assert run.node("double").materialization is not hx.Materialization.STORED
+            assert "stale_worker_mod.factor in another version" in run.node("double").reason
+        finally:
+            client.unregister_scheduler_plugin("helix")
