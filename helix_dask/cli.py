@@ -503,7 +503,7 @@ def open_catalog(store: str | None, *, write: bool = False) -> Catalog:
     root = Path(catalog_dir(location))
     if not (root / "catalog.sqlite").is_file():
         raise HelixConfigError(
-            f"no helix catalog for store {location!r} at {root}; pass --store DIR or URL, set "
+            f"no helix catalog at {root} (store {location!r}); pass --store DIR or URL, set "
             f"{STORE_ENV}, or (for a URL store) run where the scheduler keeps its catalog"
         )
     cat = CatalogWriter(root) if write else Catalog(root)

@@ -65,7 +65,8 @@ def verified_identities(
 
     A node's stored result is valid when every run-time dependency recorded for it has the
     same digest in the client's current code (``digests``) and its parents are valid; nodes
-    already on the cluster (``fixed``) have the identity they were computed under (``held``).
+    already on the cluster (``fixed``) have the identity they were computed under (``held``),
+    once their run settled it.
     None marks a node that must compute (and so must every node below it).
     """
     if recorded is None:
@@ -78,9 +79,11 @@ def verified_identities(
             return ids[key]
         g = nodes[key]
         m = g.meta
-        if g.fixed:
-            ids[key] = held.get(key)
+        if g.fixed and key in held:
+            ids[key] = held[key]
             return ids[key]
+        # Otherwise (not on the cluster, or its run has not settled it yet) from what its
+        # computes recorded: the identity its stored descendants were computed from.
         # In the call's argument order, as the scheduler plugin combines them after a compute.
         parents = [(nodes[p].meta.signature, identify(p)) for p in m.parents if p in nodes]
         requires = recorded.get(m.signature, {})
