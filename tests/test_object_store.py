@@ -278,7 +278,7 @@ def _log(name):
 @hx.task
 def load(n):
     _log("load")
-    time.sleep(2.0)  # well above a load from the bucket, however busy the machine
+    time.sleep(3.0)  # well above a load from the bucket, however busy the machine
     return np.arange(n, dtype=np.float64)
 
 

@@ -113,7 +113,9 @@ def test_results_unpack_index_and_expose_attributes_as_reusable_nodes(threaded_c
         12,
         3,
     )
+    hx.last_run(threaded_client)  # its stores are committed
     assert split(6)[1].size.compute() == 3
+    hx.last_run(threaded_client)
     assert dask_compute(left, right, stats["sum"]) == ([0, 1, 2], [3, 4, 5], 12)
     run = hx.last_run(threaded_client)
     assert run.computed == []  # every item node was stored or rebuilt from stored ones

@@ -185,7 +185,9 @@ def test_edits_reached_only_at_run_time_recompute_and_never_load_a_stale_result(
     again = _iterate(root, store, mode)
     assert again["values"] == first["values"]
     assert again["computed"] == [], "an identical re-run must load, not compute"
-    edits = EDITS if mode == "threads" else EDITS[::2]
+    # Worker processes: one edit of each kind a process changes (a method of an argument is
+    # unpickled there); threads: every edit.
+    edits = EDITS if mode == "threads" else EDITS[2:3]
     for task, module, old, new in edits:
         path = root / module
         path.write_text(path.read_text().replace(old, new))
