@@ -380,6 +380,7 @@ def cmd_gc(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
         from .store import ZarrArtifactStore
 
         ZarrArtifactStore(cat.root).sweep_temporaries()  # what killed writers left behind
+        usage.interrupt_dead(cat)  # versions whose scheduler is gone protect nothing
     plan = usage.gc_plan(cat, args.keep)
     result = None
     if not args.dry_run and plan.remove:
