@@ -263,9 +263,9 @@ class ZarrArtifactStore(ArtifactStore):
             # KeyError: deleted meanwhile; corrupt: moved out of the way. Either way, write it.
             with contextlib.suppress(KeyError, HelixCorruptArtifact):
                 return self._info(signature, final, self._open(signature)[1]["kind"], started)
-        final.parent.mkdir(mode=0o700, exist_ok=True)
         tmp = final.parent / f"{_TMP_PREFIX}{signature}-{uuid.uuid4().hex}-{os.getpid()}@{_HOST}"
         try:
+            final.parent.mkdir(mode=0o700, exist_ok=True)  # a full or read-only disk: below
             files = ArtifactFiles(tmp, signature=signature, key=pickle_key(self.root))
             group = zarr.open_group(files, mode="w", zarr_format=3)
             kind, extra = encode(group, value, scheduler)
