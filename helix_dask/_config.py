@@ -29,6 +29,7 @@ DEFAULTS: dict[str, object] = {
     "key-file": None,
     "trace": "new-code",
     "redact": "secrets",
+    "catalog-timeout": 2.0,
 }
 """Every setting's default; ``helix.yaml`` documents them and must agree (a test checks)."""
 

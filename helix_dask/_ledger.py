@@ -1,7 +1,8 @@
 """The storage ledger: budget, stored bytes, reservations and committed artifacts, in memory.
 
-The scheduler plugin is the catalog's only writer, so the ledger is the truth while it runs:
-no SUM query per offer. It is read from the catalog once, at plugin start.
+The ledger answers the plugin's questions without a query per offer. It is read from the
+catalog at plugin start, and again before a plan when the catalog's count or bytes of artifacts
+differ from the ledger's (another process sharing the store committed or removed some).
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ class StorageLedger:
 
     def __init__(self, budget: int, rows: Iterable[ArtifactRow]) -> None:
         self.budget = budget
-        self._rows: dict[str, ArtifactRow] = {r.signature: r for r in rows}
-        self.stored_bytes = sum(r.nbytes for r in self._rows.values())
+        self.reload(rows)
         self.reserved = 0
         self._reservations: dict[str, int] = {}
+
+    def reload(self, rows: Iterable[ArtifactRow]) -> None:
+        """Take the committed artifacts from the catalog's ``rows``; reservations stay."""
+        self._rows: dict[str, ArtifactRow] = {r.signature: r for r in rows}
+        self.stored_bytes = sum(r.nbytes for r in self._rows.values())
 
     @property
     def free(self) -> int:

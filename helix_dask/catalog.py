@@ -8,12 +8,13 @@ versions and nodes) and by garbage collection and repairs of artifacts.
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 from ._errors import HelixStoreError
 from ._events import Decision, EventRecord, Materialization, NodeRecord, RunReport
 from ._keys import private_root
+from ._owner import Owner, is_dead
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -33,7 +35,9 @@ CREATE TABLE IF NOT EXISTS versions (
     outputs TEXT NOT NULL DEFAULT '[]',
     time_saved REAL NOT NULL DEFAULT 0,
     predicted_seconds REAL,
-    measured_seconds REAL
+    measured_seconds REAL,
+    owner TEXT NOT NULL DEFAULT '',
+    owner_started REAL
 );
 CREATE TABLE IF NOT EXISTS nodes (
     version INTEGER NOT NULL REFERENCES versions(id),
@@ -100,7 +104,19 @@ CREATE TABLE IF NOT EXISTS events (
     reason TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_version ON events(version);
+CREATE TABLE IF NOT EXISTS leases (
+    signature TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    owner_started REAL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (signature, version)
+);
 """
+
+LEASE_SECONDS = 24 * 3600.0
+"""How long a lease protects an artifact at most: a run whose owner cannot be checked (another
+host) stops protecting what it loads after this long."""
 
 _NODE_COLUMNS = (
     "version, key, name, signature, code, args, parents, decision, compute_seconds, "
@@ -259,14 +275,15 @@ class Catalog:
     'v3: computed 1, loaded 2, pruned 1, stored 1, saved ~12.40s'
     """
 
-    def __init__(self, store: str | os.PathLike[str]) -> None:
+    def __init__(self, store: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
         self.root = Path(store)
         private_root(store)  # created owner-only; a file or an unwritable path is an error
         self.path = self.root / "catalog.sqlite"
         self._lock = threading.Lock()
         self._batch_thread: int | None = None
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            _owner_only(self.path)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=timeout)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             with self._db:
@@ -278,7 +295,13 @@ class Catalog:
                     )
                 if "label" not in columns:  # a catalog written before calls had labels
                     self._db.execute("ALTER TABLE nodes ADD COLUMN label TEXT NOT NULL DEFAULT ''")
-        except sqlite3.Error as e:
+                columns = {r[1] for r in self._db.execute("PRAGMA table_info(versions)")}
+                if "owner" not in columns:  # a catalog written before versions had owners
+                    self._db.execute(
+                        "ALTER TABLE versions ADD COLUMN owner TEXT NOT NULL DEFAULT ''"
+                    )
+                    self._db.execute("ALTER TABLE versions ADD COLUMN owner_started REAL")
+        except (sqlite3.Error, OSError) as e:
             raise HelixStoreError(
                 f"cannot open the catalog {str(self.path)!r}: {e}; check that the store directory "
                 "is writable and not on a filesystem without file locks"
@@ -295,6 +318,9 @@ class Catalog:
             yield self._db  # inside batch(): one transaction for all
             return
         with self._lock, self._db:
+            # IMMEDIATE: take the write lock first, so what a write checks (a lease, an
+            # artifact's files) cannot change before it commits.
+            self._db.execute("BEGIN IMMEDIATE")
             yield self._db
 
     # -- reads ----------------------------------------------------------------------------------
@@ -354,6 +380,24 @@ class Catalog:
             for r in self._query(f"SELECT * FROM artifacts WHERE signature IN ({marks})", chunk):
                 found[r[0]] = ArtifactRow(*r)
         return found
+
+    def artifact_totals(self) -> tuple[int, int]:
+        """How many artifacts the catalog lists and their bytes (one aggregate query)."""
+        n, total = self._query("SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM artifacts")[0]
+        return int(n), int(total)
+
+    def running_versions(self) -> list[int]:
+        """Ids of the versions marked running whose owner is not known to be gone."""
+        rows = self._query("SELECT id, owner, owner_started FROM versions WHERE status = 'running'")
+        return [v for v, owner, started in rows if not is_dead(owner, started)]
+
+    def leased(self, now: float | None = None) -> set[str]:
+        """Signatures a live lease protects: a running plan of some process loads them."""
+        rows = self._query(
+            "SELECT signature, owner, owner_started FROM leases WHERE expires > ?",
+            (time.time() if now is None else now,),
+        )
+        return _live_leases(rows)
 
     def stored_bytes(self) -> int:
         """Bytes of all committed artifacts."""
@@ -602,6 +646,7 @@ class CatalogWriter(Catalog, MetadataStore):
             self._batch_thread = threading.get_ident()
             try:
                 with self._db:
+                    self._db.execute("BEGIN IMMEDIATE")  # see _tx
                     yield self
             finally:
                 self._batch_thread = None
@@ -615,13 +660,17 @@ class CatalogWriter(Catalog, MetadataStore):
         *,
         version: int | None = None,
         started: float | None = None,
+        owner: Owner | None = None,
     ) -> int:
-        """Insert a running version; ``version`` gives its id (the plugin numbers versions
-        itself), None takes the next one."""
+        """Insert a running version; ``version`` gives its id, None takes the next one (what
+        the plugin does: ids are unique across the processes sharing the catalog).
+        ``owner``: the plugin instance running it, so that it can be marked interrupted once
+        that instance is gone."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO versions (id, workflow, started, status, message, outputs, "
-                "predicted_seconds) VALUES (?, ?, ?, 'running', ?, ?, ?)",
+                "predicted_seconds, owner, owner_started) "
+                "VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
                 (
                     version,
                     workflow,
@@ -629,9 +678,61 @@ class CatalogWriter(Catalog, MetadataStore):
                     message,
                     json.dumps(list(outputs)),
                     predicted_seconds,
+                    owner.name if owner else "",
+                    owner.started if owner else None,
                 ),
             )
             return int(cur.lastrowid or 0)
+
+    def lease(
+        self,
+        version: int,
+        signatures: Iterable[str],
+        owner: Owner,
+        seconds: float = LEASE_SECONDS,
+    ) -> set[str]:
+        """Protect ``signatures`` from eviction and gc while ``version`` runs (until
+        :meth:`finish_version`, its owner's death or ``seconds``); return those that have no
+        artifact row any more (another process removed them after they were planned)."""
+        sigs = sorted(set(signatures))
+        if not sigs:
+            return set()
+        expires = time.time() + seconds
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?)",
+                [(s, version, owner.name, owner.started, expires) for s in sigs],
+            )
+            present = set()
+            for chunk in _chunks(sigs):
+                marks = _marks(len(chunk))
+                sql = f"SELECT signature FROM artifacts WHERE signature IN ({marks})"
+                present.update(r[0] for r in db.execute(sql, chunk))
+        return set(sigs) - present
+
+    def interrupt_dead_versions(self) -> list[int]:
+        """Mark 'interrupted' every running version whose owner is certainly gone, and drop
+        the leases of dead owners and expired ones; return the versions marked."""
+        now = time.time()
+        with self._tx() as db:
+            dead = [
+                v
+                for v, owner, started in db.execute(
+                    "SELECT id, owner, owner_started FROM versions WHERE status = 'running'"
+                )
+                if is_dead(owner, started)
+            ]
+            db.executemany(
+                "UPDATE versions SET status = 'interrupted', finished = ? WHERE id = ?",
+                [(now, v) for v in dead],
+            )
+            stale = [
+                (s, v)
+                for s, v, owner, started, expires in db.execute("SELECT * FROM leases")
+                if expires <= now or is_dead(owner, started)
+            ]
+            db.executemany("DELETE FROM leases WHERE signature = ? AND version = ?", stale)
+        return dead
 
     def record_nodes(self, version: int, records: Iterable[NodeRecord]) -> None:
         rows = [
@@ -729,6 +830,7 @@ class CatalogWriter(Catalog, MetadataStore):
                 "measured_seconds = ? WHERE id = ?",
                 (time.time(), status, time_saved, measured_seconds, version),
             )
+            db.execute("DELETE FROM leases WHERE version = ?", (version,))
 
     def record_events(self, events: Iterable[EventRecord]) -> None:
         """Log materializer events (stored, skipped, no_space, failed, evicted) in one go."""
@@ -788,25 +890,44 @@ class CatalogWriter(Catalog, MetadataStore):
 
     def add_artifact(self, row: ArtifactRow) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    row.signature,
-                    row.name,
-                    row.location,
-                    row.kind,
-                    row.nbytes,
-                    row.write_seconds,
-                    row.load_seconds,
-                    row.created,
-                    row.last_used,
-                    row.recompute_seconds,
-                ),
-            )
+            _insert_artifact(db, row)
 
     def remove_artifact(self, signature: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM artifacts WHERE signature = ?", (signature,))
+
+    def add_artifact_if(self, row: ArtifactRow, present: Callable[[], bool]) -> bool:
+        """Add ``row`` if ``present()`` (its files are committed), checked under the write
+        lock: a removal by another process cannot slip in between. False if absent."""
+        with self._tx() as db:
+            if not present():
+                return False
+            _insert_artifact(db, row)
+        return True
+
+    def remove_unless_leased(self, signature: str, delete: Callable[[str], int]) -> int | None:
+        """Drop the row of ``signature`` and call ``delete(signature)`` (its files), in one
+        transaction holding the write lock, unless a live lease protects it; return what
+        ``delete`` returned (bytes freed), or None if a lease protects it (nothing changes)."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT signature, owner, owner_started FROM leases "
+                "WHERE signature = ? AND expires > ?",
+                (signature, time.time()),
+            ).fetchall()
+            if _live_leases(rows):
+                return None
+            db.execute("DELETE FROM artifacts WHERE signature = ?", (signature,))
+            return delete(signature)
+
+    def discard_unrecorded(self, signature: str, delete: Callable[[str], object]) -> bool:
+        """Delete the files of ``signature`` unless the catalog lists it (another process's
+        write of the same result committed it); True if deleted."""
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM artifacts WHERE signature = ?", (signature,)).fetchone():
+                return False
+            delete(signature)
+        return True
 
     def record_load(self, signature: str, seconds: float) -> None:
         """Remember the measured load time and that the artifact was just used."""
@@ -839,6 +960,44 @@ def _node_record(r: Sequence) -> NodeRecord:
         identity=r[17],
         label=r[18],
     )
+
+
+def _insert_artifact(db: sqlite3.Connection, row: ArtifactRow) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (
+            row.signature,
+            row.name,
+            row.location,
+            row.kind,
+            row.nbytes,
+            row.write_seconds,
+            row.load_seconds,
+            row.created,
+            row.last_used,
+            row.recompute_seconds,
+        ),
+    )
+
+
+def _live_leases(rows: Iterable[Sequence]) -> set[str]:
+    """The signatures of lease rows ``(signature, owner, owner_started)`` whose owner may live."""
+    return {r[0] for r in rows if not is_dead(r[1], r[2])}
+
+
+def _owner_only(path: Path) -> None:
+    """Create the catalog file ``0600`` (SQLite gives its WAL and index the same mode), and
+    take group and other access from one created before.
+
+    An existing file is never opened here: closing a descriptor of it would drop the locks
+    SQLite holds on it for the other connections of this process."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        st = path.stat()
+        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+            with contextlib.suppress(OSError):  # read-only: SQLite says what it can do
+                path.chmod(0o600)
 
 
 def _marks(n: int) -> str:

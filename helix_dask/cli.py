@@ -378,6 +378,7 @@ def cmd_du(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
 def cmd_gc(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
     if not args.dry_run:
         _artifacts(cat).sweep_temporaries()  # what killed writers left behind
+        usage.interrupt_dead(cat)  # versions whose scheduler is gone protect nothing
     plan = usage.gc_plan(cat, args.keep)
     result = None
     if not args.dry_run and plan.remove:

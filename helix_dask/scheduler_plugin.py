@@ -5,9 +5,13 @@ ledger, and install the worker twin. Catalog writes go through a write queue (on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import logging
+import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +20,7 @@ from distributed.protocol.pickle import dumps
 
 from . import _config
 from ._catalog_writer import WriteQueue
+from ._errors import HelixStoreError
 from ._events import (
     Decision,
     EventKind,
@@ -27,6 +32,7 @@ from ._events import (
 from ._flow import CHILDREN_TIMEOUT, MaterializationFlow
 from ._ledger import StorageLedger
 from ._location import catalog_dir
+from ._owner import Owner, new_owner, retire
 from ._run import NodeProgress, Run, RunBook
 from ._settings import Settings
 from ._trace import DIST, effective_signature
@@ -44,6 +50,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("helix_dask")
 
 PLUGIN_NAME = "helix"
+
+_STARTED: weakref.WeakSet[HelixSchedulerPlugin] = weakref.WeakSet()
+"""Plugin instances started in this process and not closed (to retire a replaced one)."""
 
 
 class HelixSchedulerPlugin(SchedulerPlugin):
@@ -78,8 +87,10 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         self.resolved = s = self.requested.resolve()
         self.store, self.budget, self.workflow, self.solver = s.store, s.bytes, s.workflow, s.solver
         self.policy_name, self.policy = s.policy, s.policy_object()
-        self.catalog = CatalogWriter(catalog_dir(self.store))
-        self.writer = WriteQueue(self.catalog)
+        self.owner: Owner = new_owner()
+        await _retire_replaced(scheduler, self)
+        _STARTED.add(self)
+        self._open_catalog()
         # Imported here: the client only pickles this plugin, and Zarr takes 0.2 s to import.
         from .dashboard import install_routes
         from .store import open_store
@@ -92,7 +103,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         self.flow = MaterializationFlow(
             self.policy, self.ledger, self.book, scheduler, self.cost_model, self._evict
         )
-        self._next_version = self.catalog.next_version()
+        self._unrecorded = itertools.count(-1, -1)
+        """Provisional ids of versions the catalog could not record when they were planned."""
         scheduler.handlers.update(
             {
                 "helix_offer": self.handle_offer,
@@ -121,11 +133,36 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         self._enforce_budget()
         await self.writer.drained()  # hx.setup returns once the store fits its budget
         install_routes(scheduler, self)
+        self._closed = False
+
+    def _open_catalog(self) -> None:
+        """Two connections: the event loop's (reads, and recording a version before its graph
+        is rewritten, waiting at most ``helix.catalog-timeout``) and the write queue's; then
+        versions whose owner is gone are marked interrupted."""
+        where = catalog_dir(self.store)
+        self.catalog = CatalogWriter(where, timeout=_catalog_timeout())
+        self.writer = WriteQueue(CatalogWriter(where))
+        try:
+            gone = self.catalog.interrupt_dead_versions()
+        except sqlite3.Error as e:
+            logger.warning("helix could not check for versions left running: %s", e)
+        else:
+            if gone:
+                logger.warning(
+                    "helix marked versions %s interrupted: the scheduler running them is gone",
+                    ", ".join(f"v{v}" for v in gone),
+                )
 
     async def close(self) -> None:
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        _STARTED.discard(self)
         for run in list(self.book.running()):
             self._finish(run, RunStatus.INTERRUPTED)
-        self.writer.close()
+        await asyncio.to_thread(self.writer.close)
+        retire(self.owner)
+        self.writer.catalog.close()
         self.catalog.close()
 
     # -- plan and rewrite -----------------------------------------------------------------------
@@ -148,16 +185,56 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 helix[k] = (ts, NodeMeta.from_annotation(ann))
         if not helix:
             return
-        run = Run(self._next_version, self.workflow, _message(helix, keys), None)
-        self._next_version += 1
-        digests = self._digests.pop(client, {})
-        identities: Mapping[str, str | None] = {}
-        stale: Mapping[str, str] = {}
+        run = Run(0, self.workflow, _message(helix, keys), None)
+        planned = self._plan(helix, keys, self._digests.pop(client, {}), stimulus_id)
+        if planned is not None:
+            _fill(run, helix, planned.decisions, planned.estimates, planned.identities)
+            run.predicted = planned.cost
+            if self._record(run, keys, helix.values(), planned.loads.values()):
+                try:
+                    rewrite(scheduler, planned.loads, planned.pruned, self.store, stimulus_id)
+                except Exception:  # the scheduler would swallow it into an INFO line
+                    logger.warning(
+                        "helix could not rewrite version %d; its graph runs unchanged as plain "
+                        "Dask",
+                        run.version,
+                        exc_info=True,
+                    )
+                    run = self._unplanned(run, helix, keys, recorded=True)
+                else:
+                    for k, why in planned.stale.items():
+                        run.event(EventKind.STALE, run.nodes[k], reason=why)
+            else:
+                run = self._unplanned(run, helix, keys, recorded=False)
+        else:
+            run = self._unplanned(run, helix, keys, recorded=False)
+        decisions = {k: n.decision for k, n in run.nodes.items()}
+        self._ask_traces(helix, decisions)
+        for k, node in run.nodes.items():
+            if node.decision in (Decision.COMPUTE, Decision.LOAD):
+                self._producers[k] = node
+        self.book.open(run, client)
+        if run.pending == 0:
+            self._finish(run)
+
+    def _plan(
+        self,
+        helix: Mapping[str, tuple[TaskState, NodeMeta]],
+        keys: set,
+        digests: Mapping[str, str],
+        stimulus_id: str,
+    ) -> Any:
+        """The plan of a new graph (an UpdatePlan), or None when planning failed (logged).
+
+        Waits at most ``helix.catalog-timeout`` for this process's queued catalog writes
+        (planning reads what earlier runs measured), then takes in what other processes
+        committed to or removed from the store meanwhile."""
         try:
-            self.writer.flush()  # planning reads what earlier runs measured
+            if self.writer.flush(timeout=_catalog_timeout()):
+                self._sync_ledger()
             self._model = model = self.cost_model(refit=True)
             held = {k: n.eff for k, n in self._producers.items() if n.eff is not None}
-            planned = plan_update(
+            return plan_update(
                 helix,
                 keys,
                 self.catalog,
@@ -168,35 +245,72 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 digests,
                 held,
             )
-            identities, stale = planned.identities, planned.stale
-            rewrite(scheduler, planned.loads, planned.pruned, self.store, stimulus_id)
         except Exception:  # the scheduler would swallow it into an INFO line
             logger.warning(
-                "helix could not plan version %d; its graph runs unchanged as plain Dask",
-                run.version,
+                "helix could not plan a graph (%s); it runs unchanged as plain Dask",
+                stimulus_id,
                 exc_info=True,
             )
-            run.unplanned = True
-            decisions = {
-                k: Decision.COMPUTE if f else Decision.IN_CLUSTER for k, f in _fresh(helix).items()
-            }
-            estimates: Mapping[str, float] = {}
+            return None
+
+    def _sync_ledger(self) -> None:
+        """Re-read the committed artifacts when the catalog's differ from the ledger's (another
+        process sharing the store stored or removed some): one aggregate query per plan."""
+        if self.catalog.artifact_totals() != (len(self.ledger.rows()), self.ledger.stored_bytes):
+            self.ledger.reload(self.catalog.artifacts())
+
+    def _record(
+        self, run: Run, keys: set, metas: Iterable[tuple[Any, NodeMeta]], loads: Iterable[str]
+    ) -> bool:
+        """Record the planned version (its id comes from the catalog), its nodes and leases on
+        what it loads, in one transaction, before its graph is rewritten. Waits at most
+        ``helix.catalog-timeout`` (on the event loop); False, with a WARNING, if the catalog
+        could not be written: the graph then runs unrewritten."""
+        write = _begin(run, keys, metas, self.owner)
+        try:
+            with self.catalog.batch():
+                write(self.catalog)
+                gone = self.catalog.lease(run.version, loads, self.owner)
+        except (sqlite3.Error, OSError, HelixStoreError) as e:
+            logger.warning(
+                "helix could not record a new version in the catalog %s within %.1fs (%s); "
+                "its graph runs unchanged as plain Dask, nothing is loaded or stored",
+                self.catalog.path,
+                _catalog_timeout(),
+                e,
+            )
+            return False
+        if gone:  # removed by another process since the plan: the load falls back
+            logger.info(
+                "helix v%d plans to load %d artifacts removed meanwhile; they are computed",
+                run.version,
+                len(gone),
+            )
+        return True
+
+    def _unplanned(
+        self,
+        planned: Run,
+        helix: Mapping[str, tuple[TaskState, NodeMeta]],
+        keys: set,
+        *,
+        recorded: bool,
+    ) -> Run:
+        """The run of a graph that runs unrewritten: its fresh nodes compute. Recorded later
+        through the write queue (under a new id) when it was not recorded already."""
+        version = planned.version if recorded else next(self._unrecorded)
+        run = Run(version, planned.workflow, planned.message, None)
+        run.unplanned = True
+        decisions = {
+            k: Decision.COMPUTE if f else Decision.IN_CLUSTER for k, f in _fresh(helix).items()
+        }
+        _fill(run, helix, decisions, {}, {})
+        if recorded:
+            records = [n.record() for n in run.nodes.values()]
+            self.writer.submit(lambda c: c.record_nodes(run.version, records))
         else:
-            decisions, estimates, run.predicted = planned.decisions, planned.estimates, planned.cost
-        self._ask_traces(helix, decisions)
-        for k, d in decisions.items():
-            node = NodeProgress(k, helix[k][1], d, estimates.get(k, 0.0), run)
-            if d is not Decision.COMPUTE:
-                node.eff = identities.get(k)
-            if d in (Decision.COMPUTE, Decision.LOAD):
-                self._producers[k] = node
-            run.add(node)
-            if k in stale:
-                run.event(EventKind.STALE, node, reason=stale[k])
-        self.book.open(run, client)
-        self.writer.submit(_begin(run, keys, helix.values()))
-        if run.pending == 0:
-            self._finish(run)
+            self.writer.submit(_begin(run, keys, helix.values(), self.owner))
+        return run
 
     def cost_model(self, refit: bool = False) -> CostModel:
         """The cost model of the current plan (refit from the catalog once per plan)."""
@@ -339,7 +453,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
 
     def handle_requirements(self, signatures: list[str]) -> list[str]:
         """The run-time dependencies recorded for these signatures, for the client to digest."""
-        self.writer.flush()
+        self.writer.flush(timeout=_catalog_timeout())
         found: set[str] = set()
         for req in self.catalog.requirements(signatures).values():
             found.update(req)
@@ -373,7 +487,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             return
         if not self.ledger.fits_written(nbytes):
             # Its written size exceeded what was reserved (in-memory sizes are estimates).
-            self.writer.submit(lambda c: self.artifacts.delete(signature))
+            # Unless another process's write of the same result committed it first.
+            self.writer.submit(lambda c: c.discard_unrecorded(signature, self.artifacts.delete))
             if node is not None:
                 self._settle(
                     node, Materialization.NO_SPACE, "written size exceeded the budget; removed"
@@ -393,7 +508,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             node.recompute if node else 0.0,
         )
         self.ledger.commit(row)
-        self.writer.submit(lambda c: c.add_artifact(row))
+        self.writer.submit(self._recording(row))
         if node is not None:
             node.write_seconds = seconds
             self._settle(node, Materialization.STORED, node.reason)
@@ -433,8 +548,11 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         """Remove artifacts: from the ledger at once (no plan loads them any more), then the
         catalog row and the files, in that order, on the writer thread."""
         events = []
+        protected = self._protected()
         for v in victims:
-            self.ledger.remove(v.signature)
+            if v.signature in protected:
+                continue
+            row = self.ledger.remove(v.signature)
             reason = f"{why}; it saved {v.density * 1e6:.3f}s per MB"
             if run is not None:
                 run.event(EventKind.EVICTED, v.name, v.signature, v.nbytes, reason)
@@ -450,10 +568,51 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                         reason,
                     )
                 )
-            self.writer.submit(_removal(v.signature, self.artifacts))
+            self.writer.submit(self._removal(v.signature, row))
             logger.info("evicted %s-%s (%d bytes): %s", v.name, v.signature[:8], v.nbytes, why)
         if events:
             self.writer.submit(lambda c: c.record_events(events))
+
+    def _protected(self) -> set[str]:
+        """Artifacts no eviction may remove: what a running plan of this process loads (until
+        its run ends: a lazily loaded array reads its chunks later), and what a live lease of
+        any process sharing the catalog protects."""
+        own = {
+            n.identity
+            for r in self.book.running()
+            for n in r.nodes.values()
+            if n.decision is Decision.LOAD
+        }
+        try:
+            leased = self.catalog.leased()
+        except sqlite3.Error as e:
+            logger.warning("helix could not read the catalog's leases, evicting nothing: %s", e)
+            return {r.signature for r in self.ledger.rows()}
+        return own | set(self.book.protected) | leased
+
+    def _removal(self, signature: str, row: ArtifactRow | None):
+        """The write that removes an evicted artifact: its row, then its files, unless a lease
+        taken since (by another process) protects it; the ledger gets it back then."""
+        artifacts, loop = self.artifacts, self.scheduler.loop
+
+        def remove(c: CatalogWriter) -> None:
+            if c.remove_unless_leased(signature, artifacts.delete) is None and row is not None:
+                logger.info("helix kept %s: a plan of another process loads it", signature)
+                loop.add_callback(self.ledger.commit, row)
+
+        return remove
+
+    def _recording(self, row: ArtifactRow):
+        """The write that records a committed artifact, if its files are still there (another
+        process may have removed it since)."""
+        artifacts, loop = self.artifacts, self.scheduler.loop
+
+        def record(c: CatalogWriter) -> None:
+            if not c.add_artifact_if(row, lambda: artifacts.contains(row.signature)):
+                logger.info("helix did not record %s: removed before it was", row.signature)
+                loop.add_callback(self.ledger.remove, row.signature)
+
+        return record
 
     def _enforce_budget(self) -> None:
         """After the budget shrank: evict least value per byte until the store fits."""
@@ -461,7 +620,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         if over <= 0:
             return
         model = self.cost_model(refit=True)
-        victims = choose_evictions(self.flow.stored_values(model), over, self.book.protected.keys())
+        victims = choose_evictions(self.flow.stored_values(model), over, self._protected())
         self._evict(victims or [], f"budget lowered to {self.budget} bytes", None)
 
     # -- versions -------------------------------------------------------------------------------
@@ -481,8 +640,9 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         events = list(run.events)
 
         def write(c: CatalogWriter) -> None:
+            # run.version is read here: an unrecorded run gets its id when its row is written.
             c.update_measurements(run.version, records)
-            c.record_events(events)
+            c.record_events(dataclasses.replace(e, version=run.version) for e in events)
             c.finish_version(run.version, str(status), run.time_saved, run.measured)
 
         self.writer.submit(write)
@@ -518,7 +678,10 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         await self.writer.drained()
         if run is not None:
             return report_to_dict(run.report())
-        return report_to_dict(self.catalog.run(version))
+        try:
+            return report_to_dict(self.catalog.run(version))
+        except KeyError:  # never recorded, and no longer in memory
+            return None
 
     def _last_version(self) -> int | None:
         return max(self.book.runs) if self.book.runs else self.catalog.last_version()
@@ -576,34 +739,60 @@ def _message(helix: Mapping[str, tuple[TaskState, NodeMeta]], wanted: set) -> st
     return next((m.message for _, m in helix.values() if m.message), "")
 
 
-def _begin(run: Run, keys: set, metas: Iterable[tuple[Any, NodeMeta]]):
-    """The catalog writes of a new version: its row, its code and its planned nodes."""
+def _catalog_timeout() -> float:
+    """Seconds the event loop may wait for the catalog (``helix.catalog-timeout``)."""
+    return float(_config.get("catalog-timeout"))  # type: ignore[arg-type]
+
+
+async def _retire_replaced(scheduler: Scheduler, new: HelixSchedulerPlugin) -> None:
+    """Close the plugins of this scheduler that another ``hx.setup`` replaced (distributed
+    removes them without closing them): their runs end as interrupted, their writes apply."""
+    for old in list(_STARTED):
+        if old is not new and old.scheduler is scheduler and old.name not in scheduler.plugins:
+            await old.close()
+
+
+def _fill(
+    run: Run,
+    helix: Mapping[str, tuple[TaskState, NodeMeta]],
+    decisions: Mapping[str, Decision],
+    estimates: Mapping[str, float],
+    identities: Mapping[str, str | None],
+) -> None:
+    """Add a node per decision to ``run``; a node not computed is identified by the plan."""
+    for k, d in decisions.items():
+        node = NodeProgress(k, helix[k][1], d, estimates.get(k, 0.0), run)
+        if d is not Decision.COMPUTE:
+            node.eff = identities.get(k)
+        run.add(node)
+
+
+def _begin(
+    run: Run,
+    keys: set,
+    metas: Iterable[tuple[Any, NodeMeta]],
+    owner: Owner,
+):
+    """The catalog writes of a new version: its row (``run.version`` becomes the id the
+    catalog gives it), its code and its planned nodes."""
     codes = {m.code: m for _, m in metas if m.code}
     records = [n.record() for n in run.nodes.values()]
     outputs = sorted(map(str, keys))
 
     def write(c: CatalogWriter) -> None:
-        c.begin_version(
+        run.version = c.begin_version(
             run.workflow,
             run.message,
             outputs,
             run.predicted,
-            version=run.version,
             started=run.started,
+            owner=owner,
         )
         for digest, m in codes.items():
             c.record_code(digest, m.sources, m.packages)
         c.record_nodes(run.version, records)
 
     return write
-
-
-def _removal(signature: str, artifacts: Any):
-    def remove(c: CatalogWriter) -> None:
-        c.remove_artifact(signature)
-        artifacts.delete(signature)
-
-    return remove
 
 
 def _warm_planner() -> None:

@@ -51,6 +51,8 @@ FORMAT: Final = 1
 _SIGNATURE = re.compile(r"[0-9a-f]{32}")
 _TMP_PREFIX: Final = ".tmp-"
 _QUARANTINE: Final = "quarantine"
+_COMMIT_ATTEMPTS: Final = 5
+"""Renames tried when another writer's commit of the same signature vanishes under ours."""
 _HOST: Final = socket.gethostname()
 # ".tmp-<sig>-<uuid>-<pid>@<host>": a write in progress, by the process <pid> on <host>.
 _WRITER = re.compile(r"\.tmp-[0-9a-f]{32}-[0-9a-f]{32}-(\d+)@(.+)")
@@ -261,9 +263,9 @@ class ZarrArtifactStore(ArtifactStore):
             # KeyError: deleted meanwhile; corrupt: moved out of the way. Either way, write it.
             with contextlib.suppress(KeyError, HelixCorruptArtifact):
                 return self._info(signature, final, self._open(signature)[1]["kind"], started)
-        final.parent.mkdir(mode=0o700, exist_ok=True)
         tmp = final.parent / f"{_TMP_PREFIX}{signature}-{uuid.uuid4().hex}-{os.getpid()}@{_HOST}"
         try:
+            final.parent.mkdir(mode=0o700, exist_ok=True)  # a full or read-only disk: below
             files = ArtifactFiles(tmp, signature=signature, key=pickle_key(self.root))
             group = zarr.open_group(files, mode="w", zarr_format=3)
             kind, extra = encode(group, value, scheduler)
@@ -278,17 +280,31 @@ class ZarrArtifactStore(ArtifactStore):
                 f"writing artifact {signature} ({qualname(value)}) to {tmp} failed: "
                 f"{type(exc).__name__}: {exc}; nothing was committed, fix the cause and retry"
             ) from exc
-        try:
-            os.rename(tmp, final)
-        except OSError as exc:
+        for _attempt in range(_COMMIT_ATTEMPTS):
+            try:
+                os.rename(tmp, final)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) and not final.is_dir():
+                    _remove_tree(tmp)
+                    raise HelixStoreError(
+                        f"could not commit artifact {signature} to {final}: {exc}; "
+                        "check that the store root is writable"
+                    ) from exc
+            try:  # another writer committed it first: keep theirs
+                theirs = self._open(signature)[1]["kind"]
+            except (KeyError, HelixCorruptArtifact):
+                continue  # removed (evicted, collected, quarantined) since: commit ours
             _remove_tree(tmp)
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) and not final.is_dir():
-                raise HelixStoreError(
-                    f"could not commit artifact {signature} to {final}: {exc}; "
-                    "check that the store root is writable"
-                ) from exc
             logger.debug("artifact %s was committed by another writer first", signature)
-            return self._info(signature, final, self._open(signature)[1]["kind"], started)
+            return self._info(signature, final, theirs, started)
+        else:
+            _remove_tree(tmp)
+            raise HelixStoreError(
+                f"could not commit artifact {signature} to {final}: other processes kept "
+                f"committing and removing it ({_COMMIT_ATTEMPTS} attempts); nothing was "
+                "committed, retry"
+            )
         info = self._info(signature, final, kind, started)
         logger.debug(
             "wrote %s artifact %s: %d bytes in %.3fs", kind, signature, info.nbytes, info.seconds

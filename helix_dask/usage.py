@@ -109,9 +109,24 @@ class GcPlan:
 
 
 def _running_signatures(cat: Catalog) -> tuple[tuple[int, ...], set[str]]:
-    running = tuple(v.id for v in cat.versions() if v.status == "running")
+    """The versions still running (owner alive, or not known dead) and the artifacts they and
+    every live lease protect."""
+    running = tuple(cat.running_versions())
     runs = cat.runs(running) if running else []
-    return running, {n.stored_as for r in runs for n in r.nodes}
+    return running, {n.stored_as for r in runs for n in r.nodes} | cat.leased()
+
+
+def interrupt_dead(cat: Catalog) -> list[int]:
+    """Mark interrupted the running versions whose scheduler is gone (``helix gc`` does it
+    before collecting); their artifacts are no longer protected by them."""
+    from .catalog import CatalogWriter
+
+    writer = cat if isinstance(cat, CatalogWriter) else CatalogWriter(cat.root)
+    try:
+        return writer.interrupt_dead_versions()
+    finally:
+        if writer is not cat:
+            writer.close()
 
 
 def gc_plan(cat: Catalog, keep: int) -> GcPlan:
@@ -156,8 +171,9 @@ class GcResult:
 def apply_gc(
     cat: Catalog, plan: GcPlan, *, progress: Callable[[int, int, int], None] | None = None
 ) -> GcResult:
-    """Delete the artifacts of ``plan``: the catalog row first (so no new plan loads it), then
-    the Zarr group. Artifacts of versions running by now are skipped. ``progress(done, total,
+    """Delete the artifacts of ``plan``: the catalog row and the Zarr group in one transaction
+    holding the catalog's write lock. Artifacts of versions running by now, or under a live
+    lease (a plan of another process loads them), are skipped. ``progress(done, total,
     freed_bytes)`` is called after each deletion."""
     from .catalog import CatalogWriter
     from .store import open_store
@@ -168,11 +184,13 @@ def apply_gc(
     deleted, skipped, freed = [], [], 0
     try:
         for i, item in enumerate(plan.remove, 1):
-            if item.signature in protected:
+            gone = None
+            if item.signature not in protected:
+                gone = writer.remove_unless_leased(item.signature, store.delete)
+            if gone is None:
                 skipped.append(item.signature)
             else:
-                writer.remove_artifact(item.signature)
-                freed += store.delete(item.signature)
+                freed += gone
                 deleted.append(item.signature)
             if progress is not None:
                 progress(i, len(plan.remove), freed)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dask
 import pytest
 
 import helix_dask as hx
+from helix_dask.catalog import CatalogWriter
 
 
 @hx.task
@@ -33,3 +36,24 @@ def test_secret_looking_arguments_are_redacted_in_the_catalog_but_still_signed(
 def test_redaction_can_cover_every_argument_or_none(mode, expected):
     with dask.config.set({"helix.redact": mode}):
         assert fetch("u", api_key="k").meta.arg_values["url"] == expected
+
+
+def test_the_catalog_and_its_journal_files_are_owner_only_even_when_made_before(
+    tmp_path: Path,
+) -> None:
+    loose = tmp_path / "old"
+    loose.mkdir(mode=0o700)
+    (loose / "catalog.sqlite").touch(mode=0o644)  # made by a version that did not care
+    for root in (tmp_path / "new", loose):
+        cat = CatalogWriter(root)
+        try:
+            cat.begin_version("w", "", [])
+            files = sorted(root.glob("catalog.sqlite*"))
+            assert [f.name for f in files] == [
+                "catalog.sqlite",
+                "catalog.sqlite-shm",
+                "catalog.sqlite-wal",
+            ]
+            assert {oct(f.stat().st_mode & 0o777) for f in files} == {"0o600"}
+        finally:
+            cat.close()
