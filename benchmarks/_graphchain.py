@@ -8,9 +8,10 @@ come from this environment's site-packages (listed after the venv's own). The wo
 are imported there with a stand-in for ``helix_dask`` (``stub/helix_dask``) whose ``task``
 keeps the plain function: graphchain runs the same functions as every other strategy.
 
-Per workflow and repeat, :func:`run_graphchain` starts a venv process holding a
-``LocalCluster(n_workers=2, threads_per_worker=1)`` and runs each iteration as a new venv
-process (``python -m benchmarks._graphchain cluster|iteration``) that connects to it, builds
+Per workflow and repeat, :func:`run_graphchain` starts a venv process
+(``python -m benchmarks._graphchain``) holding a ``LocalCluster(n_workers=2,
+threads_per_worker=1)`` and a fork server that has imported the same libraries as the main
+driver's; each iteration is a new process forked from it that connects to the cluster, builds
 the ``dask.delayed`` graph, calls ``graphchain.optimize`` against a store directory and
 ``client.get``. Timing starts once connected, as for the other strategies. graphchain's
 optimized graph holds its cache filesystem, which does not pickle (``TypeError: cannot pickle
@@ -128,7 +129,7 @@ def run_graphchain(
         return 0.0, [{"index": 0, "error": venv["error"]}]
     t0 = time.perf_counter()
     cluster = subprocess.Popen(
-        [str(_python()), "-m", "benchmarks._graphchain", "cluster"],
+        [str(_python()), "-m", "benchmarks._graphchain"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -137,8 +138,9 @@ def run_graphchain(
         cwd=STUB,  # first on sys.path: the stand-in helix_dask, never the real one
     )
     iterations: list[dict[str, Any]] = []
+    assert cluster.stdin is not None and cluster.stdout is not None
     try:
-        line = cluster.stdout.readline() if cluster.stdout else ""
+        line = cluster.stdout.readline()
         if not line:
             return 0.0, [{"index": 0, "error": "the graphchain cluster did not start"}]
         address = json.loads(line)["address"]
@@ -152,19 +154,13 @@ def run_graphchain(
                 "workdir": str(sdir),
             }
             t = time.perf_counter()
-            proc = subprocess.run(
-                [str(_python()), "-m", "benchmarks._graphchain", "iteration", json.dumps(spec)],
-                capture_output=True,
-                text=True,
-                env=_env(),
-                cwd=STUB,  # first on sys.path: the stand-in helix_dask, never the real one
-            )
-            lines = proc.stdout.strip().splitlines()
+            cluster.stdin.write(json.dumps(spec) + "\n")
+            cluster.stdin.flush()
+            line = cluster.stdout.readline()
             try:
-                res = json.loads(lines[-1])
-            except (IndexError, json.JSONDecodeError):
-                tail = proc.stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-                res = {"index": i, "error": tail[0]}
+                res = json.loads(line)
+            except json.JSONDecodeError:
+                res = {"index": i, "error": f"no result from the graphchain process: {line!r}"}
             res["process_seconds"] = time.perf_counter() - t
             res["versions"] = {k: v for k, v in venv.items() if k != "error"}
             iterations.append(res)
@@ -173,8 +169,7 @@ def run_graphchain(
                 break
             log(f"  {'graphchain':<22} it {i + 1:>2} {res['seconds']:7.2f}s")
     finally:
-        if cluster.stdin:
-            cluster.stdin.close()
+        cluster.stdin.close()
         try:
             cluster.wait(60)
         except subprocess.TimeoutExpired:
@@ -186,10 +181,16 @@ def run_graphchain(
 
 
 def _cluster_main() -> None:
+    """Start a fork server that has imported PRELOAD and the cluster; then, per spec line on
+    stdin, run that iteration in a new process forked from the server and print its result."""
+    import multiprocessing
+
     from distributed import Client, LocalCluster
 
     from ._workflow import PRELOAD
 
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(PRELOAD))
     with LocalCluster(
         n_workers=2,
         threads_per_worker=1,
@@ -198,8 +199,31 @@ def _cluster_main() -> None:
     ) as cluster:
         with Client(cluster) as client:
             client.run(_import, PRELOAD)
+        warm = ctx.Process(target=_import, args=((),))
+        warm.start()
+        warm.join()
         print(json.dumps({"address": cluster.scheduler_address}), flush=True)
-        sys.stdin.read()  # until the driver closes it
+        for line in sys.stdin:  # until the driver closes it
+            spec = json.loads(line)
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_child, args=(spec, send))
+            proc.start()
+            send.close()
+            try:
+                result = receive.recv()
+            except EOFError:
+                result = {"index": spec["index"], "error": "the iteration process died"}
+            proc.join()
+            print(json.dumps(result, default=str), flush=True)
+
+
+def _child(spec: dict[str, Any], conn: Any) -> None:
+    try:
+        conn.send(_iteration_main(spec))
+    except BaseException as exc:  # report, never hang the server
+        conn.send({"index": spec["index"], "error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        conn.close()
 
 
 def _import(modules: tuple[str, ...]) -> None:
@@ -268,7 +292,4 @@ def _iteration_main(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "cluster":
-        _cluster_main()
-    else:
-        print(json.dumps(_iteration_main(json.loads(sys.argv[2])), default=str))
+    _cluster_main()
