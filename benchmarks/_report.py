@@ -300,12 +300,13 @@ def _workflow_section(w: dict[str, Any], default: str, png: str, verdicts: list[
         )
         task = f"{row['task_seconds']:.1f}" if row["task_seconds"] is not None else "-"
         vs_lb = f"{row['vs_lb']:.2f}" if "vs_lb" in row else "-"
+        process = f"{row['process']:.1f}" if row["process"] == row["process"] else "-"  # NaN
         failed = f" ({row['failed_repeats']} repeat(s) failed)" if row["failed_repeats"] else ""
         lines.append(
             f"| {sid} | {_spread(list(row['per_repeat'].values()), '{:.1f}')}{failed} | "
             f"{row['to_result']:.1f} | {vs_lb} | {vs_helix} | {row['first']:.2f} | "
             f"{_fmt_bytes(row['storage_bytes'])} | {task} | {row['cluster_startup']:.1f} | "
-            f"{row['process']:.1f} |"
+            f"{process} |"
         )
     lb = w.get("lb", {})
     if "total" in lb:
@@ -674,7 +675,13 @@ def markdown(data: dict[str, Any], png_names: dict[str, str]) -> str:
         "## Targets",
         "",
         "Each ratio is taken per repeat (paired by repeat): **met** when every repeat meets "
-        "the threshold, **missed** when none does, **noise** when the repeats straddle it.",
+        "the threshold, **missed** when none does, **noise** when the repeats straddle it."
+        + (
+            " This run had one repeat: no verdict below can show noise, so read them with the "
+            "load average above."
+            if data["repeats"] == 1
+            else ""
+        ),
         "",
     ]
     lines += [f"- {v}" for v in verdicts]
