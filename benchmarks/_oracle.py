@@ -8,6 +8,9 @@ Per-node costs
     in any helix run; a node never loaded costs its size over the fastest read bandwidth any
     load showed, with no per-load overhead. Minima, not medians: a bound must not exceed what
     a run can take, and a strategy cannot run a node faster than the fastest it was seen to run.
+    A node whose code computes only once per run is traced there (``helix.trace: new-code``)
+    in every helix run, ``helix:none`` included, so its cost includes tracing: the bounds hold
+    for helix's strategies; plain Dask never traces and is not bound on such nodes.
 
 LB∞ (iteration ``i``)
     Every node of an earlier iteration is loadable for its load cost (more than a real
