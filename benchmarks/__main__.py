@@ -1,11 +1,17 @@
 """``python -m benchmarks [--quick]``: run the workflows and micro-benchmarks, write the results.
 
-Full mode (≤ 30 min on 2 cores): full sizes, 10 iterations per workflow, 3 repeats, each
+Full mode (about 30-40 min on 2 cores): full sizes, 10 iterations per workflow, 3 repeats, each
 iteration a new Python process connected to a per-strategy LocalCluster(n_workers=2,
-threads_per_worker=1). ``--size large``: 3-4x the data, one repeat (about 45 min).
-Quick mode (≤ 3 min): small sizes, 4 iterations per workflow, iterations in the driver process
-on threaded clusters, small micro-benchmarks. Both write ``benchmarks/results/<date>.json``,
-one PNG per workflow, and rewrite ``benchmarks/RESULTS.md``.
+threads_per_worker=1); graphchain in a virtual environment of its own (``_graphchain``).
+``--size large``: 3-4x the data, one repeat. ``--size paper``: sizes where plain Dask takes
+20 s or more per iteration here, one repeat (hours; run once per release). Quick mode
+(≤ 3 min): small sizes, 4 iterations per workflow, iterations in the driver process on threaded
+clusters, small micro-benchmarks, no graphchain. Each writes ``benchmarks/results/<date>.json``
+(``-quick``, ``-large``, ``-paper``), one PNG per workflow, and rewrites
+``benchmarks/RESULTS.md`` from that JSON (``--from-json FILE`` regenerates it from a results
+file without running anything). The run records the commit it measured and refuses a tree with
+uncommitted changes unless ``--allow-dirty``. Hand-written findings live in
+``benchmarks/FINDINGS.md``, which nothing here writes.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,6 +68,24 @@ def machine() -> dict[str, Any]:
     }
 
 
+def commit_state() -> dict[str, Any]:
+    """The commit of the checkout being measured and whether its tree has changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=HERE.parent, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        return {
+            "commit": git("rev-parse", "HEAD"),
+            "subject": git("log", "-1", "--format=%s"),
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        }
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return {"commit": None, "dirty": None, "error": str(exc)}
+
+
 def run(
     *,
     quick: bool,
@@ -77,7 +102,7 @@ def run(
 ) -> dict[str, Any]:
     """Run the benchmark and return its data; write files when ``out_dir`` is given."""
     from ._driver import TIGHT_FRACTION, run_workflow
-    from ._oracle import lower_bound
+    from ._oracle import budget_bound, lower_bound
     from ._report import default_policy, identical_metrics, summarize
 
     started = time.time()
@@ -89,6 +114,7 @@ def run(
         "default_policy": default_policy(),
         "tight_fraction": TIGHT_FRACTION,
         "machine": machine(),
+        "git": commit_state(),
         "method": (
             "one LocalCluster(n_workers=2, threads_per_worker=1) per strategy and repeat, "
             "started by the driver (its start-up time is reported separately); "
@@ -105,8 +131,10 @@ def run(
             "compute and, for helix, the finished run report including artifact writes); "
             "'to result' stops when compute returns, before helix waits for its writes. "
             "BLAS/OpenMP use one thread per worker. joblib.Memory wraps the same functions in "
-            "dask.delayed on the same kind of cluster; LB∞ is computed from the helix runs' "
-            "measured per-node costs (see benchmarks/_oracle.py)."
+            "dask.delayed on the same kind of cluster; graphchain wraps them in its own virtual "
+            "environment (benchmarks/_graphchain.py)"
+            + (", not run in quick mode" if in_process else "")
+            + "."
         ),
         "workflows": [],
     }
@@ -131,31 +159,51 @@ def run(
                 log=log,
             )
             result["lb"] = lower_bound(result)
+            tight = [
+                r["strategy"]["budget"]
+                for sid, rs in result["runs"].items()
+                if sid.endswith("@tight")
+                for r in rs
+            ]
+            if tight:
+                result["lb_budget"] = budget_bound(result, tight)
             result["summary"] = summarize(result)
             result["identical"] = identical_metrics(result)
             data["workflows"].append(result)
         if micro:
             from ._micro import run_micro
 
-            data["micro"] = run_micro(quick, log=log)
+            data["micro"] = run_micro(size, log=log)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     data["machine"]["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     data["seconds"] = time.time() - started
-    try:
-        import graphchain  # noqa: F401
-    except ImportError as exc:
-        data["graphchain_import"] = f"{type(exc).__name__}: {exc}"
+    data["included"] = included()
     if out_dir is not None:
         write(data, out_dir)
     return data
+
+
+INCLUDED = ("sklearn_search.json", "object_store.json")
+"""Results of the separate benchmarks (``python -m benchmarks.sklearn_search``,
+``python -m benchmarks.object_store``), copied into the run's JSON as they stand, with their
+own dates: they are not re-run by ``python -m benchmarks``."""
+
+
+def included() -> dict[str, Any]:
+    out = {}
+    for name in INCLUDED:
+        path = HERE / "results" / name
+        if path.exists():
+            out[name.removesuffix(".json")] = json.loads(path.read_text())
+    return out
 
 
 def write(data: dict[str, Any], out_dir: Path) -> None:
     from ._report import markdown, plot
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = data["date"] + ("-quick" if data["quick"] else "")
+    stem = data["date"] + ("" if data["size"] == "full" else f"-{data['size']}")
     data["file"] = f"{stem}.json"
     (out_dir / data["file"]).write_text(json.dumps(data, indent=1, default=str))
     pngs: dict[str, str] = {}
@@ -176,10 +224,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, ≤ 3 minutes")
     parser.add_argument(
         "--size",
-        choices=("full", "large"),
+        choices=("full", "large", "paper"),
         default="full",
-        help="workflow sizes without --quick: full (3 repeats in ≤ 30 min) or large (3-4x "
-        "the data; one repeat takes about 45 min)",
+        help="workflow sizes without --quick: full (3 repeats, about half an hour), large (3-4x "
+        "the data; one repeat) or paper (plain Dask ≥ 20 s per iteration; one repeat, hours)",
+    )
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="measure a tree with uncommitted changes (RESULTS.md then says so)",
     )
     parser.add_argument(
         "--repeats", type=int, default=None, help="repeats (full 3, large 1, quick 1)"
@@ -187,7 +240,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workflows", nargs="+", choices=WORKFLOW_NAMES, default=WORKFLOW_NAMES)
     parser.add_argument("--no-micro", action="store_true", help="skip the micro-benchmarks")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="only regenerate RESULTS.md (and the plots) from a results file",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        write(json.loads(args.from_json.read_text()), args.from_json.parent)
+        print(f"wrote {HERE / 'RESULTS.md'} from {args.from_json}")
+        return
+    state = commit_state()
+    if state.get("dirty") and not args.allow_dirty:
+        parser.error(
+            "the tree has uncommitted changes: commit them (RESULTS.md must describe a commit) "
+            "or pass --allow-dirty"
+        )
     data = run(
         quick=args.quick,
         size="quick" if args.quick else args.size,

@@ -9,6 +9,7 @@ script. Iteration time is measured inside that process, from connecting to havin
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
 import multiprocessing.context
@@ -20,11 +21,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import dask
 from distributed import Client, LocalCluster
 
 from helix_dask.materializer import POLICIES
 
 from ._iteration import WORKFLOWS, run_iteration
+from ._workflow import PRELOAD
 
 ROOT = Path(__file__).resolve().parent.parent
 TIGHT_FRACTION = 0.3
@@ -35,7 +38,9 @@ THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 
 def strategies() -> list[dict[str, Any]]:
     """Every helix policy (unbounded budget), then the peers; 'all' first (it sizes the tight
-    budgets), tight-budget runs of the other storing policies last."""
+    budgets), tight-budget runs of the other storing policies, and ``helix:none@trace`` (every
+    compute traced, ``helix.trace: always``: against ``helix:none`` it shows what tracing
+    costs) last."""
     names = sorted(POLICIES, key=lambda n: (n != "all", n))
     out = [{"id": f"helix:{p}", "kind": "helix", "policy": p, "budget": None} for p in names]
     out += [{"id": kind, "kind": kind} for kind in ("dask", "joblib", "graphchain")]
@@ -44,6 +49,9 @@ def strategies() -> list[dict[str, Any]]:
         for p in names
         if p not in ("all", "none")
     ]
+    out.append(
+        {"id": "helix:none@trace", "kind": "helix", "policy": "none", "budget": None, "trace": True}
+    )
     return out
 
 
@@ -66,25 +74,6 @@ def _cluster(processes: bool) -> LocalCluster:
 def _import_preload() -> None:
     for module in PRELOAD:
         importlib.import_module(module)
-
-
-PRELOAD = (
-    "numpy",
-    "pandas",
-    "scipy.sparse",
-    "sklearn.linear_model",
-    "sklearn.cluster",
-    "sklearn.decomposition",
-    "sklearn.kernel_approximation",
-    "sklearn.feature_extraction.text",
-    "sklearn.metrics",
-    "joblib",
-    "dask",
-    "distributed",
-)
-"""Third-party modules the iteration processes are forked with already imported. Neither
-helix_dask nor a workflow module is among them: each iteration imports those afresh, as a user's
-re-run script would, so a code edit is a new import and no helix cache survives."""
 
 
 def _iteration_context() -> multiprocessing.context.ForkServerContext:
@@ -139,6 +128,47 @@ def _subprocess_iteration(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _run_strategy(
+    name: str,
+    size: str,
+    n_iterations: int,
+    strategy: dict[str, Any],
+    sdir: Path,
+    in_process: bool,
+    processes: bool,
+    log: Callable[[str], None],
+) -> tuple[float, list[dict[str, Any]]]:
+    """Cluster start-up seconds and the iterations of one strategy on its own cluster."""
+    workflow = WORKFLOWS[name]
+    t0 = time.perf_counter()
+    cluster = _cluster(processes)
+    startup = time.perf_counter() - t0
+    iterations = []
+    try:
+        for i in range(n_iterations):
+            spec = {
+                "workflow": name,
+                "size": size,
+                "index": i,
+                "strategy": strategy,
+                "address": cluster.scheduler_address,
+                "workdir": str(sdir),
+            }
+            res = run_iteration(spec) if in_process else _subprocess_iteration(spec)
+            iterations.append(res)
+            if "error" in res:
+                log(f"  {strategy['id']} iteration {i + 1}: FAILED {res['error']}")
+                break
+            log(
+                f"  {strategy['id']:<22} it {i + 1:>2} "
+                f"{workflow.iterations[i].kind:<5} {res['seconds']:7.2f}s "
+                f"store {res['storage_bytes'] / 1e6:8.1f} MB"
+            )
+    finally:
+        cluster.close()
+    return startup, iterations
+
+
 def run_workflow(
     name: str,
     size: str,
@@ -154,6 +184,8 @@ def run_workflow(
     """Run all strategies on workflow ``name``; return per-strategy, per-repeat iterations."""
     os.environ.update(THREAD_ENV)
     workflow = WORKFLOWS[name]
+    if size not in workflow.sizes:
+        raise ValueError(f"workflow {name} has no size {size!r}")
     runs: dict[str, list[dict[str, Any]]] = {}
     for repeat in range(repeats):
         all_bytes: int | None = None
@@ -169,32 +201,20 @@ def run_workflow(
             sdir = workdir / name / f"r{repeat}" / strategy["id"].replace(":", "_")
             shutil.rmtree(sdir, ignore_errors=True)
             sdir.mkdir(parents=True)
-            t0 = time.perf_counter()
-            cluster = _cluster(processes)
-            startup = time.perf_counter() - t0
-            iterations = []
-            try:
-                for i in range(n_iterations):
-                    spec = {
-                        "workflow": name,
-                        "size": size,
-                        "index": i,
-                        "strategy": strategy,
-                        "address": cluster.scheduler_address,
-                        "workdir": str(sdir),
-                    }
-                    res = run_iteration(spec) if in_process else _subprocess_iteration(spec)
-                    iterations.append(res)
-                    if "error" in res:
-                        log(f"  {strategy['id']} iteration {i + 1}: FAILED {res['error']}")
-                        break
-                    log(
-                        f"  {strategy['id']:<22} it {i + 1:>2} "
-                        f"{workflow.iterations[i].kind:<5} {res['seconds']:7.2f}s "
-                        f"store {res['storage_bytes'] / 1e6:8.1f} MB"
+            if strategy["kind"] == "graphchain":
+                if in_process:
+                    continue  # its own venv, its own cluster: full mode only
+                from ._graphchain import run_graphchain
+
+                startup, iterations = run_graphchain(name, size, n_iterations, sdir, log)
+            else:
+                trace = (
+                    dask.config.set({"helix.trace": "always"}) if strategy.get("trace") else None
+                )
+                with trace or contextlib.nullcontext():  # read by the scheduler, in this process
+                    startup, iterations = _run_strategy(
+                        name, size, n_iterations, strategy, sdir, in_process, processes, log
                     )
-            finally:
-                cluster.close()
             if strategy["id"] == "helix:all" and iterations and "error" not in iterations[-1]:
                 all_bytes = iterations[-1]["storage_bytes"]
             runs.setdefault(strategy["id"], []).append(

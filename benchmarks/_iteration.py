@@ -56,8 +56,43 @@ def _node_rows(report: hx.RunReport) -> list[dict[str, Any]]:
     ]
 
 
+def _time_update_graph(dask_scheduler: Any) -> None:
+    """Time the helix scheduler plugin's ``update_graph`` hook (planning and rewriting happen
+    there, before anything runs); idempotent, the seconds collect on the plugin."""
+    plugin = dask_scheduler.plugins.get("helix")
+    if plugin is None or getattr(plugin, "_bench_hook", None) is not None:
+        return
+    hook = plugin.update_graph
+    plugin._bench_seconds = []
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return hook(*args, **kwargs)
+        finally:
+            plugin._bench_seconds.append(time.perf_counter() - t0)
+
+    plugin._bench_hook = hook
+    plugin.update_graph = timed
+
+
+def _take_update_graph_seconds(dask_scheduler: Any) -> float:
+    plugin = dask_scheduler.plugins.get("helix")
+    seconds = getattr(plugin, "_bench_seconds", None) or []
+    total = sum(seconds)
+    seconds.clear()
+    return total
+
+
 def run_iteration(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Run iteration ``spec["index"]`` of ``spec["workflow"]`` with ``spec["strategy"]``."""
+    """Run iteration ``spec["index"]`` of ``spec["workflow"]`` with ``spec["strategy"]``.
+
+    Besides the totals, ``phases`` splits the iteration: ``setup`` (``hx.setup``), ``build``
+    (building the graph, which signs every helix node), ``plan`` (the helix scheduler hook that
+    plans and rewrites the graph; graphchain's ``optimize``), ``run`` (compute until the result
+    is back, less ``plan``), ``writes`` (after the result, until the run's last write
+    committed, by the scheduler's clock) and ``report`` (the rest of ``hx.last_run``).
+    """
     workflow = WORKFLOWS[spec["workflow"]]
     params = workflow.params(spec["index"])
     size = workflow.sizes[spec["size"]]
@@ -65,6 +100,7 @@ def run_iteration(spec: Mapping[str, Any]) -> dict[str, Any]:
     kind = strategy["kind"]
     workdir = Path(spec["workdir"])
     out: dict[str, Any] = {"index": spec["index"]}
+    phases: dict[str, float] = {}
     t0 = time.perf_counter()
     with Client(spec["address"]) as client:
         out["connect_seconds"] = time.perf_counter() - t0
@@ -78,29 +114,37 @@ def run_iteration(spec: Mapping[str, Any]) -> dict[str, Any]:
                     policy=strategy["policy"],
                     workflow=workflow.name,
                 )
+                client.run_on_scheduler(_time_update_graph)
+                phases["setup"] = time.perf_counter() - started
+                t = time.perf_counter()
                 node = workflow.build(lambda name: workflow.task(name, params), params, size)
+                phases["build"] = time.perf_counter() - t
+                t = time.perf_counter()
                 metrics = node.compute()
+                result_at, computed = time.time(), time.perf_counter() - t
                 out["result_seconds"] = time.perf_counter() - started
+                t = time.perf_counter()
                 report = hx.last_run(client)  # waits for the writes to commit
+                reported = time.perf_counter() - t
+                phases["plan"] = client.run_on_scheduler(_take_update_graph_seconds)
+                phases["run"] = computed - phases["plan"]
+                finished = report.finished if report.finished is not None else result_at
+                phases["writes"] = min(reported, max(0.0, finished - result_at))
+                phases["report"] = reported - phases["writes"]
                 out["nodes"] = _node_rows(report)
                 out["status"] = report.status
-            elif kind == "dask":
-                node = workflow.build(_dask_op(workflow, params, lambda f: f), params, size)
-                metrics = node.compute()
-            elif kind == "joblib":
-                import joblib
+            elif kind in ("dask", "joblib"):
+                wrap: Callable[[Callable], Callable] = lambda f: f  # noqa: E731
+                if kind == "joblib":
+                    import joblib
 
-                memory = joblib.Memory(workdir / "store", verbose=0)
-                node = workflow.build(_dask_op(workflow, params, memory.cache), params, size)
+                    wrap = joblib.Memory(workdir / "store", verbose=0).cache
+                t = time.perf_counter()
+                node = workflow.build(_dask_op(workflow, params, wrap), params, size)
+                phases["build"] = time.perf_counter() - t
+                t = time.perf_counter()
                 metrics = node.compute()
-            elif kind == "graphchain":
-                import graphchain
-
-                node = workflow.build(_dask_op(workflow, params, lambda f: f), params, size)
-                dsk = graphchain.optimize(
-                    dict(node.__dask_graph__()), keys=[node.key], location=str(workdir / "store")
-                )
-                metrics = client.get(dsk, node.key)
+                phases["run"] = time.perf_counter() - t
             else:
                 raise ValueError(f"unknown strategy kind {kind!r}")
         except Exception as exc:
@@ -111,6 +155,7 @@ def run_iteration(spec: Mapping[str, Any]) -> dict[str, Any]:
             )
             return out
         out["seconds"] = time.perf_counter() - started
+    out["phases"] = phases
     out["metrics"] = metrics
     out["storage_bytes"] = tree_bytes(workdir / "store")
     return out

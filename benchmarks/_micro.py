@@ -141,8 +141,9 @@ def transparency(n_chunks: int, repeats: int) -> dict[str, Any]:
             client.compute(((da.ones(1000, chunks=10) + 1) * 2).sum()).result()
         clients["helix"].run_on_scheduler(_time_scheduler_hooks)
         clients["helix"].run(_time_worker_hooks)
-        for _ in range(repeats):
-            for label, client in clients.items():
+        for r in range(repeats):
+            order = list(clients.items()) if r % 2 == 0 else list(clients.items())[::-1]
+            for label, client in order:  # alternated, in turn first (ABBA...)
                 g = graph()
                 t0 = time.perf_counter()
                 client.compute(g).result()
@@ -274,6 +275,20 @@ def _drop_caches(paths: list[Path]) -> str:
     return f"posix_fadvise(DONTNEED) per file; {reason}"
 
 
+def _unverified(read: Callable[[], object]) -> object:
+    """``read()`` with the chunk checksums off: each chunk file is read as ``store.get`` reads
+    it (same page-aligned buffer, same block loop), but not hashed. Patched in this process for
+    the measurement only; the store has no switch for it."""
+    from helix_dask import _codecs
+
+    original = _codecs.read_into
+    _codecs.read_into = lambda path, target, expected: original(path, target, None)
+    try:
+        return read()
+    finally:
+        _codecs.read_into = original
+
+
 def artifact_load(array_bytes: int, repeats: int) -> dict[str, Any]:
     """ZarrArtifactStore.get vs np.load of the same float64 array, warm and cold cache."""
     from helix_dask.store import ZarrArtifactStore
@@ -290,8 +305,13 @@ def artifact_load(array_bytes: int, repeats: int) -> dict[str, Any]:
         np.save(npy, array)
         save_seconds = time.perf_counter() - t0
         del array
-        readers = {"zarr": lambda: store.get(sig), "npy": lambda: np.load(npy)}
-        paths = {"zarr": store.root / "artifacts", "npy": npy}
+        readers = {
+            "zarr": lambda: store.get(sig),
+            "unverified": lambda: _unverified(lambda: store.get(sig)),
+            "npy": lambda: np.load(npy),
+        }
+        paths = {"zarr": store.root / "artifacts", "unverified": store.root / "artifacts"}
+        paths["npy"] = npy
         out: dict[str, Any] = {
             "array_bytes": array_bytes,
             "put_seconds": put_seconds,
@@ -301,7 +321,7 @@ def artifact_load(array_bytes: int, repeats: int) -> dict[str, Any]:
         # would time the disk's writeback, not the read. Then alternate, so both see the same
         # machine state.
         os.sync()
-        warm: dict[str, list[float]] = {"zarr": [], "npy": []}
+        warm: dict[str, list[float]] = {name: [] for name in readers}
         for read in readers.values():
             read()
         for _ in range(repeats):
@@ -311,7 +331,7 @@ def artifact_load(array_bytes: int, repeats: int) -> dict[str, Any]:
                 warm[name].append(time.perf_counter() - t0)
         for name in readers:
             out[f"{name}_warm_seconds"] = statistics.median(warm[name])
-        cold: dict[str, list[float]] = {"zarr": [], "npy": []}
+        cold: dict[str, list[float]] = {name: [] for name in readers}
         for _ in range(repeats):
             for name, read in readers.items():
                 out["cold_method"] = _drop_caches([paths[name]])
@@ -331,19 +351,33 @@ def artifact_load(array_bytes: int, repeats: int) -> dict[str, Any]:
         ]
         out["warm_ratio"] = out["npy_warm_seconds"] / out["zarr_warm_seconds"]
         out["cold_ratio"] = out["npy_cold_seconds"] / out["zarr_cold_seconds"]
+        out["samples"] = {"warm": warm, "cold": cold}
+        for c in ("warm", "cold"):
+            out[f"{c}_verify_cost"] = out[f"zarr_{c}_seconds"] / out[f"unverified_{c}_seconds"] - 1
     return out
 
 
-def run_micro(quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_micro(size: str, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The micro-benchmarks at the sizes of a run mode (``quick``, ``full``/``large``,
+    ``paper``)."""
     from distributed import Client, LocalCluster
 
+    from ._scale import measure
+
+    quick, paper = size in ("quick", "smoke"), size == "paper"
     sizes = [100, 1_000, 10_000] if quick else [100, 1_000, 10_000, 100_000]
     gb = 2**28 if quick else 2**30
     out: dict[str, Any] = {}
     log("micro: planner latency")
     out["planner"] = planner_latency(sizes, networkx_max=1_000 if quick else 10_000)
-    log("micro: plugin transparency")
-    out["transparency"] = transparency(500 if quick else 25_000, 1)
+    chunks = 500 if quick else 25_000 if paper else 5_000
+    log(f"micro: plugin transparency ({chunks} chunks, 3 alternated runs per side)")
+    out["transparency"] = transparency(chunks, 3)
+    scale_sizes = [1_000] if quick else [1_000, 10_000, 100_000] if paper else [1_000, 10_000]
+    out["scale"] = []
+    for n in scale_sizes:
+        log(f"micro: scale at {n} nodes")
+        out["scale"].append(measure(n))
     log("micro: signatures")
     with (
         LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,

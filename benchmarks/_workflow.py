@@ -12,6 +12,24 @@ KINDS = ("first", "DPR", "L/I", "PPR")
 """Iteration kinds: the first run, a data pre-processing edit, a learning/inference (model or
 hyperparameter) edit, a post-processing (evaluation) edit."""
 
+PRELOAD = (
+    "numpy",
+    "pandas",
+    "scipy.sparse",
+    "sklearn.linear_model",
+    "sklearn.cluster",
+    "sklearn.decomposition",
+    "sklearn.kernel_approximation",
+    "sklearn.feature_extraction.text",
+    "sklearn.metrics",
+    "joblib",
+    "dask",
+    "distributed",
+)
+"""Third-party modules the iteration processes are forked with already imported. Neither
+helix_dask nor a workflow module is among them: each iteration imports those afresh, as a user's
+re-run script would, so a code edit is a new import and no helix cache survives."""
+
 Op = Callable[[str], Callable[..., Any]]
 """``op(task_name)`` returns the builder for the variant of that task the iteration selects."""
 

@@ -121,6 +121,7 @@ WORKFLOW = Workflow(
         "quick": {"images": 20_000, "components": 300},
         "full": {"images": 30_000, "components": 500},
         "large": {"images": 100_000, "components": 800},
+        "paper": {"images": 400_000, "components": 800},
     },
     variants=variants(
         augment_v1,

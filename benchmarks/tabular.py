@@ -185,6 +185,7 @@ WORKFLOW = Workflow(
         "quick": {"rows": 100_000, "max_iter": 20},
         "full": {"rows": 250_000, "max_iter": 30},
         "large": {"rows": 1_000_000, "max_iter": 30},
+        "paper": {"rows": 4_000_000, "max_iter": 30},
     },
     variants=variants(
         generate_v1,

@@ -143,6 +143,7 @@ WORKFLOW = Workflow(
         "quick": {"docs": 8_000, "vocabulary": 2000},
         "full": {"docs": 20_000, "vocabulary": 4000},
         "large": {"docs": 80_000, "vocabulary": 4000},
+        "paper": {"docs": 200_000, "vocabulary": 4000},
     },
     variants=variants(
         corpus_v1,

@@ -1,9 +1,10 @@
 """The benchmark's workflows run end to end at the smallest sizes, and every strategy agrees.
 
 Runs ``benchmarks`` in process on threaded clusters, 3 iterations per workflow, every helix
-policy plus plain Dask and joblib.Memory (graphchain too when it is installed; it is expected to
-fail on current Dask and is then reported, not compared). Asserts only that each iteration's
-evaluation metrics are identical across strategies; timings belong in benchmarks/RESULTS.md.
+policy plus plain Dask and joblib.Memory (graphchain needs its own virtual environment and runs
+only in full mode). Asserts that each iteration's evaluation metrics are identical across
+strategies and that the reference bounds are consistent; timings belong in
+benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib.util
 import pytest
 
 from benchmarks.__main__ import WORKFLOW_NAMES, run
+from benchmarks._report import verdict
 
 HAS_JOBLIB = importlib.util.find_spec("joblib") is not None
 
@@ -43,6 +45,20 @@ def test_every_strategy_produces_identical_metrics_at_smoke_size(tmp_path, monke
         assert workflow["identical"]["identical"], workflow["identical"]["mismatches"]
         for sid in ran:
             assert len(rows[sid]["curve"]) == 3, sid
+        assert "helix:none@trace" in ran
+        assert "graphchain" not in workflow["runs"]  # full mode only
+        lb, lb_budget = workflow["lb"], workflow["lb_budget"]
+        assert [i["index"] for i in lb["iterations"]] == [0, 1, 2], lb
+        # Storing at most the budget can never beat storing everything for free.
+        assert lb_budget["total"] >= lb["serial_total"] - 1e-9, (lb_budget, lb)
+        assert all(b["optimal"] for b in lb_budget["budgets"]), lb_budget
+
+
+def test_verdicts_are_met_only_when_every_repeat_meets_the_threshold():
+    assert verdict([1.4, 1.5, 1.31], 1.3, at_most=False) == "met"
+    assert verdict([1.04, 1.35, 1.5], 1.3, at_most=False) == "noise"
+    assert verdict([1.04, 1.06], 1.3, at_most=False) == "**missed**"
+    assert verdict([1.02, 1.01], 1.02, at_most=True) == "met"
 
 
 @pytest.mark.timeout(180)
