@@ -2,7 +2,8 @@
 exactly what a fresh plain run computes, iteration after iteration, on one persistent store.
 
 Edits change parameters, which function a node calls, the requested outputs, and code that only
-a run-time trace can see. ``HELIX_DIFFERENTIAL_EXAMPLES=1000`` runs the long profile."""
+a run-time trace can see. The long profile:
+``HELIX_DIFFERENTIAL_EXAMPLES=1000 pytest --timeout=0 tests/test_differential.py``."""
 
 from __future__ import annotations
 
