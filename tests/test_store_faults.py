@@ -379,9 +379,12 @@ def test_flipped_chunk_of_a_lazily_loaded_dask_array_raises_the_typed_error_then
     signature = helix.stored_as(node("noise"))
     flip(chunks(artifact(helix.store, signature))[2], 7)
     lazy = node("noise").compute()  # the load itself only checks sizes: chunks are read later
-    with pytest.raises(HelixCorruptArtifact, match=rf"{signature} .*fails its checksum"):
+    # Workers read chunks in parallel: the first bad read quarantines the artifact, so another
+    # read may find its chunk gone instead. Either way: the typed error, never wrong data.
+    damaged = r"(fails its checksum|is missing)"
+    with pytest.raises(HelixCorruptArtifact, match=rf"{signature} .*{damaged}"):
         lazy.compute()
-    assert re.search(rf"{signature} .*fails its checksum.*moved it to", helix.warned())
+    assert re.search(rf"{signature} .*{damaged}.*moved it to", helix.warned())
     healed = node("noise").compute()
     assert hx.last_run(helix.client).computed == ["noise"]
     assert_same(expected, healed.compute())
