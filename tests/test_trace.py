@@ -1,0 +1,98 @@
+"""The trace of a task's run: which code ran, whichever profiler records it.
+
+A C profiler records the code objects when nothing else profiles the thread; a Python profile
+function, chained to the one already set, does otherwise. Both must find the same dependencies:
+code reached at run time (recursion, comprehensions, generators, code defined by value outside
+any module), and leave out what only an import's first execution of a module ran.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from helix_dask._trace import NodeCall, take_trace
+
+SCRIPT = """
+import json
+
+def leaf(x):
+    return x + 1
+
+def rec(n):
+    return leaf(n) if n == 0 else rec(n - 1)
+
+def gen(n):
+    for i in range(n):
+        yield leaf(i)
+
+class Scaler:
+    def apply(self, x):
+        return 2 * x
+
+def task(n, fresh_module):
+    import importlib
+    importlib.import_module(fresh_module)  # an import's first run: not the task's code
+    total = rec(n) + sum(gen(n)) + sum([leaf(i) for i in range(n)])
+    return total + Scaler().apply(n) + len(json.dumps([n]))
+"""
+
+
+def _by_value() -> dict[str, Any]:
+    """Functions defined outside any module, as a script's functions pickled by value are."""
+    scope: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(textwrap.dedent(SCRIPT), "<a script never imported>", "exec"), scope)
+    return scope
+
+
+def _fresh_module(tmp_path, name: str) -> str:
+    (tmp_path / f"{name}.py").write_text("def body_only(x):\n    return x\n\nbody_only(1)\n")
+    return name
+
+
+@contextmanager
+def _other_profiler() -> Iterator[list[str]]:
+    events: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        events.append(event)
+
+    sys.setprofile(profile)
+    try:
+        yield events
+    finally:
+        sys.setprofile(None)
+
+
+def _trace(func: Callable[..., Any], *args: Any) -> dict[str, Any]:
+    key = uuid.uuid4().hex
+    NodeCall(func, key).traced(args, {})
+    deps = take_trace(key)
+    assert deps is not None
+    return deps
+
+
+def test_both_profilers_find_the_code_that_ran_and_not_what_an_import_ran(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    scope = _by_value()
+    fast = _trace(scope["task"], 3, _fresh_module(tmp_path, f"m_{uuid.uuid4().hex}"))
+    with _other_profiler() as events:
+        chained = _trace(scope["task"], 3, _fresh_module(tmp_path, f"m_{uuid.uuid4().hex}"))
+    assert events, "the profile function already set keeps receiving events"
+    project = {d for d in fast if not d.startswith("dist:")}
+    assert project == {
+        "__main__.task",
+        "__main__.task.<locals>.<listcomp>",
+        "__main__.rec",
+        "__main__.leaf",
+        "__main__.gen",
+        "__main__.Scaler.apply",
+    }
+    assert set(fast) == set(chained)
+    assert not any("body_only" in d for d in fast)
+    # Each dependency resolves in the globals the code ran with.
+    assert all(fast[d] is scope for d in project)
