@@ -34,12 +34,14 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from helix_dask._file_reads import FILE, LISTING, FileReads, file_digest, listing_digest
 from helix_dask._fingerprint import Hasher
 
 logger = logging.getLogger("helix_dask.signature")
 
 DIST = "dist:"
 """Prefix of a library dependency id: ``dist:<distribution name>``, its digest the version."""
+
 
 Scopes = dict[str, Mapping[str, Any]]
 """Dependency id -> the globals its code ran with (to resolve it where it ran)."""
@@ -170,12 +172,13 @@ class NodeCall:
         if sys.getprofile() is not None:  # a profiler of the user's: trace alongside it
             return self._call_chained(args, kwargs)
         profiler = cProfile.Profile(builtins=False)
-        profiler.enable()
-        try:
-            result = self.func(*args, **kwargs)
-        finally:
-            profiler.disable()
-        deps = dependencies(_scopes(_ran(profiler.getstats())))
+        with FileReads(args, kwargs) as files:
+            profiler.enable()
+            try:
+                result = self.func(*args, **kwargs)
+            finally:
+                profiler.disable()
+        deps = {**dependencies(_scopes(_ran(profiler.getstats()))), **files.dependencies()}
         with _traces_lock:
             _traces[self.key] = deps
         return result
@@ -195,12 +198,13 @@ class NodeCall:
             if previous is not None:
                 previous(frame, event, arg)
 
-        sys.setprofile(record)
-        try:
-            result = self.func(*args, **kwargs)
-        finally:
-            sys.setprofile(previous)
-        deps = dependencies(seen)
+        with FileReads(args, kwargs) as files:
+            sys.setprofile(record)
+            try:
+                result = self.func(*args, **kwargs)
+            finally:
+                sys.setprofile(previous)
+        deps = {**dependencies(seen), **files.dependencies()}
         with _traces_lock:
             _traces[self.key] = deps
         return result
@@ -359,6 +363,8 @@ def covered(dep: str, sources: Iterable[str], packages: Iterable[str]) -> bool:
     or its distribution's version was recorded."""
     if dep.startswith(DIST):
         return dep[len(DIST) :] in set(packages)
+    if dep.startswith((FILE, LISTING)):
+        return False
     names = set(sources)
     parts = dep.split(".")
     return any(".".join(parts[:i]) in names for i in range(1, len(parts) + 1))
@@ -373,6 +379,10 @@ def dependency_digest(dep: str, scope: Mapping[str, Any] | None = None) -> str:
     (the globals it ran with) or else by importing its module."""
     if dep.startswith(DIST):
         return _distribution_version(dep[len(DIST) :])
+    if dep.startswith(FILE):
+        return file_digest(dep[len(FILE) :])
+    if dep.startswith(LISTING):
+        return listing_digest(dep[len(LISTING) :])
     obj = _resolve(dep, scope)
     if obj is None:
         return _hexdigest("missing", dep)

@@ -96,3 +96,41 @@ def test_both_profilers_find_the_code_that_ran_and_not_what_an_import_ran(tmp_pa
     assert not any("body_only" in d for d in fast)
     # Each dependency resolves in the globals the code ran with.
     assert all(fast[d] is scope for d in project)
+
+
+def _reads(path: str, listed: str) -> int:
+    import glob
+
+    with open(path) as f:
+        total = len(f.read())
+    with open(path + ".out", "w") as f:  # written by the call itself: not a dependency
+        f.write("x")
+    with open(path + ".out") as f:
+        f.read()
+    return total + len(glob.glob(listed + "/*.csv"))
+
+
+def test_files_read_by_path_and_directories_listed_are_dependencies(tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("a,b\n1,2\n")
+    declared = tmp_path / "declared.csv"
+    declared.write_text("c\n")
+    deps = _trace(_reads, str(data), str(tmp_path))
+    assert f"file:{data}" in deps
+    assert f"listing:{tmp_path}" in deps
+    assert f"file:{data}.out" not in deps
+    assert not any(d.endswith(".py") for d in deps if d.startswith("file:"))
+
+
+def test_files_passed_as_hx_file_are_covered_by_the_signature(tmp_path):
+    import helix_dask as hx
+
+    data = tmp_path / "data.csv"
+    data.write_text("a\n")
+
+    def reads(f: hx.File) -> str:
+        with open(f) as handle:
+            return handle.read()
+
+    deps = _trace(reads, hx.File(data))
+    assert not any(d.startswith("file:") for d in deps)

@@ -1,0 +1,196 @@
+"""Data files a traced call read by path, and directories it listed.
+
+A task that opens ``data/train.csv`` by a path string depends on that file's content, which no
+signature of its arguments sees (``hx.File`` arguments are fingerprinted; plain strings are
+not). While a node's call is traced, an audit hook (``sys.addaudithook``: one per process, a
+flag check when nothing is recorded) passes the ``open``, ``os.listdir`` and ``os.scandir``
+events of the calling thread to a :class:`FileReads`; the files read become requirements
+``file:<absolute path>`` (digest: the content digest) and the directories listed
+``listing:<absolute path>`` (digest: the names in it), verified before reuse like code.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from helix_dask._fingerprint import Hasher
+
+FILE = "file:"
+"""Prefix of a data file the node read by path: ``file:<absolute path>``, its digest the
+file's content digest."""
+
+LISTING = "listing:"
+"""Prefix of a directory the node listed (``os.listdir``, ``os.scandir``, ``glob``): its digest
+covers the names in it."""
+
+
+class _Recording(threading.local):
+    files: FileReads | None = None
+
+
+_recording = _Recording()
+_audit_installed = False
+_install_lock = threading.Lock()
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    """Audit hook (one per process, never removed): passes the file events of a traced call
+    to its recorder. Never raises: an exception here would fail the user's ``open``."""
+    files = _recording.files
+    if files is None or event not in _FILE_EVENTS:
+        return
+    try:
+        if sys._getframe(1).f_code.co_filename.startswith("<frozen importlib"):
+            return  # the import system looking for modules
+        if event == "open":
+            files.opened(args[0], args[2] if len(args) > 2 else None, args[1])
+        elif event in ("os.listdir", "os.scandir"):
+            files.listed(args[0])
+    except Exception:  # a path that cannot be decoded is simply not recorded
+        pass
+
+
+_FILE_EVENTS = frozenset({"open", "os.listdir", "os.scandir"})
+
+
+class FileReads:
+    """The data files a traced call read by path and the directories it listed, in the
+    calling thread. Files the call wrote itself, files passed as ``hx.File`` arguments (their
+    content is in the signature), code and the Python installation are left out."""
+
+    def __init__(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        self.read: dict[str, None] = {}
+        self.written: set[str] = set()
+        self.dirs: dict[str, None] = {}
+        self.declared = _declared_files([*args, *kwargs.values()])
+
+    def __enter__(self) -> FileReads:
+        global _audit_installed
+        if not _audit_installed:
+            with _install_lock:
+                if not _audit_installed:
+                    sys.addaudithook(_audit)
+                    _audit_installed = True
+        self.outer = _recording.files
+        _recording.files = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _recording.files = self.outer
+
+    def opened(self, path: Any, flags: Any, mode: Any) -> None:
+        if not isinstance(path, str | bytes):
+            return  # a file descriptor: its file was opened (and recorded) before
+        name = os.path.abspath(os.fsdecode(path))
+        if isinstance(flags, int):
+            access = flags & os.O_ACCMODE
+            reads, writes = access != os.O_WRONLY, access != os.O_RDONLY
+        else:
+            text = str(mode or "r")
+            reads = "r" in text or "+" in text
+            writes = not reads or "+" in text
+        if writes:
+            self.written.add(name)
+        if reads:
+            self.read.setdefault(name, None)
+
+    def listed(self, path: Any) -> None:
+        if path is None:
+            path = "."
+        if isinstance(path, str | bytes):
+            self.dirs.setdefault(os.path.abspath(os.fsdecode(path)), None)
+
+    def dependencies(self) -> dict[str, Mapping[str, Any]]:
+        out: dict[str, Mapping[str, Any]] = {}
+        for name in self.read:
+            if name not in self.written and _data_path(name, self.declared):
+                if os.path.isfile(name) or not os.path.exists(name):
+                    out[FILE + name] = {}
+        for name in self.dirs:
+            if _data_path(name, self.declared) and not os.path.isfile(name):
+                out[LISTING + name] = {}
+        return out
+
+
+_CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".pth", ".dylib", ".dll")
+_SYSTEM_PREFIXES = ("/proc/", "/sys/", "/dev/")
+
+
+def _installation() -> tuple[str, ...]:
+    """Directories of the Python installation and its packages: what they hold is library
+    code and data, which the distributions' versions stand for."""
+    import site
+    import sysconfig
+
+    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    dirs.update(sysconfig.get_paths().values())
+    try:
+        dirs.update(site.getsitepackages())
+        dirs.add(site.getusersitepackages())
+    except AttributeError:  # a virtualenv's old site module
+        pass
+    return tuple(sorted(os.path.join(os.path.abspath(d), "") for d in dirs if d))
+
+
+def _data_path(name: str, declared: tuple[str, ...]) -> bool:
+    """Whether a path the call touched is data the result may depend on."""
+    if name.endswith(_CODE_SUFFIXES) or name.startswith(_SYSTEM_PREFIXES):
+        return False
+    if name.startswith(_installation_dirs()):
+        return False
+    return not any(name == d or name.startswith(os.path.join(d, "")) for d in declared)
+
+
+@functools.lru_cache(maxsize=1)
+def _installation_dirs() -> tuple[str, ...]:
+    return _installation()
+
+
+def _declared_files(values: Iterable[Any]) -> tuple[str, ...]:
+    """Absolute paths of the ``hx.File`` arguments (also inside lists, tuples and dicts)."""
+    from helix_dask._files import File
+
+    out: list[str] = []
+    todo = list(values)
+    while todo:
+        value = todo.pop()
+        if isinstance(value, File):
+            out.append(os.path.abspath(os.fspath(value)))
+        elif isinstance(value, list | tuple | set | frozenset):
+            todo.extend(value)
+        elif isinstance(value, dict):
+            todo.extend(value.values())
+    return tuple(out)
+
+
+def file_digest(path: str) -> str:
+    """The content digest of a data file (from the stat cache when unchanged), or what stands
+    in its place."""
+    from helix_dask._files import file_fingerprint
+
+    if os.path.isfile(path):
+        return file_fingerprint(path)
+    return _hexdigest("directory" if os.path.isdir(path) else "missing", path)
+
+
+def listing_digest(path: str) -> str:
+    """The names in a directory (not their contents: files read are dependencies of their
+    own)."""
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return _hexdigest("missing", path)
+    return _hexdigest("listing", *names)
+
+
+def _hexdigest(kind: str, *parts: str) -> str:
+    h = Hasher()
+    h.tag(kind)
+    for part in parts:
+        h.field(part.encode())
+    return h.hexdigest()
