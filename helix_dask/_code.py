@@ -31,6 +31,7 @@ from helix_dask._fingerprint import (
     CannotFingerprint,
     CodeIdentity,
     Hasher,
+    digest_of_strings,
     fingerprint_value,
     has_rule,
     install_code_hooks,
@@ -56,11 +57,7 @@ _PUBLIC_MODULE = "helix_dask.signature"
 
 
 def _digest(kind: str, *parts: str) -> str:
-    h = Hasher()
-    h.tag(kind)
-    for part in parts:
-        h.field(part.encode())
-    return h.hexdigest()
+    return digest_of_strings(kind, *parts)
 
 
 # ---------------------------------------------------------------- code fingerprints

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from helix_dask._fingerprint import Hasher
+from helix_dask._fingerprint import digest_of_strings
 
 FILE = "file:"
 """Prefix of a data file the node read by path: ``file:<absolute path>``, its digest the
@@ -189,8 +189,4 @@ def listing_digest(path: str) -> str:
 
 
 def _hexdigest(kind: str, *parts: str) -> str:
-    h = Hasher()
-    h.tag(kind)
-    for part in parts:
-        h.field(part.encode())
-    return h.hexdigest()
+    return digest_of_strings(kind, *parts)

@@ -190,6 +190,15 @@ _RESOLVED: dict[type, tuple[Handler, type, object] | None] = {}
 _LOCK = threading.RLock()
 
 
+def digest_of_strings(kind: str, *parts: str) -> str:
+    """The digest of a few strings under a kind tag (each part length-framed)."""
+    h = Hasher()
+    h.tag(kind)
+    for part in parts:
+        h.field(part.encode())
+    return h.hexdigest()
+
+
 def register(*types_: type) -> Callable[[_H], _H]:
     """Register a fingerprint rule for ``types_`` (and their subclasses, via the MRO).
 

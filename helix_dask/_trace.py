@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from helix_dask._file_reads import FILE, LISTING, FileReads, file_digest, listing_digest
-from helix_dask._fingerprint import Hasher
+from helix_dask._fingerprint import Hasher, digest_of_strings
 
 logger = logging.getLogger("helix_dask.signature")
 
@@ -474,11 +474,7 @@ def _module_digest(namespace: Any) -> str:
 
 
 def _hexdigest(kind: str, *parts: str) -> str:
-    h = Hasher()
-    h.tag(kind)
-    for part in parts:
-        h.field(part.encode())
-    return h.hexdigest()
+    return digest_of_strings(kind, *parts)
 
 
 def requirement_digests(
