@@ -618,3 +618,31 @@ def test_an_address_without_a_helix_scheduler_fails_in_one_line(capsys):
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"  # bound, not listening
         assert _cli("log", "--scheduler", closed) == (2, "")
     assert f"cannot reach the scheduler at {closed}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("way", ["comm", "http"])
+def test_a_remote_catalog_answers_every_read_as_the_catalog_itself(history, scheduler, way):
+    from helix_dask._remote_catalog import RemoteCatalog
+
+    here, there = hx.Catalog(history.store), RemoteCatalog(scheduler[way == "http"])
+    try:
+        signatures = [a.signature for a in here.artifacts()]
+        codes = {n.code for r in here.runs() for n in r.nodes} | {"no such digest"}
+        identities = {n.stored_as for r in here.runs() for n in r.nodes}
+        assert there.versions() == here.versions()
+        assert there.version_stats() == here.version_stats()
+        assert there.version_stats(2) == here.version_stats(2)
+        assert there.runs() == here.runs() and there.runs([2, 4]) == here.runs([2, 4])
+        assert there.run(3) == here.run(3)
+        assert {c: there.code(c) for c in codes} == {c: here.code(c) for c in codes}
+        assert there.requirements_of(identities) == here.requirements_of(identities)
+        assert there.artifacts() == here.artifacts()
+        assert there.artifacts_for(signatures[:2]) == here.artifacts_for(signatures[:2])
+        assert there.running_versions() == here.running_versions()
+        assert there.leased() == here.leased()
+        with pytest.raises(KeyError, match="version 99 is not in"):
+            there.run(99)
+        assert there.root == str(history.store.resolve())
+    finally:
+        there.close()
+        here.close()
