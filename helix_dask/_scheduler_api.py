@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -127,6 +128,9 @@ def answer(store: str, method: str, params: Mapping[str, Any] | None) -> dict[st
         return _error(e.args[0] if e.args else str(e), missing=True)
     except (ValueError, HelixError) as e:
         return _error(str(e))
+    except sqlite3.Error as e:  # a damaged or locked catalog: the caller says so, in one line
+        logger.warning("helix could not answer the catalog read %s: %s", method, e)
+        return _error(f"the scheduler cannot read its catalog: {e}")
 
 
 def _error(message: str, *, missing: bool = False) -> dict[str, Any]:

@@ -531,10 +531,10 @@ def open_remote(address: str, args: argparse.Namespace) -> Catalog:
     if getattr(args, "store", None):
         raise HelixConfigError("pass --store or --scheduler, not both")
     if args.command == "verify" or (args.command == "gc" and not args.dry_run):
+        hint = " (`--dry-run` lists here what it would remove)" if args.command == "gc" else ""
         raise HelixConfigError(
             f"helix {args.command} changes the store and its catalog, which only the "
-            f"scheduler's machine holds: run `helix {args.command} --store STORE` there (or "
-            "`helix gc --dry-run --scheduler ADDRESS` to see what gc would remove)"
+            f"scheduler's machine holds: run `helix {args.command} --store STORE` there{hint}"
         )
     if args.command == "dag" and args.plan:
         raise HelixConfigError(
