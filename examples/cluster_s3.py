@@ -23,6 +23,7 @@ import numpy as np
 from distributed import Client
 
 import helix_dask as hx
+from helix_dask import cli
 
 HERE = Path(__file__).resolve().parent
 CREDENTIALS = {"key": "example", "secret": "example"}
@@ -88,13 +89,17 @@ def start_s3_server() -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def start_cluster(env: dict[str, str], workdir: Path) -> tuple[list[subprocess.Popen], Path]:
+def start_cluster(
+    env: dict[str, str], scheduler_env: dict[str, str], workdir: Path
+) -> tuple[list[subprocess.Popen], Path]:
     """``dask scheduler --preload helix_dask`` and two ``dask worker`` processes."""
     scheduler_file = workdir / "scheduler.json"
     where = ["--host", "127.0.0.1", "--scheduler-file", str(scheduler_file)]
     dask_cli = [sys.executable, "-m", "dask"]
     scheduler = [*dask_cli, "scheduler", "--preload", "helix_dask", *where, "--port", "0"]
-    procs = [subprocess.Popen([*scheduler, "--dashboard-address", "127.0.0.1:0"], env=env)]
+    procs = [
+        subprocess.Popen([*scheduler, "--dashboard-address", "127.0.0.1:0"], env=scheduler_env)
+    ]
     _wait(scheduler_file.exists, "the scheduler")
     for _ in range(2):
         procs.append(
@@ -120,12 +125,16 @@ def main() -> None:
             # The settings every process of the deployment reads: scheduler and workers.
             "DASK_HELIX__STORE": "s3://helix-example/store",
             "DASK_HELIX__STORAGE_OPTIONS": repr(options),
-            # Catalog and pickle key stay on local disk; here one machine, so one directory.
+        }
+        # Catalog and pickle key stay on the scheduler's local disk; workers get the key from
+        # the scheduler, and the helix command asks the scheduler for the catalog.
+        scheduler_env = {
+            **env,
             "DASK_HELIX__CATALOG": str(workdir / "catalog"),
             "DASK_HELIX__KEY_FILE": str(workdir / "keys" / "pickle.key"),
         }
         os.environ.update({k: v for k, v in env.items() if k.startswith("DASK_HELIX")})
-        procs, scheduler_file = start_cluster(env, workdir)
+        procs, scheduler_file = start_cluster(env, scheduler_env, workdir)
         with Client(scheduler_file=str(scheduler_file)) as client:
             client.wait_for_workers(2, timeout=60)
             for label, kwargs in [
@@ -141,6 +150,8 @@ def main() -> None:
                     f"{label:>17}: accuracy {accuracy:.3f} in {time.perf_counter() - started:.2f}s"
                     f"  {run.summary()}  computed {run.computed}, loaded {run.loaded}"
                 )
+            print(f"\n$ helix log --scheduler {client.scheduler.address}")
+            cli.main(["log", "--scheduler", client.scheduler.address])
     finally:
         for proc in reversed(procs):
             proc.terminate()

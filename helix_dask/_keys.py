@@ -4,8 +4,9 @@ The store root is created ``0700``. Pickled results are signed with HMAC-SHA256 
 key made on first use, ``0600`` in a ``0700`` directory outside the artifact tree:
 ``<store>/keys/pickle.key``, or the file named by the ``helix.key-file`` setting (for clusters
 where the store is shared but the key should not be). A store on object storage keeps its key
-on the local disk (``~/.helix/keys/``), never in the bucket. Every worker must read the same
-key.
+on the local disk (``~/.helix/keys/``), never in the bucket. The scheduler's key is the store's:
+its worker plugin asks the scheduler for it when it is set up and hands it to
+:func:`provide_key`, so workers on other machines need no copy of the file.
 """
 
 from __future__ import annotations
@@ -21,14 +22,25 @@ from typing import Final
 
 from . import _config
 from ._errors import HelixStoreError
-from ._location import default_key_file, is_remote
+from ._location import default_key_file, is_remote, store_location
 
-__all__ = ["key_path", "pickle_key", "pickle_tag", "private_root", "tag_matches"]
+__all__ = [
+    "key_path",
+    "pickle_key",
+    "pickle_tag",
+    "private_root",
+    "provide_key",
+    "stored_key",
+    "tag_matches",
+    "withdraw_key",
+]
 
 _KEY_BYTES: Final = 32
 _TAG_CONTEXT: Final = b"helix-pickle-v1\0"
 _KEYS: dict[str, tuple[tuple[int, int, int], bytes]] = {}
 _KEYS_LOCK = threading.Lock()
+_PROVIDED: dict[str, tuple[bytes, int]] = {}
+"""Store -> the key its scheduler handed to this process and how many plugins hold it."""
 
 
 def private_root(path: str | os.PathLike[str], setting: str = "helix.store") -> Path:
@@ -70,8 +82,46 @@ def key_path(root: str | os.PathLike[str]) -> Path:
     return Path(root).absolute() / "keys" / "pickle.key"
 
 
+def provide_key(root: str | os.PathLike[str], key: bytes) -> None:
+    """Sign and check the pickles of the store at ``root`` with ``key`` in this process
+    (the scheduler's, handed to a worker) instead of reading a key file, until as many
+    :func:`withdraw_key` calls as calls of this one."""
+    if not isinstance(key, bytes) or len(key) < 16:
+        raise HelixStoreError(
+            f"the pickle key handed over for {os.fspath(root)!r} is not a key of at least 16 "
+            "bytes; check that scheduler and workers run the same helix_dask"
+        )
+    where = store_location(root)
+    with _KEYS_LOCK:
+        _, held = _PROVIDED.get(where, (key, 0))
+        _PROVIDED[where] = (key, held + 1)
+
+
+def withdraw_key(root: str | os.PathLike[str]) -> None:
+    """Undo one :func:`provide_key` for the store at ``root``."""
+    where = store_location(root)
+    with _KEYS_LOCK:
+        key, held = _PROVIDED.get(where, (b"", 0))
+        if held > 1:
+            _PROVIDED[where] = (key, held - 1)
+        else:
+            _PROVIDED.pop(where, None)
+
+
 def pickle_key(root: str | os.PathLike[str]) -> bytes:
-    """The key that signs the pickles of the store at ``root``; created on first use."""
+    """The key that signs the pickles of the store at ``root``: the one its scheduler
+    provided (:func:`provide_key`), else the key file's, created on first use."""
+    if _PROVIDED:
+        with _KEYS_LOCK:
+            provided = _PROVIDED.get(store_location(root))
+        if provided is not None:
+            return provided[0]
+    return stored_key(root)
+
+
+def stored_key(root: str | os.PathLike[str]) -> bytes:
+    """The key in the key file of the store at ``root`` on this machine; created on first use
+    (what a scheduler hands its workers)."""
     path = key_path(root)
     try:
         st = os.stat(path)

@@ -19,10 +19,18 @@ from typing import Any, Final
 from . import _config
 from ._errors import HelixConfigError
 
-__all__ = ["catalog_dir", "is_remote", "local_home", "storage_options", "store_location"]
+__all__ = [
+    "catalog_dir",
+    "is_remote",
+    "local_home",
+    "public_location",
+    "storage_options",
+    "store_location",
+]
 
 _URL: Final = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]+)://(.*)")
 _LOCAL_PROTOCOLS: Final = ("file", "local")
+_USERINFO: Final = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+://)[^/@]*@")
 _OPTIONS: dict[str, dict[str, Any]] = {}
 """Storage options given to ``hx.setup`` for a URL, in this process (see ``register_options``)."""
 
@@ -48,6 +56,11 @@ def store_location(location: str | os.PathLike[str]) -> str:
     if match is not None:
         text = match[2]
     return str(Path(text).expanduser().resolve())
+
+
+def public_location(location: str) -> str:
+    """``location`` without the ``user:password@`` a URL may carry: what may be shown."""
+    return _USERINFO.sub(r"\1", location)
 
 
 def _url_hash(url: str) -> str:

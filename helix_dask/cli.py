@@ -1,7 +1,9 @@
 """The ``helix`` command: the iteration history of a store, read from its catalog.
 
 ``helix log | show | diff | metrics | dag | du | gc``; ``--store`` (or ``HELIX_STORE``) names the
-store, ``--json`` prints machine-readable output. Reading is safe while a run is going.
+store, ``--scheduler`` a running scheduler whose helix plugin answers the reads (where the catalog
+is not on this machine), ``--json`` prints machine-readable output. Reading is safe while a run
+is going.
 """
 
 from __future__ import annotations
@@ -448,6 +450,13 @@ def parser() -> argparse.ArgumentParser:
         help=f"helix store (default: ${STORE_ENV} or helix.store)",
     )
     common.add_argument(
+        "--scheduler",
+        default=argparse.SUPPRESS,
+        metavar="ADDRESS",
+        help="read the catalog from this running scheduler instead: its address "
+        "(tcp://host:8786) or its dashboard's URL (http://host:8787)",
+    )
+    common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
     )
     p = argparse.ArgumentParser(prog="helix", description=__doc__.split("\n")[0], parents=[common])
@@ -497,7 +506,8 @@ WRITING = {"gc", "verify"}
 def open_catalog(store: str | None, *, write: bool = False) -> Catalog:
     """The catalog of ``store`` (a directory or a URL; default ``$HELIX_STORE``, then
     ``helix.store``); never new. A URL store's catalog is on this machine (``helix.catalog``,
-    by default under ``~/.helix/catalogs``): run the command where the scheduler runs."""
+    by default under ``~/.helix/catalogs``): run the command where the scheduler runs, or ask
+    the scheduler (:func:`open_remote`)."""
     from ._location import catalog_dir, store_location
 
     location = store or os.environ.get(STORE_ENV) or str(_config.get("store"))
@@ -505,11 +515,33 @@ def open_catalog(store: str | None, *, write: bool = False) -> Catalog:
     if not (root / "catalog.sqlite").is_file():
         raise HelixConfigError(
             f"no helix catalog at {root} (store {location!r}); pass --store DIR or URL, set "
-            f"{STORE_ENV}, or (for a URL store) run where the scheduler keeps its catalog"
+            f"{STORE_ENV}, or (for a URL store) run where the scheduler keeps its catalog or "
+            "pass --scheduler ADDRESS"
         )
     cat = CatalogWriter(root) if write else Catalog(root)
     cat.location = store_location(location)  # type: ignore[attr-defined]
     return cat
+
+
+def open_remote(address: str, args: argparse.Namespace) -> Catalog:
+    """The catalog of the scheduler at ``address``, for the read commands; the others are
+    refused with what to run instead."""
+    from ._remote_catalog import RemoteCatalog
+
+    if getattr(args, "store", None):
+        raise HelixConfigError("pass --store or --scheduler, not both")
+    if args.command == "verify" or (args.command == "gc" and not args.dry_run):
+        hint = " (`--dry-run` lists here what it would remove)" if args.command == "gc" else ""
+        raise HelixConfigError(
+            f"helix {args.command} changes the store and its catalog, which only the "
+            f"scheduler's machine holds: run `helix {args.command} --store STORE` there{hint}"
+        )
+    if args.command == "dag" and args.plan:
+        raise HelixConfigError(
+            "helix dag --plan plans against the catalog on this machine; run it where the "
+            "scheduler keeps its catalog, with --store"
+        )
+    return RemoteCatalog(address)  # type: ignore[return-value]  (its read methods)
 
 
 def _artifacts(cat: Catalog):
@@ -525,7 +557,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args.json = getattr(args, "json", False)
     out = out or sys.stdout
     try:
-        cat = open_catalog(getattr(args, "store", None), write=args.command in WRITING)
+        address = getattr(args, "scheduler", None)
+        cat = (
+            open_remote(address, args)
+            if address
+            else open_catalog(getattr(args, "store", None), write=args.command in WRITING)
+        )
         try:
             COMMANDS[args.command](cat, args, out)
         finally:

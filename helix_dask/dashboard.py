@@ -7,6 +7,8 @@ JSON routes; it never reloads itself. The page is linked from the Dask dashboard
 
 ``/helix/api/versions[?limit=N]``, ``/helix/api/runs/<v>``, ``/helix/api/runs/<v>/dag`` (SVG)
 and ``/helix/api/info`` answer in JSON; malformed requests get 400, unknown versions 404.
+``POST /helix/api/catalog`` with ``{"method": ..., "params": {...}}`` answers the catalog's
+read queries (:mod:`helix_dask._scheduler_api`) for ``helix --scheduler http://...``.
 Every catalog query runs in a thread, off the scheduler's event loop, on the dashboard's own
 read-only connection.
 """
@@ -16,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ from . import history
 from ._drawing import COLOURS, render_svg
 from ._events import report_to_dict
 from ._lineage import node_names
+from ._location import public_location
+from ._scheduler_api import answer, reader
 from .catalog import Catalog
 from .presentation import e, to_data
 
@@ -63,6 +66,7 @@ def install_routes(scheduler: Scheduler, plugin: HelixSchedulerPlugin) -> None:
             (r"/helix/api/runs/([^/]+)/dag/?", DagHandler, kwargs),
             (r"/helix/api/runs/([^/]+)/?", RunHandler, kwargs),
             (r"/helix/api/info/?", InfoHandler, kwargs),
+            (r"/helix/api/catalog/?", CatalogHandler, kwargs),
         ],
     )
     _add_navigation_link(scheduler)
@@ -87,19 +91,6 @@ def _add_navigation_link(scheduler: Scheduler) -> None:
         pages.append("helix")
 
 
-_CATALOGS: dict[str, Catalog] = {}
-_CATALOGS_LOCK = threading.Lock()
-
-
-def _catalog(store: str) -> Catalog:
-    """The dashboard's own connection to the catalog of ``store`` (one per store)."""
-    with _CATALOGS_LOCK:
-        cat = _CATALOGS.get(store)
-        if cat is None:
-            cat = _CATALOGS[store] = Catalog(store)
-        return cat
-
-
 class _HelixHandler(web.RequestHandler):
     """Finds the live plugin for every request; runs catalog reads in a thread."""
 
@@ -113,7 +104,7 @@ class _HelixHandler(web.RequestHandler):
 
     async def read(self, func, *args):
         """``func(catalog, *args)`` in a thread, on the dashboard's connection."""
-        return await asyncio.to_thread(func, _catalog(str(self.plugin.store)), *args)
+        return await asyncio.to_thread(func, reader(str(self.plugin.store)), *args)
 
     def write_json(self, data: Any) -> None:
         self.set_header("Content-Type", "application/json")
@@ -217,12 +208,32 @@ class InfoHandler(_HelixHandler):
         info = await self.read(_store_info)
         self.write_json(
             {
-                "store": str(p.store),
+                "store": public_location(str(p.store)),
                 "budget": p.budget,
                 "policy": getattr(p, "policy_name", ""),
                 **info,
             }
         )
+
+
+class CatalogHandler(_HelixHandler):
+    """One catalog read per request: the body is ``{"method": ..., "params": {...}}``; the
+    answer is ``{"data": ...}``, 400 for an unknown method or bad parameters, 404 for a
+    version not in the catalog."""
+
+    async def post(self) -> None:
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise web.HTTPError(400, "the body is not JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("method"), str):
+            raise web.HTTPError(400, 'expected {"method": NAME, "params": {...}}')
+        got = await asyncio.to_thread(
+            answer, str(self.plugin.store), body["method"], body.get("params")
+        )
+        if "error" in got:
+            raise web.HTTPError(404 if got["missing"] else 400, got["error"])
+        self.write_json(got)
 
 
 class PageHandler(_HelixHandler):

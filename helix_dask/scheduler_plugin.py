@@ -92,6 +92,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         _STARTED.add(self)
         self._open_catalog()
         # Imported here: the client only pickles this plugin, and Zarr takes 0.2 s to import.
+        from ._scheduler_api import install_handlers
         from .dashboard import install_routes
         from .store import open_store
 
@@ -116,6 +117,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 "helix_digests": self.handle_digests,
             }
         )
+        install_handlers(scheduler, self)  # catalog reads and the pickle key, for elsewhere
         # Sent by hx.last_run on the client's stream, after its graphs: ordered behind them.
         scheduler.stream_handlers["helix-mark"] = self._mark
         self._marks: dict[str, asyncio.Event] = {}

@@ -11,6 +11,7 @@ from dask import is_dask_collection
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ._errors import HelixStoreError
+from ._keys import withdraw_key
 from ._trace import Scopes, covered, requirement_digests, take_outdated, take_trace
 from ._wire import ANNOTATION
 from .costs import compute_seconds
@@ -36,9 +37,13 @@ class HelixWorkerPlugin(WorkerPlugin):
         self.store = store
         self._pending: set[asyncio.Task[None]] = set()
 
-    def setup(self, worker: Worker) -> None:
+    async def setup(self, worker: Worker) -> None:
+        from ._scheduler_api import adopt_key  # with the catalog: not imported with the plugin
+
         self.worker = worker
         self._artifacts: ZarrArtifactStore | None = None
+        # The scheduler's key, not a file on this machine: workers elsewhere share no home.
+        self._key = await adopt_key(worker, self.store)
 
     @property
     def artifacts(self) -> ZarrArtifactStore:
@@ -53,6 +58,8 @@ class HelixWorkerPlugin(WorkerPlugin):
     async def teardown(self, worker: Worker) -> None:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+        if getattr(self, "_key", False):
+            withdraw_key(self.store)
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
         if start not in ("executing", "long-running") or finish != "memory":

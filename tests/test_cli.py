@@ -8,15 +8,19 @@ through the real entry point, ``python -m helix_dask.cli``.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
+import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +28,10 @@ from pathlib import Path
 import dask
 import pytest
 from conftest import CALL_LOG, Calls, helix_client
+from distributed import LocalCluster
 
 import helix_dask as hx
-from helix_dask import Decision
+from helix_dask import Decision, cli
 from helix_dask.catalog import CatalogWriter
 from helix_dask.store import ZarrArtifactStore
 
@@ -507,3 +512,137 @@ def test_show_lists_each_node_with_its_label_and_arguments(history, helix):
     assert header.split()[:4] == ["NODE", "TASK", "ARGUMENTS", "STATE"]
     line = next(line for line in text.splitlines() if line.startswith("featurize "))
     assert "bins=5" in line and "x=<read_numbers>" in line
+
+
+# -- the catalog of a running scheduler -----------------------------------------------------------
+
+READS = [
+    ("log",),
+    ("log", "--json", "-n", "3"),
+    ("show", "v2"),
+    ("show", "latest", "--json"),
+    ("diff", "1", "2"),
+    ("diff", "v2", "v3"),
+    ("diff", "3", "4", "--json"),
+    ("diff",),
+    ("metrics",),
+    ("metrics", "--json", "--sort", "accuracy"),
+    ("du",),
+    ("du", "--json"),
+    ("gc", "--keep", "2", "--dry-run"),
+]
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return cli.main(list(args), out=out), out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def scheduler(history) -> Iterator[tuple[str, str]]:
+    """A running scheduler whose helix plugin holds the history's store: its comm address and
+    its dashboard's URL."""
+    with (
+        LocalCluster(
+            n_workers=1,
+            processes=False,
+            protocol="tcp://",  # a real comm, as from another machine
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        helix_client(cluster, history.store),
+    ):
+        yield cluster.scheduler_address, f"http://127.0.0.1:{cluster.scheduler.http_server.port}"
+
+
+@pytest.mark.parametrize("way", ["comm", "http"])
+def test_read_commands_asked_of_a_running_scheduler_print_what_they_print_locally(
+    history, scheduler, out_dir, way
+):
+    address = scheduler[way == "http"]
+    for args in READS:
+        local = _cli(*args, "--store", str(history.store))
+        assert local[0] == 0
+        assert _cli(*args, "--scheduler", address) == local, args
+    for name in ("v3.svg", "v5.html"):
+        here, there = out_dir / f"local-{name}", out_dir / f"{way}-{name}"
+        assert _cli("dag", name[1], "-o", str(here), "--store", str(history.store))[0] == 0
+        assert _cli("dag", name[1], "-o", str(there), "--scheduler", address)[0] == 0
+        assert there.read_text() == here.read_text()
+
+
+def test_the_helix_command_reaches_a_scheduler_through_its_real_entry_point(history, scheduler):
+    proc = subprocess.run(
+        [sys.executable, "-m", "helix_dask.cli", "log", "--json", "--scheduler", scheduler[0]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert [r["version"] for r in json.loads(ok(proc))] == [5, 4, 3, 2, 1]
+
+
+def test_commands_that_change_the_store_are_refused_through_a_scheduler_with_what_to_run(
+    history, scheduler, out_dir, capsys
+):
+    tcp, http = scheduler
+    stored = len(hx.Catalog(history.store).artifacts())
+    refusals = [
+        (
+            ("gc", "--keep", "1"),
+            r"helix gc changes the store .* run `helix gc --store STORE` there",
+        ),
+        (("verify",), r"helix verify changes the store .* `helix verify --store STORE` there"),
+        (("verify", "--repair"), r"helix verify changes the store and its catalog"),
+        (("dag", "--plan", "x:y", "-o", str(out_dir / "p.svg")), r"run it where the scheduler"),
+        (("log", "--store", str(history.store)), r"pass --store or --scheduler, not both"),
+    ]
+    for address in (tcp, http):
+        for args, says in refusals:
+            capsys.readouterr()
+            assert _cli(*args, "--scheduler", address) == (2, "")
+            assert re.search(says, capsys.readouterr().err), args
+        assert _cli("show", "v99", "--scheduler", address)[0] == 2
+        err = capsys.readouterr().err
+        assert f"version 'v99' is not in the catalog of the scheduler at {address}" in err
+    assert len(hx.Catalog(history.store).artifacts()) == stored  # gc deleted nothing
+
+
+def test_an_address_without_a_helix_scheduler_fails_in_one_line(capsys):
+    with LocalCluster(n_workers=0, processes=False, dashboard_address="127.0.0.1:0") as cluster:
+        http = f"http://127.0.0.1:{cluster.scheduler.http_server.port}"
+        for address in (cluster.scheduler_address, http):
+            assert _cli("log", "--scheduler", address) == (2, "")
+            assert "no helix plugin runs there" in capsys.readouterr().err
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"  # bound, not listening
+        assert _cli("log", "--scheduler", closed) == (2, "")
+    assert f"cannot reach the scheduler at {closed}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("way", ["comm", "http"])
+def test_a_remote_catalog_answers_every_read_as_the_catalog_itself(history, scheduler, way):
+    from helix_dask._remote_catalog import RemoteCatalog
+
+    here, there = hx.Catalog(history.store), RemoteCatalog(scheduler[way == "http"])
+    try:
+        signatures = [a.signature for a in here.artifacts()]
+        codes = {n.code for r in here.runs() for n in r.nodes} | {"no such digest"}
+        identities = {n.stored_as for r in here.runs() for n in r.nodes}
+        assert there.versions() == here.versions()
+        assert there.version_stats() == here.version_stats()
+        assert there.version_stats(2) == here.version_stats(2)
+        assert there.runs() == here.runs() and there.runs([2, 4]) == here.runs([2, 4])
+        assert there.run(3) == here.run(3)
+        assert {c: there.code(c) for c in codes} == {c: here.code(c) for c in codes}
+        assert there.requirements_of(identities) == here.requirements_of(identities)
+        assert there.artifacts() == here.artifacts()
+        assert there.artifacts_for(signatures[:2]) == here.artifacts_for(signatures[:2])
+        assert there.running_versions() == here.running_versions()
+        assert there.leased() == here.leased()
+        with pytest.raises(KeyError, match="version 99 is not in"):
+            there.run(99)
+        assert there.root == str(history.store.resolve())
+    finally:
+        there.close()
+        here.close()

@@ -108,6 +108,51 @@ def test_malformed_api_requests_are_client_errors_not_server_errors(dashboard):
     assert body.decode().count('<g class="node"') == 3
 
 
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_catalog_route_answers_read_queries_and_nothing_else(dashboard, tmp_path):
+    _, base = dashboard
+    url = base + "/helix/api/catalog"
+    status, got = post(
+        url, json.dumps({"method": "version_stats", "params": {"limit": 1}}).encode()
+    )
+    assert status == 200 and [v["id"] for v in got["data"]] == [2]
+    status, got = post(url, b'{"method": "run", "params": {"version": 1}}')
+    assert {n["name"]: n["decision"] for n in got["data"]["nodes"]}["score"] == "compute"
+    status, got = post(url, b'{"method": "info"}')
+    assert got["data"] == {"store": str((tmp_path / "store").resolve())}
+    key = (tmp_path / "store" / "keys" / "pickle.key").read_bytes()
+    for body, code, says in [
+        (b'{"method": "run", "params": {"version": 99}}', 404, "version 99 is not in"),
+        (b'{"method": "pickle_key"}', 400, "no catalog read 'pickle_key'"),
+        (b'{"method": "finish_version", "params": {"version": 1}}', 400, "no catalog read"),
+        (b'{"method": "runs", "params": {"versions": "1; DROP TABLE"}}', 400, "not a list"),
+        (b'{"method": "version_stats", "params": {"limit": -1}}', 400, "not a count"),
+        (b'{"method": "run", "params": [1]}', 400, "not a mapping"),
+        (b"[1, 2]", 400, '{"method": NAME'),
+        (b"{nope", 400, "not JSON"),
+    ]:
+        status, got = post(url, body)
+        assert (body, status) == (body, code) and says in got["error"], got
+        assert key.hex() not in json.dumps(got)
+    assert get(url)[0] == 405  # reads change nothing, but a GET with a body is no API
+
+
+def test_store_urls_are_shown_without_user_and_password():
+    from helix_dask._location import public_location
+
+    assert public_location("s3://AKIA:s3cr3t@bucket/store") == "s3://bucket/store"
+    assert public_location("https://user@host:8000/a@b") == "https://host:8000/a@b"
+    assert public_location("/data/me@work/store") == "/data/me@work/store"
+
+
 def test_page_polls_the_json_routes_and_is_linked_from_the_dask_dashboard(dashboard):
     _, base = dashboard
     status, kind, body = get(base + "/helix")

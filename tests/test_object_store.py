@@ -311,6 +311,10 @@ def workflow(n, scale, C):
 def plain(n, scale, C):
     features = featurize.func(load.func(n), scale=scale)
     return evaluate.func(train.func(features, C=C), features)
+
+
+def plain_model(n, scale, C):
+    return train.func(featurize.func(load.func(n), scale=scale), C=C)
 """
 
 
@@ -495,3 +499,103 @@ def test_object_storage_starts_from_its_own_io_priors_and_budget() -> None:
     model = IOModel(overhead, bandwidth, overhead, bandwidth)
     assert model.load_seconds(1000) > 0.05  # a 1 ms result is not worth a round trip
     assert resolve_budget(None, "s3://bucket/store") == REMOTE_BUDGET
+
+
+def test_workers_with_homes_of_their_own_sign_with_the_schedulers_key_and_the_cli_asks_it(
+    s3_url: str, s3_endpoint: str, user_module: Any, tmp_path: Path
+) -> None:
+    """Scheduler and workers share no home directory (as on separate machines): a pickled
+    result one worker wrote is loaded by a worker started later elsewhere, and the ``helix``
+    command here, which has no catalog, reads the versions from the scheduler."""
+    from distributed import Client
+
+    calls = Calls(tmp_path / "calls.log")
+    homes = {name: tmp_path / f"home-{name}" for name in ("scheduler", "writer", "reader")}
+    for home in homes.values():
+        home.mkdir()
+    env = {
+        **os.environ,
+        "DASK_HELIX__STORE": s3_url,
+        "DASK_HELIX__STORAGE_OPTIONS": repr({"endpoint_url": s3_endpoint, **CREDENTIALS}),
+        "DASK_HELIX__POLICY": "all",
+        "DASK_HELIX__BUDGET": "1 GiB",
+    }
+    scheduler_file = tmp_path / "scheduler.json"
+    dask_cli = [sys.executable, "-m", "dask"]
+    on_loopback = ["--host", "127.0.0.1", "--scheduler-file", str(scheduler_file)]
+    procs: dict[str, subprocess.Popen] = {}
+
+    def start(name: str, command: list[str]) -> None:
+        with (tmp_path / f"{name}.log").open("wb") as out:
+            procs[name] = subprocess.Popen(
+                command, env={**env, "HOME": str(homes[name])}, stdout=out, stderr=out
+            )
+
+    def stop(name: str) -> None:
+        proc = procs.pop(name)
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+    worker = [*dask_cli, "worker", *on_loopback, "--nthreads", "1", "--no-nanny"]
+    try:
+        start(
+            "scheduler",
+            [
+                *dask_cli,
+                "scheduler",
+                "--preload",
+                "helix_dask",
+                *on_loopback,
+                "--port",
+                "0",
+                "--dashboard-address",
+                "127.0.0.1:0",
+            ],
+        )
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        start("writer", [*worker, "--no-dashboard"])
+        with Client(scheduler_file=str(scheduler_file), timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+            client.run(open_store, s3_url)
+            flow = user_module
+            assert client.compute(flow.workflow(2000, 1.0, 1.0)).result() == flow.plain(
+                2000, 1.0, 1.0
+            )
+            first = hx.last_run(client, timeout=60)
+            assert "train" in first.stored  # {"w": array, "tags": a set}: the set is pickled
+            calls.take()
+
+            stop("writer")
+            while client.scheduler_info()["workers"]:
+                time.sleep(0.1)
+            start("reader", [*worker, "--no-dashboard"])
+            client.wait_for_workers(1, timeout=60)
+            client.run(open_store, s3_url)
+            features = flow.featurize(flow.load(2000), scale=1.0)
+            model = client.compute(flow.train(features, C=1.0)).result()
+            second = hx.last_run(client, timeout=60)
+            assert second.loaded == ["train"] and calls.take() == Counter()
+            assert model["tags"] == {"C", "1.0"}
+            np.testing.assert_array_equal(model["w"], flow.plain_model(2000, 1.0, 1.0)["w"])
+            dashboard = client.scheduler_info()["services"]["dashboard"]
+
+            # Only the scheduler's machine holds a key and a catalog.
+            held = sorted(p.name for p in (homes["scheduler"] / ".helix").iterdir())
+            assert held == ["catalogs", "keys"]
+            for name in ("writer", "reader"):
+                assert not (homes[name] / ".helix" / "keys").exists(), name
+            assert cli.main(["log", "--store", s3_url], out=io.StringIO()) == 2  # none here
+            for address in (client.scheduler.address, f"http://127.0.0.1:{dashboard}"):
+                out = io.StringIO()
+                assert cli.main(["log", "--json", "--scheduler", address], out=out) == 0
+                rows = json.loads(out.getvalue())
+                assert [(r["version"], r["loaded"]) for r in rows] == [(2, 1), (1, 0)]
+    finally:
+        for name in list(procs)[::-1]:
+            stop(name)

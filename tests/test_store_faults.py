@@ -568,3 +568,25 @@ def test_worker_killed_mid_write_releases_its_reservation_and_ends_the_run(
     assert slow_write(3).compute() == SlowToWrite(3)
     assert hx.last_run(helix.client).computed == ["slow_write"]
     helix.warned()
+
+
+def test_a_key_handed_over_by_the_scheduler_replaces_the_key_file_until_withdrawn(
+    tmp_path: Path,
+) -> None:
+    from helix_dask._keys import provide_key, withdraw_key
+
+    store = ZarrArtifactStore(tmp_path / "store")
+    theirs = bytes(range(32))
+    provide_key(tmp_path / "store", theirs)
+    provide_key(str(tmp_path / "store") + "/", theirs)  # a second worker of the same store
+    try:
+        store.put(SIG, Model([1.0], "m"))
+        assert not (tmp_path / "store" / "keys").exists()  # no key file was made or read
+        withdraw_key(tmp_path / "store")
+        assert store.get(SIG) == Model([1.0], "m")  # still held by the other
+    finally:
+        withdraw_key(tmp_path / "store")
+    with pytest.raises(HelixCorruptArtifact, match=r"pickle data is not signed"):
+        store.get(SIG)  # the file's key, made now, is another
+    with pytest.raises(HelixStoreError, match=r"not a key of at least 16 bytes"):
+        provide_key(tmp_path / "store", b"short")
