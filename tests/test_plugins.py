@@ -34,9 +34,15 @@ def score(x: np.ndarray) -> dict:
     return {"mean": float(x.mean()), "n": len(x), "label": "not a number"}
 
 
+@hx.task
+def slow_total(x: np.ndarray) -> float:
+    time.sleep(0.5)  # far costlier than a load: the plan loads it, even on a busy machine
+    return float(x.sum())
+
+
 def test_keys_name_the_user_function_and_loads_have_their_own_prefix(threaded_client):
-    node = score(make(3))
-    assert node.key == f"score-{node.signature}"
+    node = slow_total(make(3))
+    assert node.key == f"slow_total-{node.signature}"
     node.compute()
     hx.last_run(threaded_client)
     seen = []
