@@ -2,7 +2,7 @@
 reads changes the next node's signature, and no change keeps it.
 
 Each case builds a node, changes one piece of state in place (the way a notebook user would),
-builds the node again, and restores the state.
+builds the node again; every case starts from a freshly imported module.
 """
 
 from __future__ import annotations
