@@ -11,7 +11,7 @@ what a fresh run would.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -87,29 +87,33 @@ def rewrite(
     """Replace each key in ``loads`` (key → signature) by an alias of a dependency-free load
     task, then forget the pruned nodes and ancestors that nothing needs any more.
 
-    A pruned node can also be an orphan from the start: the submitted graph re-created the
-    parents of a key the cluster already holds, which the scheduler does not link to it.
+    All or nothing: every change is worked out before the first is made, and the changes
+    made are undone if one fails, so an exception leaves the graph as it was submitted (it
+    then runs as plain Dask). A pruned node can also be an orphan from the start: the
+    submitted graph re-created the parents of a key the cluster already holds, which the
+    scheduler does not link to it.
     """
     from .store import load_artifact  # Zarr loads on the scheduler only, never on import
 
-    computation = scheduler.computations[-1] if scheduler.computations else None
-    orphans: list[TaskState] = []
+    planned: list[tuple[TaskState, str, Task | None]] = []
     for key, signature in loads.items():
         ts = scheduler.tasks[key]
         lkey = load_key(key)
-        lts = scheduler.tasks.get(lkey)
-        if lts is None:
+        spec = None
+        if lkey not in scheduler.tasks:
             spec = Task(lkey, load_artifact, root, signature, _recompute(ts))
-            lts = scheduler.new_task(lkey, spec, "released", computation)
-        lts.priority = ts.priority
-        _same_span(scheduler, ts, lts)
-        for dts in list(ts.dependencies):
-            ts.dependencies.discard(dts)
-            dts.dependents.discard(ts)
-            orphans.append(dts)
-        ts.run_spec = Alias(key, lkey)
-        ts.add_dependency(lts)
-    orphans.extend(scheduler.tasks[k] for k in prune if k in scheduler.tasks)
+        planned.append((ts, lkey, spec))
+    pruned = [scheduler.tasks[k] for k in prune if k in scheduler.tasks]
+    undo = _Undo(scheduler, stimulus_id)
+    try:
+        orphans: list[TaskState] = []
+        for ts, lkey, spec in planned:
+            orphans.extend(_alias(undo, ts, lkey, spec))
+            _same_span(scheduler, ts, scheduler.tasks[lkey])
+    except BaseException:
+        undo.run()
+        raise
+    orphans.extend(pruned)
     forget = {
         dts.key: "forgotten"
         for dts in orphans
@@ -117,6 +121,55 @@ def rewrite(
     }
     if forget:
         scheduler.transitions(forget, stimulus_id)
+
+
+class _Undo:
+    """The inverse of each change :func:`rewrite` made so far, run newest first."""
+
+    def __init__(self, scheduler: Scheduler, stimulus_id: str) -> None:
+        self.scheduler = scheduler
+        self.stimulus_id = stimulus_id
+        self.steps: list[Callable[[], None]] = []
+
+    def run(self) -> None:
+        for step in reversed(self.steps):
+            step()
+        self.steps.clear()
+
+
+def _alias(undo: _Undo, ts: TaskState, lkey: str, spec: Task | None) -> list[TaskState]:
+    """Make ``ts`` an alias of the load task ``lkey`` (created from ``spec`` if new); its
+    former dependencies, now orphans unless something else needs them."""
+    scheduler = undo.scheduler
+    lts = scheduler.tasks.get(lkey)
+    if lts is None:
+        computation = scheduler.computations[-1] if scheduler.computations else None
+        lts = scheduler.new_task(lkey, spec, "released", computation)
+        new = lts
+
+        def drop() -> None:
+            if new.state == "released" and not new.dependents and not new.who_wants:
+                scheduler.transitions({lkey: "forgotten"}, undo.stimulus_id)
+
+        undo.steps.append(drop)
+    old_priority, old_spec, old_deps = lts.priority, ts.run_spec, list(ts.dependencies)
+
+    def restore() -> None:
+        lts.priority = old_priority
+        ts.run_spec = old_spec
+        ts.dependencies.discard(lts)
+        lts.dependents.discard(ts)
+        for dts in old_deps:
+            ts.add_dependency(dts)
+
+    undo.steps.append(restore)
+    lts.priority = ts.priority
+    for dts in old_deps:
+        ts.dependencies.discard(dts)
+        dts.dependents.discard(ts)
+    ts.run_spec = Alias(ts.key, lkey)
+    ts.add_dependency(lts)
+    return old_deps
 
 
 def _same_span(scheduler: Scheduler, ts: TaskState, lts: TaskState) -> None:

@@ -17,6 +17,7 @@ from conftest import log_call
 from distributed import Client
 
 import helix_dask as hx
+import helix_dask.rewrite as helix_rewrite
 from helix_dask import Decision
 
 
@@ -87,6 +88,36 @@ def test_planning_failure_logs_a_warning_runs_the_graph_unchanged_and_records_it
     run = hx.last_run(threaded_client)
     assert run.status == "plan_failed" and run.computed == ["make", "score"]
     assert run.stored == [] and "plan_failed" in run.summary()
+
+
+def test_a_rewrite_failing_midway_is_undone_and_the_graph_runs_as_plain_dask(
+    threaded_client, calls, caplog, monkeypatch
+):
+    outputs = [score(make(3)), score(make(4))]
+    dask.compute(*outputs)
+    assert len(hx.last_run(threaded_client).stored) >= 2  # the outputs at least
+    calls.take()
+    rewritten: list[str] = []
+
+    def fail_at_the_second_load(scheduler, ts, lts):
+        rewritten.append(ts.key)
+        if len(rewritten) == 2:
+            raise RuntimeError("injected failure in the middle of the rewrite")
+
+    monkeypatch.setattr(helix_rewrite, "_same_span", fail_at_the_second_load)
+    caplog.set_level(logging.WARNING, logger="helix_dask")
+    results = dask.compute(*outputs)
+    assert [r["n"] for r in results] == [3, 4]
+    assert len(rewritten) == 2  # the first load was applied before the failure
+    assert calls.take() == {"make": 2, "score": 2}  # nothing of the half rewrite ran
+    assert any("could not plan" in r.getMessage() for r in caplog.records)
+    run = hx.last_run(threaded_client)
+    assert run.status == "plan_failed" and run.loaded == []
+    assert len(run.computed) == 4
+    left = threaded_client.run_on_scheduler(
+        lambda dask_scheduler: [k for k in dask_scheduler.tasks if str(k).startswith("load-")]
+    )
+    assert left == []
 
 
 def test_a_node_held_by_a_future_is_used_as_is(threaded_client, calls):
