@@ -3,7 +3,8 @@
 ``python -m benchmarks._scale 1000 10000`` prints, per size, the process CPU seconds of a plain
 run, a first helix run and an identical helix re-run (in-process cluster: scheduler, workers and
 client share the process, so CPU time covers all of them), and helix's extra microseconds per
-node. Timings belong here, never in tests.
+node, and the longest call of each helix hook (each blocks the scheduler's event loop while it
+runs). Timings belong here, never in tests.
 """
 
 from __future__ import annotations
@@ -50,6 +51,27 @@ def _cpu(fn) -> tuple[float, float]:
     return time.process_time() - c0, time.perf_counter() - w0
 
 
+HOOKS = ("update_graph", "transition", "handle_offer", "handle_written", "_finish")
+
+
+def _time_hooks(plugin) -> dict[str, list[float]]:
+    """Wrap the plugin's hooks and handlers (on the instance) to record each call's seconds:
+    each runs on the scheduler's event loop, so its longest call is the longest it blocks."""
+    times: dict[str, list[float]] = {h: [] for h in HOOKS}
+    for h in HOOKS:
+        fn = getattr(plugin, h)
+
+        def timed(*args, _fn=fn, _out=times[h], **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return _fn(*args, **kwargs)
+            finally:
+                _out.append(time.perf_counter() - t0)
+
+        setattr(plugin, h, timed)
+    return times
+
+
 def measure(n: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         with (
@@ -64,8 +86,10 @@ def measure(n: int) -> dict[str, float]:
             plain, plain_wall = _cpu(lambda: plain_g.compute())
             hx.setup(client, store=tmp, budget="1 GiB")
             client.run_on_scheduler(lambda dask_scheduler: None)
+            times = _time_hooks(cluster.scheduler.plugins["helix"])
             first, first_wall = _cpu(lambda: (graph(n, helix=True).compute(), hx.last_run(client)))
             again, again_wall = _cpu(lambda: (graph(n, helix=True).compute(), hx.last_run(client)))
+            blocked = {f"max_ms_{h}": max(t, default=0.0) * 1e3 for h, t in times.items()}
     return {
         "nodes": nodes,
         "plain_cpu": plain,
@@ -76,6 +100,7 @@ def measure(n: int) -> dict[str, float]:
         "plain_wall": plain_wall,
         "first_wall": first_wall,
         "rerun_wall": again_wall,
+        **blocked,
     }
 
 

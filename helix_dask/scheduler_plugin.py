@@ -547,10 +547,11 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             )
         run.finish(status)
         self.book.close(run)
-        records = [n.record() for n in run.nodes.values()]
+        nodes = list(run.nodes.values())
         events = list(run.events)
 
         def write(c: CatalogWriter) -> None:
+            records = [n.record() for n in nodes]  # on the writer thread, off the event loop
             c.update_measurements(run.version, records)
             c.record_events(events)
             c.finish_version(run.version, str(status), run.time_saved, run.measured)
@@ -661,10 +662,11 @@ def _message(helix: Mapping[str, tuple[TaskState, NodeMeta]], wanted: set) -> st
 def _begin(run: Run, keys: set, metas: Iterable[tuple[Any, NodeMeta]]):
     """The catalog writes of a new version: its row, its code and its planned nodes."""
     codes = {m.code: m for _, m in metas if m.code}
-    records = [n.record() for n in run.nodes.values()]
+    nodes = list(run.nodes.values())
     outputs = sorted(map(str, keys))
 
     def write(c: CatalogWriter) -> None:
+        records = [n.record() for n in nodes]  # on the writer thread, off the event loop
         c.begin_version(
             run.workflow,
             run.message,
