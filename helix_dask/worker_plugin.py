@@ -7,6 +7,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import sys
 from typing import TYPE_CHECKING, Any
 
 from dask import is_dask_collection
@@ -41,7 +42,8 @@ class HelixWorkerPlugin(WorkerPlugin):
 
     def __init__(self, store: str, limits: StorageLimits | None = None) -> None:
         self.store = store
-        self.limits = limits or StorageLimits("value", True, 0, 0)
+        # Without limits (an older scheduler twin), every result is offered and held.
+        self.limits = limits or StorageLimits("value", True, sys.maxsize, sys.maxsize)
         self._pending: set[asyncio.Task[None]] = set()
 
     def setup(self, worker: Worker) -> None:
