@@ -51,6 +51,8 @@ class NodeProgress:
     """``eff`` is final for this run (children's storage waits for it)."""
     writer: str | None = None
     """Address of the worker writing its accepted result."""
+    reserved: int = 0
+    """Bytes of the budget reserved for its accepted write."""
     _id_waiters: list[asyncio.Future[None]] | None = None
     done: bool = False
     accepted: bool = False
@@ -140,6 +142,8 @@ class Run:
     nodes: dict[str, NodeProgress] = field(default_factory=dict)
     children: dict[str, list[str]] = field(default_factory=dict)
     """Key of each node -> keys of the nodes in this run that take it as an argument."""
+    outputs: frozenset[str] = frozenset()
+    """Keys the client asked for: stored as outputs even when released before their offer."""
     pending: int = 0
     failed: bool = False
     unplanned: bool = False

@@ -4,16 +4,21 @@ scheduler plugin asks for, off the task's critical path."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import logging
+import sys
 from typing import TYPE_CHECKING, Any
 
 from dask import is_dask_collection
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ._errors import HelixStoreError
+from ._events import Materialization
 from ._trace import Scopes, covered, requirement_digests, take_outdated, take_trace
 from ._wire import ANNOTATION
 from .costs import compute_seconds
+from .materializer import StorageLimits
 
 if TYPE_CHECKING:
     from distributed import Worker
@@ -26,19 +31,27 @@ logger = logging.getLogger("helix_dask")
 class HelixWorkerPlugin(WorkerPlugin):
     """Offers every finished helix result to the scheduler plugin and writes what it accepts.
 
-    The result stays referenced by the write until it is committed, so the worker may release
-    the key meanwhile; downstream tasks never wait for a write.
+    Offers and their verdicts travel on the worker's batched stream (no connection per task).
+    A result that no verdict could store (see :class:`~helix_dask.materializer.StorageLimits`)
+    is never held: its offer only reports what the scheduler needs to settle its identity,
+    and the worker releases it as plain Dask would. Any other result is held until its verdict
+    and, when accepted, until its write commits (written as it is, never copied); downstream
+    tasks never wait for a write.
     """
 
     name = "helix"
 
-    def __init__(self, store: str) -> None:
+    def __init__(self, store: str, limits: StorageLimits | None = None) -> None:
         self.store = store
+        # Without limits (an older scheduler twin), every result is offered and held.
+        self.limits = limits or StorageLimits("value", True, sys.maxsize, sys.maxsize)
         self._pending: set[asyncio.Task[None]] = set()
 
     def setup(self, worker: Worker) -> None:
         self.worker = worker
         self._artifacts: ZarrArtifactStore | None = None
+        # Routed by offer id, not by plugin: a verdict can arrive after hx.setup replaced us.
+        worker.stream_handlers[VERDICT] = functools.partial(_on_verdict, worker)
 
     @property
     def artifacts(self) -> ZarrArtifactStore:
@@ -61,10 +74,16 @@ class HelixWorkerPlugin(WorkerPlugin):
         ann = ts.annotations.get(ANNOTATION) if ts is not None and ts.annotations else None
         if ann is None or key not in self.worker.data:
             return
-        seconds = compute_seconds(ts.startstops)
         value = self.worker.data[key]
         nbytes = int(getattr(value, "nbytes", 0)) if is_dask_collection(value) else ts.nbytes or 0
-        metrics = _metrics(value) if ann.get("metrics") else None
+        offer: dict[str, Any] = {
+            "op": OFFER,
+            "key": key,
+            "signature": ann["signature"],
+            "compute_seconds": compute_seconds(ts.startstops),
+            "nbytes": nbytes,
+            "metrics": _metrics(value) if ann.get("metrics") else None,
+        }
         trace = take_trace(key)
         outdated = take_outdated(key)
         if outdated is not None:
@@ -75,12 +94,36 @@ class HelixWorkerPlugin(WorkerPlugin):
                 outdated,
                 key,
             )
-            trace = _OUTDATED  # the offer says which code differed
-        task = asyncio.ensure_future(
-            self._offer(key, ann, value, seconds, nbytes, metrics, trace, outdated)
-        )
+            # Not what the client signed: never stored, so never held; the offer says which
+            # code differed, and nothing it required is digested.
+            offer["outdated"], offer["requires"], offer["traced"] = outdated, None, None
+            offer["skip"] = [Materialization.SKIPPED.value, f"worker ran {outdated} outdated"]
+            self.worker.batched_send(offer)
+            return
+        never = self.limits.never(nbytes, ann.get("materialize"), ann.get("deterministic", True))
+        if never is None:
+            offer["offer"] = _hold(self, key, value, ann["name"])
+        else:
+            offer["skip"] = [never.outcome.value, never.reason]
+        del value  # a result that cannot be stored is not kept alive by its offer
+        if trace is None and not ann.get("deps"):
+            offer["requires"], offer["traced"] = {}, None
+            self.worker.batched_send(offer)  # nothing to digest: no coroutine
+            return
+        task = asyncio.ensure_future(self._offer(offer, ann, trace))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def _offer(
+        self, offer: dict[str, Any], ann: dict[str, Any], trace: Scopes | None
+    ) -> None:
+        """Digest what the result required where it ran, then send the offer."""
+        try:
+            offer["requires"], offer["traced"] = await _requirements(ann, trace)
+        except Exception:  # a dependency that cannot be digested: never stored
+            logger.warning("helix could not digest what %s required", offer["key"], exc_info=True)
+            offer["requires"], offer["traced"] = None, None
+        self.worker.batched_send(offer)
 
     def _put(self, signature: str, value: object, name: str) -> ArtifactInfo:
         """Runs in a plain thread: a dask array's chunk writes run as tasks on this cluster."""
@@ -93,64 +136,70 @@ class HelixWorkerPlugin(WorkerPlugin):
                 scheduler = self.worker.client
         return self.artifacts.put(signature, value, name=name, scheduler=scheduler)
 
-    async def _offer(
-        self,
-        key: str,
-        ann: dict[str, Any],
-        value: object,
-        seconds: float,
-        nbytes: int,
-        metrics: dict[str, float] | None,
-        trace: Scopes | None,
-        outdated: str | None = None,
+    def verdict(self, key: str, value: object, name: str, answer: dict[str, Any]) -> None:
+        """The scheduler's answer to an offer whose result was held: write it, or let it go."""
+        limits = answer.get("limits")
+        if limits is not None:
+            self.limits = StorageLimits(*limits)
+        if not answer.get("store"):
+            return
+        task = asyncio.ensure_future(
+            self._write(key, answer["signature"], answer["reserved"], value, name)
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _write(
+        self, key: str, signature: str, reserved: int, value: object, name: str
     ) -> None:
-        scheduler = self.worker.scheduler
-        name = ann["name"]
+        report: dict[str, Any] = {
+            "op": WRITTEN,
+            "key": key,
+            "signature": signature,
+            "reserved": reserved,
+        }
         try:
-            try:
-                requires, traced = await _requirements(ann, trace)
-            except Exception:  # a dependency that cannot be digested: never stored
-                logger.warning("helix could not digest what %s required", key, exc_info=True)
-                requires, traced = None, None
-            answer = await scheduler.helix_offer(
-                key=key,
-                signature=ann["signature"],
-                compute_seconds=seconds,
-                nbytes=nbytes,
-                metrics=metrics,
-                requires=requires,
-                traced=traced,
-                worker=self.worker.address,
-                outdated=outdated,
-            )
-            if not answer.get("store"):
-                return
-            signature = answer["signature"]  # the effective signature: static + requirements
-            reserved = answer["reserved"]
-            try:
-                info = await asyncio.to_thread(self._put, signature, value, name)
-            except HelixStoreError as e:
-                await scheduler.helix_written(
-                    key=key, signature=signature, reserved=reserved, ok=False, error=str(e)
-                )
-                return
-            await scheduler.helix_written(
-                key=key,
-                signature=signature,
-                reserved=reserved,
-                ok=True,
-                location=info.location,
-                kind=info.kind,
-                nbytes=info.nbytes,
-                seconds=info.seconds,
-            )
-            logger.debug("stored %s (%d bytes) in %.3fs", key, info.nbytes, info.seconds)
-        except OSError:
-            logger.warning("helix could not report %s to the scheduler", key, exc_info=True)
+            info = await asyncio.to_thread(self._put, signature, value, name)
+        except HelixStoreError as e:
+            self.worker.batched_send({**report, "ok": False, "error": str(e)})
+            return
+        del value
+        self.worker.batched_send(
+            {
+                **report,
+                "ok": True,
+                "location": info.location,
+                "kind": info.kind,
+                "nbytes": info.nbytes,
+                "seconds": info.seconds,
+            }
+        )
+        logger.debug("stored %s (%d bytes) in %.3fs", key, info.nbytes, info.seconds)
 
 
-_OUTDATED: Any = object()
-"""Stands for the trace of a result computed by code other than the client's."""
+OFFER = "helix-offer"
+"""Stream op: a worker finished a helix task (worker -> scheduler)."""
+VERDICT = "helix-verdict"
+"""Stream op: whether to store a held result (scheduler -> worker)."""
+WRITTEN = "helix-written"
+"""Stream op: an accepted result was written, or could not be (worker -> scheduler)."""
+
+_held: dict[int, tuple[HelixWorkerPlugin, str, object, str]] = {}
+"""Offer id -> the plugin, key, result and task name of a result awaiting its verdict."""
+_offer_ids = itertools.count()
+
+
+def _hold(plugin: HelixWorkerPlugin, key: str, value: object, name: str) -> int:
+    offer = next(_offer_ids)
+    _held[offer] = (plugin, key, value, name)
+    return offer
+
+
+def _on_verdict(worker: Worker, offer: int, **answer: Any) -> None:
+    held = _held.pop(offer, None)
+    if held is not None:
+        plugin, key, value, name = held
+        plugin.verdict(key, value, name, answer)
 
 
 async def _requirements(
@@ -158,8 +207,6 @@ async def _requirements(
 ) -> tuple[dict[str, str] | None, list[str] | None]:
     """What a node's result required beyond its static signature, with digests taken here
     (where the code ran), and the dependencies its trace found (``None``: not traced)."""
-    if trace is _OUTDATED:
-        return None, None  # not what the client signed: never stored
     if trace is None:
         deps: Scopes | dict[str, None] = dict.fromkeys(ann.get("deps") or ())
     else:

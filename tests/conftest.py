@@ -19,6 +19,8 @@ from distributed import Client, LocalCluster
 import helix_dask as hx
 
 CALL_LOG = "HELIX_TEST_CALL_LOG"
+weak_results: list = []
+"""Weak references to results made by tasks on worker threads (whether anything keeps them)."""
 
 
 def log_call(name: str) -> None:

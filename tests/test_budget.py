@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import time
+import weakref
 
+import conftest
 import dask
+import dask.sizeof
 import numpy as np
 import pytest
 from conftest import helix_client, log_call
@@ -165,3 +169,46 @@ def test_a_result_is_decided_after_its_children_so_the_deeper_one_counts_the_wor
     # The features are judged knowing that `summary` is stored: read only if it changes.
     (event,) = [e for e in run.events if e.name == "slow_features"]
     assert event.kind == "skipped" and "p(reuse)=0.25" in event.reason, event.reason
+
+
+class Blob:
+    """An object result that a weak reference can follow (arrays' buffers outlive views)."""
+
+    def __init__(self, n: int) -> None:
+        self.data = bytes(n)
+
+
+dask.sizeof.sizeof.register(Blob)(lambda b: len(b.data))
+
+
+@hx.task
+def blob(n: int) -> Blob:
+    b = Blob(n)
+    conftest.weak_results.append(weakref.ref(b))  # a module shared with the worker threads
+    return b
+
+
+@hx.task
+def blob_size(b: Blob) -> int:
+    return len(b.data)
+
+
+def test_a_result_too_large_to_store_is_released_once_its_consumers_ran(threads_cluster, tmp_path):
+    with helix_client(threads_cluster, tmp_path / "store", budget="1 MiB") as c:
+        big = blob(4 << 20)
+        assert blob_size(big).compute() == 4 << 20
+        run = hx.last_run(c)
+        assert run.node("blob").materialization is Materialization.NO_SPACE
+        assert "exceed the whole budget" in run.node("blob").reason
+
+        def held(dask_worker) -> bool:
+            return big.key in dask_worker.data
+
+        deadline = time.monotonic() + 10
+        while any(c.run(held).values()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not any(c.run(held).values())
+        gc.collect()
+        assert (
+            conftest.weak_results[-1]() is None
+        )  # neither the worker nor its helix plugin keeps it
