@@ -558,12 +558,19 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         kind: str = "",
         nbytes: int = 0,
         seconds: float = 0.0,
+        let_go: bool = False,
         **extra: Any,
     ) -> None:
         """A worker finished (or failed) writing an artifact (a stream message): commit it to
-        the ledger and the catalog, or say why not."""
+        the ledger and the catalog, or say why not. ``let_go``: the worker no longer held the
+        result when its verdict came (Dask had released it; see ``helix.worker-hold``)."""
         self.ledger.release(signature, reserved)
         node = self.book.writing.pop(signature, None)
+        if let_go:
+            logger.info("helix did not store %s: %s", key, error)
+            if node is not None:
+                self._settle(node, Materialization.SKIPPED, error)
+            return
         if not ok:
             logger.warning("helix could not store %s: %s", key, error)
             if node is not None:

@@ -8,11 +8,15 @@ import functools
 import itertools
 import logging
 import sys
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from dask import is_dask_collection
+from dask.utils import format_bytes
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from . import _config
 from ._errors import HelixStoreError
 from ._events import Materialization
 from ._trace import Scopes, covered, requirement_digests, take_outdated, take_trace
@@ -37,6 +41,11 @@ class HelixWorkerPlugin(WorkerPlugin):
     and the worker releases it as plain Dask would. Any other result is held until its verdict
     and, when accepted, until its write commits (written as it is, never copied); downstream
     tasks never wait for a write.
+
+    Holding a result Dask has released costs memory plain Dask would not use. A result still
+    awaiting its verdict when Dask releases it is let go (not stored) unless the worker can hold
+    it within ``helix.worker-hold`` bytes; while released results being written exceed that,
+    helix tasks on this worker wait for the writes before they start (write back-pressure).
     """
 
     name = "helix"
@@ -46,6 +55,22 @@ class HelixWorkerPlugin(WorkerPlugin):
         # Without limits (an older scheduler twin), every result is offered and held.
         self.limits = limits or StorageLimits("value", True, sys.maxsize, sys.maxsize)
         self._pending: set[asyncio.Task[None]] = set()
+        self._keeping: dict[str, _Held] = {}
+        """Key -> the result kept for helix (awaiting its verdict, or being written)."""
+        self._room = threading.Condition()
+        self._beyond = 0
+        """Bytes kept of results Dask has released (memory plain Dask would have freed)."""
+        self._waited: dict[str, float] = {}
+        """Key -> seconds its task waited for writes before it ran (not compute time)."""
+        self.closing = False
+        self.waiting = 0
+        """Helix tasks waiting for the worker's writes before they run."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"store": self.store, "limits": self.limits}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["store"], state["limits"])
 
     def setup(self, worker: Worker) -> None:
         self.worker = worker
@@ -64,14 +89,21 @@ class HelixWorkerPlugin(WorkerPlugin):
         return self._artifacts
 
     async def teardown(self, worker: Worker) -> None:
+        with self._room:
+            self.closing = True
+            self._room.notify_all()
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if start == "memory" and finish != "memory":
+            self._released(key)
+            return
         if start not in ("executing", "long-running") or finish != "memory":
             return  # a task that seceded (worker_client) finishes from long-running
         ts = self.worker.state.tasks.get(key)
         ann = ts.annotations.get(ANNOTATION) if ts is not None and ts.annotations else None
+        waited = self._waited.pop(key, 0.0)
         if ann is None or key not in self.worker.data:
             return
         value = self.worker.data[key]
@@ -80,7 +112,7 @@ class HelixWorkerPlugin(WorkerPlugin):
             "op": OFFER,
             "key": key,
             "signature": ann["signature"],
-            "compute_seconds": compute_seconds(ts.startstops),
+            "compute_seconds": max(compute_seconds(ts.startstops) - waited, 0.0),
             "nbytes": nbytes,
             "metrics": _metrics(value) if ann.get("metrics") else None,
         }
@@ -102,7 +134,7 @@ class HelixWorkerPlugin(WorkerPlugin):
             return
         never = self.limits.never(nbytes, ann.get("materialize"), ann.get("deterministic", True))
         if never is None:
-            offer["offer"] = _hold(self, key, value, ann["name"])
+            offer["offer"] = self._hold(key, value, ann["name"], nbytes)
         else:
             offer["skip"] = [never.outcome.value, never.reason]
         del value  # a result that cannot be stored is not kept alive by its offer
@@ -136,34 +168,100 @@ class HelixWorkerPlugin(WorkerPlugin):
                 scheduler = self.worker.client
         return self.artifacts.put(signature, value, name=name, scheduler=scheduler)
 
-    def verdict(self, key: str, value: object, name: str, answer: dict[str, Any]) -> None:
+    def _hold(self, key: str, value: object, name: str, nbytes: int) -> int:
+        """Keep a result until its verdict; its offer id. A dask collection counts no bytes:
+        it is lazy, and its chunks are computed and written by tasks on the cluster."""
+        offer = next(_offer_ids)
+        held = _Held(self, key, value, name, 0 if is_dask_collection(value) else nbytes, offer)
+        _held[offer] = self._keeping[key] = held
+        return offer
+
+    def _released(self, key: str) -> None:
+        """Dask released ``key``: what helix keeps of it now costs memory of its own."""
+        held = self._keeping.get(key)
+        if held is None or held.released:
+            return
+        held.released = True
+        with self._room:
+            if held.offer is not None and self._beyond + held.nbytes > _hold_limit():
+                # Awaiting a verdict: let it go as plain Dask would; the verdict is answered.
+                self._keeping.pop(key, None)
+                held.value = None
+                return
+            held.beyond = True
+            self._beyond += held.nbytes
+
+    def _let_go(self, held: _Held) -> None:
+        """Helix no longer keeps ``held`` (written, refused or failed)."""
+        if self._keeping.get(held.key) is held:
+            del self._keeping[held.key]
+        held.value = None
+        if held.beyond:
+            held.beyond = False
+            with self._room:
+                self._beyond -= held.nbytes
+                self._room.notify_all()
+
+    def wait_for_room(self, key: str) -> None:
+        """In a helix task's thread, before it runs: wait while released results being written
+        exceed ``helix.worker-hold`` bytes (a write that stalls is waited for a minute at
+        most, then the task runs anyway)."""
+        limit = _hold_limit()
+        with self._room:
+            if self._beyond <= limit or self.closing:
+                return
+            t0 = time.perf_counter()
+            self.waiting += 1
+            try:
+                self._room.wait_for(lambda: self._beyond <= limit or self.closing, WRITE_WAIT)
+            finally:
+                self.waiting -= 1
+            self._waited[key] = time.perf_counter() - t0
+
+    @property
+    def beyond(self) -> int:
+        """Bytes kept of results Dask has released."""
+        return self._beyond
+
+    def verdict(self, held: _Held, answer: dict[str, Any]) -> None:
         """The scheduler's answer to an offer whose result was held: write it, or let it go."""
         limits = answer.get("limits")
         if limits is not None:
             self.limits = StorageLimits(*limits)
+        held.offer = None
         if not answer.get("store"):
+            self._let_go(held)
             return
-        task = asyncio.ensure_future(
-            self._write(key, answer["signature"], answer["reserved"], value, name)
-        )
+        report = {
+            "op": WRITTEN,
+            "key": held.key,
+            "signature": answer["signature"],
+            "reserved": answer["reserved"],
+        }
+        if held.value is None:  # released before its verdict, and let go
+            hold = format_bytes(_hold_limit())
+            self.worker.batched_send(
+                {
+                    **report,
+                    "ok": False,
+                    "let_go": True,
+                    "error": f"released by Dask before its verdict; holding it would exceed "
+                    f"helix.worker-hold ({hold}) on this worker",
+                }
+            )
+            return
+        task = asyncio.ensure_future(self._write(held, report))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _write(
-        self, key: str, signature: str, reserved: int, value: object, name: str
-    ) -> None:
-        report: dict[str, Any] = {
-            "op": WRITTEN,
-            "key": key,
-            "signature": signature,
-            "reserved": reserved,
-        }
+    async def _write(self, held: _Held, report: dict[str, Any]) -> None:
         try:
-            info = await asyncio.to_thread(self._put, signature, value, name)
+            info = await asyncio.to_thread(self._put, report["signature"], held.value, held.name)
         except HelixStoreError as e:
             self.worker.batched_send({**report, "ok": False, "error": str(e)})
             return
-        del value
+        finally:
+            self._let_go(held)
         self.worker.batched_send(
             {
                 **report,
@@ -174,7 +272,46 @@ class HelixWorkerPlugin(WorkerPlugin):
                 "seconds": info.seconds,
             }
         )
-        logger.debug("stored %s (%d bytes) in %.3fs", key, info.nbytes, info.seconds)
+        logger.debug("stored %s (%d bytes) in %.3fs", held.key, info.nbytes, info.seconds)
+
+
+class _Held:
+    """A result helix keeps on a worker: awaiting its verdict (``offer``), or being written."""
+
+    __slots__ = ("beyond", "key", "name", "nbytes", "offer", "plugin", "released", "value")
+
+    def __init__(
+        self, plugin: HelixWorkerPlugin, key: str, value: object, name: str, nbytes: int, offer: int
+    ) -> None:
+        self.plugin, self.key, self.value, self.name = plugin, key, value, name
+        self.nbytes, self.offer = nbytes, offer
+        self.released = False
+        """Dask released the key."""
+        self.beyond = False
+        """Counted in the bytes kept beyond Dask (released, and still kept)."""
+
+
+WRITE_WAIT = 60.0
+"""Seconds a helix task waits at most for the worker's writes before it runs anyway."""
+
+
+def _hold_limit() -> int:
+    """``helix.worker-hold`` in bytes, read at call time."""
+    return _config.parse_size(_config.get("worker-hold"))
+
+
+def wait_for_room(key: str) -> None:
+    """Write back-pressure, called by a helix task before it runs (see
+    :meth:`HelixWorkerPlugin.wait_for_room`); nothing outside a worker with the helix plugin."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    plugin = worker.plugins.get(HelixWorkerPlugin.name)
+    if isinstance(plugin, HelixWorkerPlugin):
+        plugin.wait_for_room(key)
 
 
 OFFER = "helix-offer"
@@ -184,22 +321,15 @@ VERDICT = "helix-verdict"
 WRITTEN = "helix-written"
 """Stream op: an accepted result was written, or could not be (worker -> scheduler)."""
 
-_held: dict[int, tuple[HelixWorkerPlugin, str, object, str]] = {}
-"""Offer id -> the plugin, key, result and task name of a result awaiting its verdict."""
+_held: dict[int, _Held] = {}
+"""Offer id -> the result awaiting its verdict."""
 _offer_ids = itertools.count()
-
-
-def _hold(plugin: HelixWorkerPlugin, key: str, value: object, name: str) -> int:
-    offer = next(_offer_ids)
-    _held[offer] = (plugin, key, value, name)
-    return offer
 
 
 def _on_verdict(worker: Worker, offer: int, **answer: Any) -> None:
     held = _held.pop(offer, None)
     if held is not None:
-        plugin, key, value, name = held
-        plugin.verdict(key, value, name, answer)
+        held.plugin.verdict(held, answer)
 
 
 async def _requirements(
