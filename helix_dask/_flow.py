@@ -82,18 +82,21 @@ class MaterializationFlow:
             return skip
         model = self._model()
         children = self.book_children(node)
+        # One walk over the ancestors per decision (a fan-in's root has the whole graph above).
+        recompute = recompute_seconds(node.run, node.key)
         if any(not c.decided for c in children):
             names = [c.meta.name for c in children]
             free = self.ledger.free
-            alone = self.policy.decide(self._candidate(node, (), model, names), free)
+            alone = self.policy.decide(self._candidate(node, (), model, names, recompute), free)
             if alone.outcome is Materialization.NO_SPACE and not self.policy.evicts:
                 return alone
+            with_children = self._candidate(node, names, model, names, recompute)
             if (
                 alone.outcome is not Materialization.SKIPPED
-                and not self.policy.decide(self._candidate(node, names, model, names), free).store
+                and not self.policy.decide(with_children, free).store
             ):
                 return None
-        return self._final(node, model, children)
+        return self._final(node, model, children, recompute)
 
     async def decide_later(self, node: NodeProgress) -> Verdict:
         """The verdict for ``node`` once its children computed in this run are decided."""
@@ -113,9 +116,16 @@ class MaterializationFlow:
     def book_children(node: NodeProgress) -> list[NodeProgress]:
         return node.run.child_nodes(node.key)
 
-    def _final(self, node: NodeProgress, model: CostModel, children: list[NodeProgress]) -> Verdict:
+    def _final(
+        self,
+        node: NodeProgress,
+        model: CostModel,
+        children: list[NodeProgress],
+        recompute: float | None = None,
+    ) -> Verdict:
         """The policy's verdict with what is known of the children, evicting to make room when
-        the policy may; reserves the bytes of an accepted result."""
+        the policy may; reserves the bytes of an accepted result. ``recompute``: its
+        recreation cost, when just computed."""
         run, meta, nbytes, identity = node.run, node.meta, node.nbytes or 0, node.identity
         names = [c.meta.name for c in children]
         kept = set(model.stored)
@@ -124,7 +134,7 @@ class MaterializationFlow:
                 kept.add(c.meta.name)
             elif c.materialization is not None:
                 kept.discard(c.meta.name)  # decided in this run: not kept
-        candidate = self._candidate(node, kept, model, names)
+        candidate = self._candidate(node, kept, model, names, recompute)
         verdict = self.policy.decide(candidate, self.ledger.free)
         if verdict.outcome is Materialization.NO_SPACE and self.policy.evicts:
             victims = choose_evictions(
@@ -152,15 +162,19 @@ class MaterializationFlow:
         kept: Collection[str],
         model: CostModel,
         names: Collection[str] = (),
+        recompute: float | None = None,
     ) -> Candidate:
-        """``node`` as a candidate, with the task names whose results are kept."""
+        """``node`` as a candidate, with the task names whose results are kept (``recompute``:
+        its recreation cost, walked over its ancestors when not given)."""
         nbytes = node.nbytes or 0
         ts = self.scheduler.tasks.get(node.key)
         return Candidate(
             name=node.meta.name,
             signature=node.identity,
             compute_seconds=node.compute_seconds or 0.0,
-            recompute_seconds=recompute_seconds(node.run, node.key),
+            recompute_seconds=(
+                recompute if recompute is not None else recompute_seconds(node.run, node.key)
+            ),
             nbytes=nbytes,
             load_seconds=model.io.load_seconds(nbytes),
             is_output=node.key in node.run.outputs or (ts is not None and bool(ts.who_wants)),

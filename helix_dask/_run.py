@@ -203,20 +203,20 @@ class Run:
         """Close the run: its status, the time it saved (never negative) and what it measured."""
         self.finished = time.time()
         self.status = status
-        for n in self.nodes.values():
+        saved = measured = 0.0
+        for n in self.nodes.values():  # one pass: it runs on the scheduler's event loop
             n.decide()
             if not n.identified:
                 n.identify(n.eff)
-        self.time_saved = sum(
-            max(0.0, n.estimate - (n.load_seconds or 0.0))
-            for n in self.nodes.values()
-            if n.decision in (Decision.LOAD, Decision.PRUNE, Decision.IN_CLUSTER)
-        )
-        self.measured = sum(
-            (n.compute_seconds if n.decision is Decision.COMPUTE else n.load_seconds) or 0.0
-            for n in self.nodes.values()
-            if n.decision in (Decision.COMPUTE, Decision.LOAD)
-        )
+            d = n.decision
+            if d is Decision.COMPUTE:
+                measured += n.compute_seconds or 0.0
+            elif d is Decision.LOAD:
+                measured += n.load_seconds or 0.0
+                saved += max(0.0, n.estimate - (n.load_seconds or 0.0))
+            elif d is Decision.PRUNE or d is Decision.IN_CLUSTER:
+                saved += max(0.0, n.estimate - (n.load_seconds or 0.0))
+        self.time_saved, self.measured = saved, measured
         if self._done is not None:
             self._done.set()
 

@@ -206,6 +206,8 @@ class HelixWorkerPlugin(WorkerPlugin):
         """In a helix task's thread, before it runs: wait while released results being written
         exceed ``helix.worker-hold`` bytes (a write that stalls is waited for a minute at
         most, then the task runs anyway)."""
+        if not self._beyond:  # the common case: nothing released is kept (no lock, no config)
+            return
         limit = _hold_limit()
         with self._room:
             if self._beyond <= limit or self.closing:
