@@ -7,8 +7,9 @@ microseconds per node by phase: ``build`` (creating and signing the nodes on the
 ``plan`` (``plan_update``: catalog look-ups, verification, the min cut), ``rewrite`` (turning
 loads into load tasks, forgetting pruned ancestors), ``hook`` (the rest of the scheduler
 plugin's ``update_graph``), ``run`` (compute until the result is back, less the hook) and
-``report`` (``hx.last_run``: writes committed, report built). The phases are timed by wrapping
-helix's functions in this process only; timings belong here, never in tests.
+``report`` (``hx.last_run``: writes committed, report built), and the longest call of each
+helix hook and handler (each blocks the scheduler's event loop while it runs). The phases are
+timed by wrapping helix's functions in this process only; timings belong here, never in tests.
 """
 
 from __future__ import annotations
@@ -67,15 +68,37 @@ def _timed(owner: Any, name: str, into: dict[str, float]) -> Iterator[None]:
         finally:
             into[name] = into.get(name, 0.0) + time.perf_counter() - t0
 
+    own = name in vars(owner)  # an attribute of the object itself (e.g. a hook's timer)
     setattr(owner, name, timed)
     try:
         yield
     finally:
         if owner.__dict__.get(name) is timed:
-            if isinstance(owner, type) or hasattr(type(owner), name):
+            if not own and (isinstance(owner, type) or hasattr(type(owner), name)):
                 delattr(owner, name)  # back to the class's method
             else:
                 setattr(owner, name, original)
+
+
+HOOKS = ("update_graph", "transition", "handle_offer", "handle_written", "_finish")
+
+
+def _time_hooks(plugin: Any) -> dict[str, list[float]]:
+    """Wrap the plugin's hooks and handlers (on the instance) to record each call's seconds:
+    each runs on the scheduler's event loop, so its longest call is the longest it blocks."""
+    times: dict[str, list[float]] = {h: [] for h in HOOKS}
+    for h in HOOKS:
+        fn = getattr(plugin, h)
+
+        def timed(*args: Any, _fn: Any = fn, _out: list[float] = times[h], **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return _fn(*args, **kwargs)
+            finally:
+                _out.append(time.perf_counter() - t0)
+
+        setattr(plugin, h, timed)
+    return times
 
 
 def _helix_run(client: Client, n: int) -> dict[str, float]:
@@ -130,8 +153,10 @@ def measure(n: int) -> dict[str, Any]:
             nodes = len(plain_g.dask)
             plain, plain_wall = _cpu(lambda: plain_g.compute())
             hx.setup(client, store=tmp, budget="1 GiB")
+            times = _time_hooks(cluster.scheduler.plugins["helix"])
             first = _helix_run(client, n)
             again = _helix_run(client, n)
+            blocked = {h: max(t, default=0.0) * 1e3 for h, t in times.items()}
     return {
         "nodes": nodes,
         "plain_wall": plain_wall,
@@ -141,6 +166,7 @@ def measure(n: int) -> dict[str, Any]:
         "first_us_per_node": {p: first[p] / nodes * 1e6 for p in PHASES},
         "rerun_us_per_node": {p: again[p] / nodes * 1e6 for p in PHASES},
         "first_extra_cpu_us_per_node": (first["cpu"] - plain) / nodes * 1e6,
+        "max_hook_ms": blocked,
     }
 
 
@@ -154,3 +180,7 @@ if __name__ == "__main__":
         for which in ("first", "rerun"):
             us = row[f"{which}_us_per_node"]
             print(f"  {which} µs/node: " + " ".join(f"{p}={us[p]:.0f}" for p in PHASES))
+        print(
+            "  longest hook call ms: "
+            + " ".join(f"{h}={ms:.1f}" for h, ms in row["max_hook_ms"].items())
+        )

@@ -50,9 +50,9 @@ class MaterializationFlow:
         self._model = model
         self._evict = evict
 
-    async def decide(self, node: NodeProgress) -> Verdict:
-        """The verdict for ``node`` (computed; its measurements set). Reserves the bytes of
-        an accepted result."""
+    def precheck(self, node: NodeProgress) -> Verdict | None:
+        """The verdict that no measurement changes (not deterministic, stored, too large), or
+        None."""
         run, meta, nbytes = node.run, node.meta, node.nbytes or 0
         if run.unplanned:
             return Verdict(Materialization.SKIPPED, "the version could not be planned")
@@ -70,31 +70,71 @@ class MaterializationFlow:
                 Materialization.NO_SPACE,
                 f"{nbytes} bytes exceed the whole budget of {self.ledger.budget} bytes",
             )
+        return None
+
+    def decide_now(self, node: NodeProgress, skip: Verdict | None = None) -> Verdict | None:
+        """The verdict for ``node`` (computed; its measurements set), or None when it must
+        wait for its children's (then :meth:`decide_later`). ``skip``: the worker already let
+        the result go, for this reason. Reserves the bytes of an accepted result."""
+        if (early := self.precheck(node)) is not None:
+            return early
+        if skip is not None:
+            return skip
         model = self._model()
-        children = run.child_nodes(node.key)
-        names = [c.meta.name for c in children]
+        children = self.book_children(node)
+        # One walk over the ancestors per decision (a fan-in's root has the whole graph above).
+        recompute = recompute_seconds(node.run, node.key)
         if any(not c.decided for c in children):
+            names = [c.meta.name for c in children]
             free = self.ledger.free
-            alone = self.policy.decide(self._candidate(node, (), model, names), free)
+            alone = self.policy.decide(self._candidate(node, (), model, names, recompute), free)
             if alone.outcome is Materialization.NO_SPACE and not self.policy.evicts:
                 return alone
+            with_children = self._candidate(node, names, model, names, recompute)
             if (
                 alone.outcome is not Materialization.SKIPPED
-                and not self.policy.decide(self._candidate(node, names, model, names), free).store
+                and not self.policy.decide(with_children, free).store
             ):
-                waits = [c.wait_decided() for c in children if not c.decided]
-                _, late = await asyncio.wait(waits, timeout=CHILDREN_TIMEOUT)
-                for w in late:
-                    w.cancel()
-                if node.done or run.finished is not None:  # settled meanwhile (interrupted)
-                    return Verdict(Materialization.SKIPPED, "the version ended first")
+                return None
+        return self._final(node, model, children, recompute)
+
+    async def decide_later(self, node: NodeProgress) -> Verdict:
+        """The verdict for ``node`` once its children computed in this run are decided."""
+        run = node.run
+        waits = [c.wait_decided() for c in self.book_children(node) if not c.decided]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=CHILDREN_TIMEOUT)
+            for w in late:
+                w.cancel()
+        if node.done or run.finished is not None:  # settled meanwhile (interrupted)
+            return Verdict(Materialization.SKIPPED, "the version ended first")
+        if (early := self.precheck(node)) is not None:  # another version stored it meanwhile
+            return early
+        return self._final(node, self._model(), self.book_children(node))
+
+    @staticmethod
+    def book_children(node: NodeProgress) -> list[NodeProgress]:
+        return node.run.child_nodes(node.key)
+
+    def _final(
+        self,
+        node: NodeProgress,
+        model: CostModel,
+        children: list[NodeProgress],
+        recompute: float | None = None,
+    ) -> Verdict:
+        """The policy's verdict with what is known of the children, evicting to make room when
+        the policy may; reserves the bytes of an accepted result. ``recompute``: its
+        recreation cost, when just computed."""
+        run, meta, nbytes, identity = node.run, node.meta, node.nbytes or 0, node.identity
+        names = [c.meta.name for c in children]
         kept = set(model.stored)
         for c in children:
             if c.accepted or c.decision is Decision.LOAD:
                 kept.add(c.meta.name)
             elif c.materialization is not None:
                 kept.discard(c.meta.name)  # decided in this run: not kept
-        candidate = self._candidate(node, kept, model, names)
+        candidate = self._candidate(node, kept, model, names, recompute)
         verdict = self.policy.decide(candidate, self.ledger.free)
         if verdict.outcome is Materialization.NO_SPACE and self.policy.evicts:
             victims = choose_evictions(
@@ -108,6 +148,7 @@ class MaterializationFlow:
                 verdict = self.policy.decide(candidate, self.ledger.free)
         if verdict.store:
             self.ledger.reserve(identity, nbytes)
+            node.reserved = nbytes
             node.recompute = candidate.recompute_seconds
             node.accepted = True
             node.reason = verdict.reason
@@ -121,18 +162,22 @@ class MaterializationFlow:
         kept: Collection[str],
         model: CostModel,
         names: Collection[str] = (),
+        recompute: float | None = None,
     ) -> Candidate:
-        """``node`` as a candidate, with the task names whose results are kept."""
+        """``node`` as a candidate, with the task names whose results are kept (``recompute``:
+        its recreation cost, walked over its ancestors when not given)."""
         nbytes = node.nbytes or 0
         ts = self.scheduler.tasks.get(node.key)
         return Candidate(
             name=node.meta.name,
             signature=node.identity,
             compute_seconds=node.compute_seconds or 0.0,
-            recompute_seconds=recompute_seconds(node.run, node.key),
+            recompute_seconds=(
+                recompute if recompute is not None else recompute_seconds(node.run, node.key)
+            ),
             nbytes=nbytes,
             load_seconds=model.io.load_seconds(nbytes),
-            is_output=ts is not None and bool(ts.who_wants),
+            is_output=node.key in node.run.outputs or (ts is not None and bool(ts.who_wants)),
             forced=node.meta.materialize,
             reuse_probability=model.read(node.meta.name, names, kept),
             write_seconds=model.io.write_seconds(nbytes),

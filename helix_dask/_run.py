@@ -51,6 +51,8 @@ class NodeProgress:
     """``eff`` is final for this run (children's storage waits for it)."""
     writer: str | None = None
     """Address of the worker writing its accepted result."""
+    reserved: int = 0
+    """Bytes of the budget reserved for its accepted write."""
     _id_waiters: list[asyncio.Future[None]] | None = None
     done: bool = False
     accepted: bool = False
@@ -140,6 +142,8 @@ class Run:
     nodes: dict[str, NodeProgress] = field(default_factory=dict)
     children: dict[str, list[str]] = field(default_factory=dict)
     """Key of each node -> keys of the nodes in this run that take it as an argument."""
+    outputs: frozenset[str] = frozenset()
+    """Keys the client asked for: stored as outputs even when released before their offer."""
     pending: int = 0
     failed: bool = False
     unplanned: bool = False
@@ -199,20 +203,20 @@ class Run:
         """Close the run: its status, the time it saved (never negative) and what it measured."""
         self.finished = time.time()
         self.status = status
-        for n in self.nodes.values():
+        saved = measured = 0.0
+        for n in self.nodes.values():  # one pass: it runs on the scheduler's event loop
             n.decide()
             if not n.identified:
                 n.identify(n.eff)
-        self.time_saved = sum(
-            max(0.0, n.estimate - (n.load_seconds or 0.0))
-            for n in self.nodes.values()
-            if n.decision in (Decision.LOAD, Decision.PRUNE, Decision.IN_CLUSTER)
-        )
-        self.measured = sum(
-            (n.compute_seconds if n.decision is Decision.COMPUTE else n.load_seconds) or 0.0
-            for n in self.nodes.values()
-            if n.decision in (Decision.COMPUTE, Decision.LOAD)
-        )
+            d = n.decision
+            if d is Decision.COMPUTE:
+                measured += n.compute_seconds or 0.0
+            elif d is Decision.LOAD:
+                measured += n.load_seconds or 0.0
+                saved += max(0.0, n.estimate - (n.load_seconds or 0.0))
+            elif d is Decision.PRUNE or d is Decision.IN_CLUSTER:
+                saved += max(0.0, n.estimate - (n.load_seconds or 0.0))
+        self.time_saved, self.measured = saved, measured
         if self._done is not None:
             self._done.set()
 

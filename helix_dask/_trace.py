@@ -158,6 +158,9 @@ class NodeCall:
         return f"NodeCall({self.key!r})"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from .worker_plugin import wait_for_room  # imported by then wherever a worker runs
+
+        wait_for_room(self.key)  # write back-pressure: the worker's writes come first
         if self.code and (old := _outdated(self.func, self.code)):
             with _traces_lock:
                 _outdated_keys[self.key] = old

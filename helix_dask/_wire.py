@@ -44,11 +44,15 @@ class NodeMeta:
 
     @classmethod
     def from_annotation(cls, ann: Mapping[str, Any]) -> NodeMeta:
-        known = {f.name for f in fields(cls)}
+        known = _FIELDS
         d = {k: v for k, v in ann.items() if k in known}
         d["parents"] = tuple(d["parents"])
         d["covers"] = tuple(d.get("covers", ()))
         return cls(**d)
+
+
+_FIELDS = frozenset(f.name for f in fields(NodeMeta))
+"""Read once: ``dataclasses.fields`` per node cost more than the rest of decoding it."""
 
 
 def with_message(graph: HighLevelGraph, key: str, message: str) -> HighLevelGraph:

@@ -103,6 +103,43 @@ class Stored:
     density: float
 
 
+@dataclass(frozen=True, slots=True)
+class StorageLimits:
+    """What a worker may decide about a result alone, told by the scheduler plugin: the
+    policy, the budget and the bytes free when it last heard.
+
+    A result that no verdict could store (see :meth:`never`) is decided where it finished, so
+    the worker releases it as plain Dask would instead of holding it for an answer. ``free``
+    is only ever a hint: the scheduler reserves every byte it accepts.
+    """
+
+    policy: str
+    evicts: bool
+    budget: int
+    free: int
+
+    def never(self, nbytes: int, materialize: bool | None, deterministic: bool) -> Verdict | None:
+        """The verdict of a result no policy decision can store, else None (ask)."""
+        if not deterministic:
+            return Verdict(Materialization.SKIPPED, "task is not deterministic")
+        if self.policy == "none":
+            return Verdict(Materialization.SKIPPED, "policy 'none' stores nothing")
+        if materialize is False:
+            return Verdict(Materialization.SKIPPED, "task declared materialize=False")
+        if nbytes > self.budget:
+            return Verdict(
+                Materialization.NO_SPACE,
+                f"{nbytes} bytes exceed the whole budget of {self.budget} bytes",
+            )
+        if not self.evicts and nbytes > self.free:
+            return Verdict(
+                Materialization.NO_SPACE,
+                f"{format_bytes(nbytes)} does not fit the {format_bytes(max(self.free, 0))} "
+                "left in the budget",
+            )
+        return None
+
+
 def _guards(c: Candidate, free_bytes: int) -> Verdict | None:
     """Rules every policy shares: opt-out first, then the budget, then opt-in and outputs."""
     if c.forced is False:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import logging
 import sqlite3
@@ -39,10 +40,10 @@ from ._trace import DIST, effective_signature
 from ._wire import ANNOTATION, NodeMeta
 from .catalog import ArtifactRow, CatalogWriter
 from .costs import CostModel, compute_seconds
-from .materializer import Stored, choose_evictions
+from .materializer import StorageLimits, Stored, Verdict, choose_evictions
 from .planning import plan_update
 from .rewrite import rewrite
-from .worker_plugin import HelixWorkerPlugin
+from .worker_plugin import OFFER, VERDICT, WRITTEN, HelixWorkerPlugin
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler, TaskState
@@ -106,10 +107,13 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         )
         self._unrecorded = itertools.count(-1, -1)
         """Provisional ids of versions the catalog could not record when they were planned."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Offers and write reports come on the workers' streams: routed to whichever helix
+        # plugin is installed when they arrive (an unknown op would close the stream).
+        scheduler.stream_handlers[OFFER] = functools.partial(_route, scheduler, "handle_offer")
+        scheduler.stream_handlers[WRITTEN] = functools.partial(_route, scheduler, "handle_written")
         scheduler.handlers.update(
             {
-                "helix_offer": self.handle_offer,
-                "helix_written": self.handle_written,
                 "helix_run": self.handle_run,
                 "helix_info": self.handle_info,
                 "helix_settings": self.handle_settings,
@@ -127,7 +131,10 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         """Key of a helix result on the cluster -> the node (of whichever run) that computed
         or loaded it: where its effective signature is settled."""
         await scheduler.register_worker_plugin(
-            None, dumps(HelixWorkerPlugin(self.store)), name=PLUGIN_NAME, idempotent=False
+            None,
+            dumps(HelixWorkerPlugin(self.store, StorageLimits(*self.limits()))),
+            name=PLUGIN_NAME,
+            idempotent=False,
         )
         logger.info(
             "helix store %s, budget %d bytes, policy %s", self.store, self.budget, self.policy_name
@@ -188,6 +195,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         if not helix:
             return
         run = Run(0, self.workflow, _message(helix, keys), None)
+        run.outputs = frozenset(map(str, keys))
         planned = self._plan(helix, keys, self._digests.pop(client, {}), stimulus_id)
         if planned is not None:
             _fill(run, helix, planned.decisions, planned.estimates, planned.identities)
@@ -302,14 +310,14 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         through the write queue (under a new id) when it was not recorded already."""
         version = planned.version if recorded else next(self._unrecorded)
         run = Run(version, planned.workflow, planned.message, None)
-        run.unplanned = True
+        run.outputs, run.unplanned = planned.outputs, True
         decisions = {
             k: Decision.COMPUTE if f else Decision.IN_CLUSTER for k, f in _fresh(helix).items()
         }
         _fill(run, helix, decisions, {}, {})
         if recorded:
-            records = [n.record() for n in run.nodes.values()]
-            self.writer.submit(lambda c: c.record_nodes(run.version, records))
+            nodes = list(run.nodes.values())  # their records are built on the writer thread
+            self.writer.submit(lambda c: c.record_nodes(run.version, [n.record() for n in nodes]))
         else:
             self.writer.submit(_begin(run, keys, helix.values(), self.owner))
         return run
@@ -355,7 +363,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
 
     # -- materialization (called by the worker twin) --------------------------------------------
 
-    async def handle_offer(
+    def handle_offer(
         self,
         key: str,
         signature: str,
@@ -366,49 +374,80 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         traced: list[str] | None = None,
         worker: str | None = None,
         outdated: str | None = None,
+        offer: int | None = None,
+        skip: list[str] | None = None,
         **extra: Any,
-    ) -> dict[str, Any]:
-        """A worker finished a helix task: settle its effective signature, then decide
-        whether it stores the result (see :class:`~helix_dask._flow.MaterializationFlow`).
+    ) -> None:
+        """A worker finished a helix task (a stream message): settle its effective signature,
+        then decide whether it stores the result (see
+        :class:`~helix_dask._flow.MaterializationFlow`) and, when the worker holds it
+        (``offer``: its id there), send the verdict back.
 
         ``requires``: what the result required beyond its static signature (dependency ->
         digest where it ran; None: could not be told, so it is never stored); ``traced``: the
-        dependencies a trace of its code found (None: not traced). Unknown keyword arguments
-        (fields a newer worker sends) are accepted and ignored. ``outdated``: project code the
-        worker ran in another version than the client signed (its result is not stored)."""
+        dependencies a trace of its code found (None: not traced); ``outdated``: project code
+        the worker ran in another version than the client signed (its result is not stored);
+        ``skip``: the outcome and reason of a result the worker did not keep (it could never be
+        stored). Unknown keyword arguments (fields a newer worker sends) are accepted and
+        ignored."""
         node = self.book.offered(key, signature)
         if node is None:
-            return {"store": False}
+            self._answer(worker, offer)
+            return
         node.compute_seconds = compute_seconds
         node.nbytes = nbytes
         node.metrics = metrics
-        why = await self._identify(node, requires)
-        if outdated:
+        skipped = Verdict(Materialization(skip[0]), skip[1]) if skip else None
+        found = _Found(requires, traced, worker, outdated)
+        if self._waiting_parents(node):
+            self._spawn(self._offer_later(node, found, offer, skipped))
+        else:
+            why = self._found(node, self._identify(node, requires), found)
+            self._decide(node, why, worker, offer, skipped)
+
+    async def _offer_later(
+        self, node: NodeProgress, found: _Found, offer: int | None, skipped: Verdict | None
+    ) -> None:
+        """The rest of an offer whose parents' identities are still on their way."""
+        try:
+            for source in self._waiting_parents(node):
+                await asyncio.wait_for(source.wait_identified(), CHILDREN_TIMEOUT)
+        except TimeoutError:
+            node.identify(None)
+            why = "its inputs were not identified in time"
+        else:
+            why = self._identify(node, found.requires)
+        self._decide(node, self._found(node, why, found), found.worker, offer, skipped)
+
+    def _found(self, node: NodeProgress, why: str, found: _Found) -> str:
+        """Record what an identified node required where it ran (the requirements of its code,
+        read by later plans, whether or not its result is stored); the reason its result
+        cannot be stored, or ''."""
+        if found.outdated:
             why = (
-                f"worker {worker} ran {outdated} in another version than the client signed "
-                "(a module loaded before it was edited); restart the workers"
+                f"worker {found.worker} ran {found.outdated} in another version than the client "
+                "signed (a module loaded before it was edited); restart the workers"
             )
+        requires, traced = found.requires, found.traced
         if requires is not None and node.meta.deterministic:
-            code, eff = node.meta.code, node.eff
+            signature, code, eff = node.meta.signature, node.meta.code, node.eff
             self.writer.submit(
                 lambda c: c.record_requirements(signature, requires, code, traced, eff)
             )
-        if why:
-            verdict_outcome, reason = Materialization.SKIPPED, why
-        else:
-            verdict = await self.flow.decide(node)
-            if verdict.store:
-                node.writer = worker
-                return {"store": True, "reserved": nbytes, "signature": node.identity}
-            verdict_outcome, reason = verdict.outcome, verdict.reason
-        if not node.done:
-            self._settle(node, verdict_outcome, reason)
-        return {"store": False}
+        return why
 
-    async def _identify(self, node: NodeProgress, requires: Mapping[str, str] | None) -> str:
+    def _waiting_parents(self, node: NodeProgress) -> list[NodeProgress]:
+        """The parents whose effective signature is not settled yet."""
+        out = []
+        for p in node.meta.parents:
+            source = self._producers.get(p) or node.run.nodes.get(p)
+            if source is not None and not source.identified:
+                out.append(source)
+        return out
+
+    def _identify(self, node: NodeProgress, requires: Mapping[str, str] | None) -> str:
         """Settle a computed node's effective signature from what it required and its
-        parents' (waiting for parents whose offers are still on their way); the reason its
-        result cannot be stored, or ''."""
+        parents' (all settled by now); the reason its result cannot be stored, or ''."""
         eff: str | None = None
         try:
             if not node.meta.deterministic:
@@ -417,19 +456,64 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             parents = []
             for p in node.meta.parents:
                 source = self._producers.get(p) or node.run.nodes.get(p)
-                if source is not None and not source.identified:
-                    await asyncio.wait_for(source.wait_identified(), CHILDREN_TIMEOUT)
-                if source is None or source.eff is None:
+                if source is None or source.eff is None or not source.identified:
                     return f"input {p} could not be verified"
                 parents.append((source.meta.signature, source.eff))
             if requires is None:
                 return "what it required at run time could not be digested"
             eff = effective_signature(node.meta.signature, requires, parents)
             return ""
-        except TimeoutError:
-            return "its inputs were not identified in time"
         finally:
             node.identify(eff)
+
+    def _decide(
+        self,
+        node: NodeProgress,
+        why: str,
+        worker: str | None,
+        offer: int | None,
+        skipped: Verdict | None,
+    ) -> None:
+        """Decide an identified node's storage now, or once its children are decided."""
+        if why:
+            verdict: Verdict | None = Verdict(Materialization.SKIPPED, why)
+        else:
+            verdict = self.flow.decide_now(node, skipped if offer is None else None)
+        if verdict is None:
+            self._spawn(self._decide_later(node, worker, offer))
+        else:
+            self._conclude(node, verdict, worker, offer)
+
+    async def _decide_later(self, node: NodeProgress, worker: str | None, offer: int | None):
+        self._conclude(node, await self.flow.decide_later(node), worker, offer)
+
+    def _conclude(
+        self, node: NodeProgress, verdict: Verdict, worker: str | None, offer: int | None
+    ) -> None:
+        if verdict.store:
+            node.writer = worker
+            self._answer(worker, offer, store=True, reserved=node.reserved, signature=node.identity)
+            return
+        if not node.done:
+            self._settle(node, verdict.outcome, verdict.reason)
+        self._answer(worker, offer)
+
+    def _answer(self, worker: str | None, offer: int | None, **answer: Any) -> None:
+        """Send a held result's verdict to its worker, with the limits it may decide alone."""
+        if offer is None or worker is None:
+            return
+        comm = self.scheduler.stream_comms.get(worker)
+        if comm is not None:
+            comm.send({"op": VERDICT, "offer": offer, "limits": self.limits(), **answer})
+
+    def limits(self) -> list[Any]:
+        """The :class:`~helix_dask.materializer.StorageLimits` workers decide alone with."""
+        return [self.policy_name, self.policy.evicts, self.budget, self.ledger.free]
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _ask_traces(
         self,
@@ -476,12 +560,19 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         kind: str = "",
         nbytes: int = 0,
         seconds: float = 0.0,
+        let_go: bool = False,
         **extra: Any,
     ) -> None:
-        """A worker finished (or failed) writing an artifact: commit it to the ledger and the
-        catalog, or say why not."""
+        """A worker finished (or failed) writing an artifact (a stream message): commit it to
+        the ledger and the catalog, or say why not. ``let_go``: the worker no longer held the
+        result when its verdict came (Dask had released it; see ``helix.worker-hold``)."""
         self.ledger.release(signature, reserved)
         node = self.book.writing.pop(signature, None)
+        if let_go:
+            logger.info("helix did not store %s: %s", key, error)
+            if node is not None:
+                self._settle(node, Materialization.SKIPPED, error)
+            return
         if not ok:
             logger.warning("helix could not store %s: %s", key, error)
             if node is not None:
@@ -521,7 +612,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         lost = [(s, n) for s, n in self.book.writing.items() if n.writer == worker]
         for signature, node in lost:
             self.book.writing.pop(signature, None)
-            self.ledger.release(signature, node.nbytes or 0)
+            self.ledger.release(signature, node.reserved)
             logger.warning(
                 "helix lost the write of %s: worker %s left before committing it",
                 node.key,
@@ -638,11 +729,12 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             )
         run.finish(status)
         self.book.close(run)
-        records = [n.record() for n in run.nodes.values()]
+        nodes = list(run.nodes.values())
         events = list(run.events)
 
         def write(c: CatalogWriter) -> None:
             # run.version is read here: an unrecorded run gets its id when its row is written.
+            records = [n.record() for n in nodes]  # on the writer thread, off the event loop
             c.update_measurements(run.version, records)
             c.record_events(dataclasses.replace(e, version=run.version) for e in events)
             c.finish_version(run.version, str(status), run.time_saved, run.measured)
@@ -717,6 +809,28 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         return out
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Found:
+    """What an offer says its result required where it ran (see ``handle_offer``)."""
+
+    requires: Mapping[str, str] | None
+    traced: list[str] | None
+    worker: str | None
+    outdated: str | None
+
+
+def _route(scheduler: Scheduler, handler: str, **msg: Any) -> None:
+    """Hand a worker's stream message to the helix plugin; without one, let a held result go."""
+    plugin = scheduler.plugins.get(PLUGIN_NAME)
+    method = getattr(plugin, handler, None)
+    if method is not None:
+        method(**msg)
+    elif msg.get("offer") is not None and msg.get("worker") in scheduler.stream_comms:
+        scheduler.stream_comms[msg["worker"]].send(
+            {"op": VERDICT, "offer": msg["offer"], "store": False}
+        )
+
+
 def _ask_trace(ts: TaskState, deps: list[str] | None) -> None:
     """Tell the worker to trace a node whose code was never traced (``deps`` None), else which
     dependencies earlier traces of its code found (to digest where it runs)."""
@@ -778,10 +892,11 @@ def _begin(
     """The catalog writes of a new version: its row (``run.version`` becomes the id the
     catalog gives it), its code and its planned nodes."""
     codes = {m.code: m for _, m in metas if m.code}
-    records = [n.record() for n in run.nodes.values()]
+    nodes = list(run.nodes.values())
     outputs = sorted(map(str, keys))
 
     def write(c: CatalogWriter) -> None:
+        records = [n.record() for n in nodes]
         run.version = c.begin_version(
             run.workflow,
             run.message,

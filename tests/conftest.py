@@ -6,6 +6,7 @@ import importlib
 import os
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,6 +20,10 @@ from distributed import Client, LocalCluster
 import helix_dask as hx
 
 CALL_LOG = "HELIX_TEST_CALL_LOG"
+weak_results: list = []
+"""Weak references to results made by tasks on worker threads (whether anything keeps them)."""
+task_gate = threading.Event()
+"""Set by a test to let a task it holds up on a worker thread of this process finish."""
 
 
 def log_call(name: str) -> None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
+import weakref
+from collections.abc import Callable
 
+import conftest
 import dask
+import dask.sizeof
 import numpy as np
 import pytest
 from conftest import helix_client, log_call
@@ -165,3 +171,146 @@ def test_a_result_is_decided_after_its_children_so_the_deeper_one_counts_the_wor
     # The features are judged knowing that `summary` is stored: read only if it changes.
     (event,) = [e for e in run.events if e.name == "slow_features"]
     assert event.kind == "skipped" and "p(reuse)=0.25" in event.reason, event.reason
+
+
+class Blob:
+    """An object result that a weak reference can follow (arrays' buffers outlive views)."""
+
+    def __init__(self, n: int) -> None:
+        self.data = bytes(n)
+
+
+dask.sizeof.sizeof.register(Blob)(lambda b: len(b.data))
+
+
+@hx.task(untracked=("weak_results",))
+def blob(n: int) -> Blob:
+    b = Blob(n)
+    conftest.weak_results.append(weakref.ref(b))  # a module shared with the worker threads
+    return b
+
+
+@hx.task
+def blob_size(b: Blob) -> int:
+    return len(b.data)
+
+
+def test_a_result_too_large_to_store_is_released_once_its_consumers_ran(threads_cluster, tmp_path):
+    with helix_client(threads_cluster, tmp_path / "store", budget="1 MiB") as c:
+        big = blob(4 << 20)
+        assert blob_size(big).compute() == 4 << 20
+        run = hx.last_run(c)
+        assert run.node("blob").materialization is Materialization.NO_SPACE
+        assert "exceed the whole budget" in run.node("blob").reason
+
+        def held(dask_worker) -> bool:
+            return big.key in dask_worker.data
+
+        deadline = time.monotonic() + 10
+        while any(c.run(held).values()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not any(c.run(held).values())
+        gc.collect()
+        assert (
+            conftest.weak_results[-1]() is None
+        )  # neither the worker nor its helix plugin keeps it
+
+
+def _tracked_blob(n: int) -> Blob:
+    b = Blob(n)
+    conftest.weak_results.append(weakref.ref(b))
+    return b
+
+
+@hx.task(untracked=("weak_results",))
+def costly_blob(seed: int) -> Blob:
+    time.sleep(0.6)
+    return _tracked_blob(100_000 + seed)
+
+
+@hx.task(untracked=("weak_results",))
+def costly_step(b: Blob) -> Blob:
+    time.sleep(0.35)
+    return _tracked_blob(150_000)
+
+
+@hx.task(untracked=("task_gate",))
+def gated_size(b: Blob) -> int:
+    assert conftest.task_gate.wait(60), "the test never let the task finish"
+    return len(b.data)
+
+
+def _poll(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.02)
+
+
+def test_a_result_awaiting_its_verdict_is_let_go_when_dask_releases_it(threads_cluster, tmp_path):
+    # At 1 MB/s each result is worth a write unless its child is stored (as in the test above),
+    # so each decision waits for its child's: `costly_blob` still awaits its verdict when
+    # `costly_step` finishes and Dask releases it, while `gated_size` is held up. With
+    # helix.worker-hold 0 the worker keeps nothing Dask released.
+    conftest.task_gate.clear()
+    with (
+        dask.config.set({"helix.read-bandwidth": "1MB", "helix.worker-hold": 0}),
+        helix_client(threads_cluster, tmp_path / "store") as c,
+    ):
+        made = len(conftest.weak_results)
+        future = c.compute(gated_size(costly_step(costly_blob(1))))
+        _poll(lambda: len(conftest.weak_results) >= made + 2, "both blobs made")
+        first_ref = conftest.weak_results[made]
+
+        def gone() -> bool:
+            gc.collect()
+            return first_ref() is None
+
+        _poll(gone, "the first blob let go while its grandchild still runs")
+        conftest.task_gate.set()
+        assert future.result() == 150_000
+        del future
+        run = hx.last_run(c)
+        # Worth storing once `costly_step` was not, but no longer held when that was decided.
+        node = run.node("costly_blob")
+        assert node.materialization is Materialization.SKIPPED, node.reason
+        assert "helix.worker-hold" in node.reason, node.reason
+
+
+def test_helix_tasks_wait_for_writes_of_released_results_beyond_the_worker_hold(
+    threads_cluster, tmp_path, monkeypatch
+):
+    # Write back-pressure: the write of `first` is held up; once Dask released it, the worker
+    # keeps more than helix.worker-hold (0), so the next helix task waits for the write.
+    from helix_dask.store import ZarrArtifactStore
+
+    writing, write_done = threading.Event(), threading.Event()
+    put = ZarrArtifactStore.put
+
+    def slow_put(self, signature, value, **kwargs):
+        if isinstance(value, Blob) and len(value.data) == 100_001 and not writing.is_set():
+            writing.set()
+            assert write_done.wait(60), "the test never let the write finish"
+        return put(self, signature, value, **kwargs)
+
+    monkeypatch.setattr(ZarrArtifactStore, "put", slow_put)
+    conftest.task_gate.set()
+    with (
+        dask.config.set({"helix.worker-hold": 0}),
+        helix_client(threads_cluster, tmp_path / "store", policy="all") as c,
+    ):
+        worker = next(iter(c.scheduler_info()["workers"]))
+        future = c.compute(gated_size(costly_step(costly_blob(1))), workers=[worker])
+
+        def waiting(dask_worker) -> int:
+            return dask_worker.plugins["helix"].waiting
+
+        _poll(
+            lambda: writing.is_set() and c.run(waiting, workers=[worker])[worker] > 0,
+            "a helix task waiting for the write",
+        )
+        write_done.set()
+        assert future.result() == 150_000
+        del future
+        run = hx.last_run(c)
+        assert run.stored == ["costly_blob", "costly_step", "gated_size"]

@@ -389,3 +389,37 @@ def test_data_files_read_by_path_are_verified_before_reuse(tmp_path, mode):
     value, computed = run()
     assert (value, {"count_parts", "total"} <= set(computed)) == (13.0, True)
     assert run() == (13.0, [])
+
+
+def test_a_result_the_worker_lets_go_unstored_still_records_what_it_required(
+    threads_cluster, tmp_path, module_factory
+):
+    # Larger than the whole budget, the result is decided on the worker and never held; its
+    # trace still tells later plans what the code reaches at run time.
+    from conftest import helix_client
+
+    import helix_dask as hx
+
+    module_factory("unstored_helper", "def factor():\n    return 3\n")
+    mod = module_factory(
+        "unstored_task",
+        """
+        import importlib
+
+        import numpy as np
+
+        import helix_dask as hx
+
+        @hx.task
+        def scaled(n, helper):
+            return np.full(n, importlib.import_module(helper).factor())
+        """,
+    )
+    store = tmp_path / "store"
+    with helix_client(threads_cluster, store, budget="1 KiB", policy="all") as c:
+        assert mod.scaled(1 << 14, "unstored_helper").compute().sum() == 3 << 14
+        node = hx.last_run(c).node("scaled")
+        assert node.materialization is hx.Materialization.NO_SPACE
+        assert "exceed the whole budget" in node.reason
+    (requires,) = hx.Catalog(store).requirements([node.signature]).values()
+    assert any("unstored_helper" in dep for dep in requires), requires
