@@ -30,7 +30,7 @@ DEFAULTS: dict[str, object] = {
     "trace": "new-code",
     "redact": "secrets",
     "catalog-timeout": 2.0,
-    "worker-hold": "64 MiB",
+    "worker-hold": "10%",
 }
 """Every setting's default; ``helix.yaml`` documents them and must agree (a test checks)."""
 

@@ -190,7 +190,7 @@ class HelixWorkerPlugin(WorkerPlugin):
             return
         held.released = True
         with self._room:
-            if held.offer is not None and self._beyond + held.nbytes > _hold_limit():
+            if held.offer is not None and self._beyond + held.nbytes > self.hold_limit():
                 # Awaiting a verdict: let it go as plain Dask would; the verdict is answered.
                 self._keeping.pop(key, None)
                 held.value = None
@@ -215,7 +215,7 @@ class HelixWorkerPlugin(WorkerPlugin):
         most, then the task runs anyway)."""
         if not self._beyond:  # the common case: nothing released is kept (no lock, no config)
             return
-        limit = _hold_limit()
+        limit = self.hold_limit()
         with self._room:
             if self._beyond <= limit or self.closing:
                 return
@@ -226,6 +226,11 @@ class HelixWorkerPlugin(WorkerPlugin):
             finally:
                 self.waiting -= 1
             self._waited[key] = time.perf_counter() - t0
+
+    def hold_limit(self) -> int:
+        """``helix.worker-hold`` in bytes on this worker, read at call time."""
+        manager = getattr(self.worker, "memory_manager", None)
+        return hold_limit(_config.get("worker-hold"), getattr(manager, "memory_limit", None))
 
     @property
     def beyond(self) -> int:
@@ -248,7 +253,7 @@ class HelixWorkerPlugin(WorkerPlugin):
             "reserved": answer["reserved"],
         }
         if held.value is None:  # released before its verdict, and let go
-            hold = format_bytes(_hold_limit())
+            hold = format_bytes(self.hold_limit())
             self.worker.batched_send(
                 {
                     **report,
@@ -304,9 +309,20 @@ WRITE_WAIT = 60.0
 """Seconds a helix task waits at most for the worker's writes before it runs anyway."""
 
 
-def _hold_limit() -> int:
-    """``helix.worker-hold`` in bytes, read at call time."""
-    return _config.parse_size(_config.get("worker-hold"))
+def hold_limit(setting: object, memory_limit: int | None) -> int:
+    """``helix.worker-hold`` in bytes: a size, or a percentage of the worker's memory limit
+    (of the machine's memory when the worker has none)."""
+    text = str(setting).strip()
+    if not text.endswith("%"):
+        return _config.parse_size(setting)
+    total = memory_limit or _machine_memory()
+    return int(float(text[:-1]) / 100 * total)
+
+
+def _machine_memory() -> int:
+    from distributed.system import MEMORY_LIMIT
+
+    return int(MEMORY_LIMIT)
 
 
 def wait_for_room(key: str) -> None:
