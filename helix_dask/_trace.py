@@ -14,16 +14,14 @@ verifying traces, Bazel). Requirements and parents' verified identities fold int
 looked up; for a node with no requirement and plain parents it is the static signature.
 
 Cost model: tracing slows pure-Python code while it runs (Python 3.11 has no cheap per-code
-monitoring; the C profiler used here costs about one extra run's time on call-heavy code, a
-Python profile function two to three), so a task's code is traced the first time it computes
-and its requirement set is reused by later computes of the same code; loads are never traced.
+monitoring: a profile function costs two to three extra runs' time on call-heavy code), so a
+task's code is traced the first time it computes and its requirement set is reused by later
+computes of the same code; loads are never traced.
 """
 
 from __future__ import annotations
 
-import cProfile
 import functools
-import gc
 import importlib
 import importlib.metadata
 import logging
@@ -42,6 +40,9 @@ logger = logging.getLogger("helix_dask.signature")
 DIST = "dist:"
 """Prefix of a library dependency id: ``dist:<distribution name>``, its digest the version."""
 
+
+UNTRACEABLE = "untraceable:"
+"""Stands in a trace that could not be taken (a C profiler held the thread): never stored."""
 
 Scopes = dict[str, Mapping[str, Any]]
 """Dependency id -> the globals its code ran with (to resolve it where it ran)."""
@@ -169,27 +170,19 @@ class NodeCall:
         return self.traced(args, kwargs)
 
     def traced(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Call the function and keep the dependencies it ran (:func:`take_trace`). A C
-        profiler records the code objects (about 2x faster than a Python profile function);
-        when another profile function is set, a Python one records them and calls it too."""
-        if sys.getprofile() is not None:  # a profiler of the user's: trace alongside it
-            return self._call_chained(args, kwargs)
-        profiler = cProfile.Profile(builtins=False)
-        with FileReads(args, kwargs) as files:
-            profiler.enable()
-            try:
-                result = self.func(*args, **kwargs)
-            finally:
-                profiler.disable()
-        deps = {**dependencies(_scopes(_ran(profiler.getstats()))), **files.dependencies()}
-        with _traces_lock:
-            _traces[self.key] = deps
-        return result
+        """Call the function and keep the dependencies it ran (:func:`take_trace`): a profile
+        function records every code object that starts running (chained to a profile function
+        already set); the files it reads are recorded too (:mod:`helix_dask._file_reads`).
 
-    def _call_chained(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """The trace through a Python profile function that calls the one already set."""
-        seen: dict[types.CodeType, Mapping[str, Any]] = {}
+        A C profiler already active in this thread (``cProfile``) cannot be chained: the call
+        runs untraced and its result is marked :data:`UNTRACEABLE` (never stored)."""
         previous = sys.getprofile()
+        if previous is not None and not callable(previous):
+            result = self.func(*args, **kwargs)
+            with _traces_lock:
+                _traces[self.key] = {UNTRACEABLE: {}}
+            return result
+        seen: dict[types.CodeType, Mapping[str, Any]] = {}
         importing = [0]  # depth of imports running: what they run depends on the process
 
         def record(frame: types.FrameType, event: str, arg: Any) -> None:
@@ -211,88 +204,6 @@ class NodeCall:
         with _traces_lock:
             _traces[self.key] = deps
         return result
-
-
-def _ran(stats: Iterable[Any]) -> set[types.CodeType]:
-    """The code objects a profile saw run outside imports. Code called only from an import's
-    first execution of a module (or from code only that calls) is left out: what it runs
-    depends on what the process imported before."""
-    callers: dict[types.CodeType, set[types.CodeType]] = {}
-    for entry in stats:
-        if isinstance(entry.code, types.CodeType):
-            callers.setdefault(entry.code, set())
-            for sub in entry.calls or ():
-                if isinstance(sub.code, types.CodeType):
-                    callers.setdefault(sub.code, set()).add(entry.code)
-    imported = {code for code, by in callers.items() if _IMPORT_CODE in by}
-    callees: dict[types.CodeType, list[types.CodeType]] = {}
-    for code, by in callers.items():
-        for caller in by:
-            callees.setdefault(caller, []).append(code)
-    todo = list(imported)
-    while todo:  # everything an import reached, then drop what other code calls too
-        for code in callees.get(todo.pop(), ()):
-            if code not in imported:
-                imported.add(code)
-                todo.append(code)
-    changed = True
-    while changed:
-        changed = False
-        for code in list(imported):
-            if any(c is not _IMPORT_CODE and c not in imported for c in callers[code]):
-                imported.discard(code)
-                changed = True
-    return {code for code in callers if code not in imported and code is not _IMPORT_CODE}
-
-
-def _scopes(codes: Iterable[types.CodeType]) -> dict[types.CodeType, Mapping[str, Any]]:
-    """The globals each code object ran with: its module's namespace, found by file name, or
-    else (code defined by value, e.g. in a script's ``__main__`` and pickled to the worker) the
-    globals of the function object holding it or the one it is nested in."""
-    by_file = _module_files()
-    out: dict[types.CodeType, Mapping[str, Any]] = {}
-    unknown: list[types.CodeType] = []
-    for code in codes:
-        namespace = by_file.get(code.co_filename)
-        if namespace is None and code.co_filename.startswith("<frozen "):
-            module = sys.modules.get(code.co_filename[len("<frozen ") : -1])
-            namespace = getattr(module, "__dict__", None)
-        if namespace is not None:
-            out[code] = namespace
-        else:
-            unknown.append(code)
-    if unknown:
-        owners: dict[types.CodeType, Mapping[str, Any]] = {}
-        for ref in gc.get_referrers(*unknown):
-            if isinstance(ref, types.FunctionType):
-                _nested_scopes(ref.__code__, ref.__globals__, owners)
-        for code in unknown:
-            if code in owners:
-                out[code] = owners[code]
-    return out
-
-
-def _nested_scopes(
-    code: types.CodeType, scope: Mapping[str, Any], into: dict[types.CodeType, Mapping[str, Any]]
-) -> None:
-    """``code`` and the code nested in it (comprehensions, local functions and classes) ran
-    with ``scope``."""
-    if code in into:
-        return
-    into[code] = scope
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            _nested_scopes(const, scope, into)
-
-
-def _module_files() -> dict[str, Mapping[str, Any]]:
-    """Source file name -> namespace of every module loaded from a file."""
-    out: dict[str, Mapping[str, Any]] = {}
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
-        if isinstance(path, str):
-            out.setdefault(path, vars(module))
-    return out
 
 
 def _wants_trace(key: str) -> bool:

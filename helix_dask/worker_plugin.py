@@ -20,7 +20,7 @@ from . import _config
 from ._errors import HelixStoreError
 from ._events import Materialization
 from ._keys import withdraw_key
-from ._trace import Scopes, covered, requirement_digests, take_outdated, take_trace
+from ._trace import UNTRACEABLE, Scopes, covered, requirement_digests, take_outdated, take_trace
 from ._wire import ANNOTATION
 from .costs import compute_seconds
 from .materializer import StorageLimits
@@ -362,6 +362,8 @@ async def _requirements(
 ) -> tuple[dict[str, str] | None, list[str] | None]:
     """What a node's result required beyond its static signature, with digests taken here
     (where the code ran), and the dependencies its trace found (``None``: not traced)."""
+    if trace is not None and UNTRACEABLE in trace:
+        return None, None  # what it ran is unknown: never stored
     if trace is None:
         deps: Scopes | dict[str, None] = dict.fromkeys(ann.get("deps") or ())
     else:

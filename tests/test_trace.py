@@ -1,9 +1,9 @@
-"""The trace of a task's run: which code ran, whichever profiler records it.
+"""The trace of a task's run: which code ran and which files it read.
 
-A C profiler records the code objects when nothing else profiles the thread; a Python profile
-function, chained to the one already set, does otherwise. Both must find the same dependencies:
-code reached at run time (recursion, comprehensions, generators, code defined by value outside
-any module), and leave out what only an import's first execution of a module ran.
+A profile function records the code objects, chained to one already set; it must find code
+reached at run time (recursion, comprehensions, generators, code defined by value outside any
+module) and leave out what only an import's first execution of a module ran. A C profiler
+already holding the thread cannot be chained: the result is marked untraceable.
 """
 
 from __future__ import annotations
@@ -76,14 +76,14 @@ def _trace(func: Callable[..., Any], *args: Any) -> dict[str, Any]:
     return deps
 
 
-def test_both_profilers_find_the_code_that_ran_and_not_what_an_import_ran(tmp_path, monkeypatch):
+def test_the_trace_finds_the_code_that_ran_and_not_what_an_import_ran(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     scope = _by_value()
-    fast = _trace(scope["task"], 3, _fresh_module(tmp_path, f"m_{uuid.uuid4().hex}"))
+    alone = _trace(scope["task"], 3, _fresh_module(tmp_path, f"m_{uuid.uuid4().hex}"))
     with _other_profiler() as events:
         chained = _trace(scope["task"], 3, _fresh_module(tmp_path, f"m_{uuid.uuid4().hex}"))
     assert events, "the profile function already set keeps receiving events"
-    project = {d for d in fast if not d.startswith("dist:")}
+    project = {d for d in alone if not d.startswith("dist:")}
     assert project == {
         "__main__.task",
         "__main__.task.<locals>.<listcomp>",
@@ -92,10 +92,10 @@ def test_both_profilers_find_the_code_that_ran_and_not_what_an_import_ran(tmp_pa
         "__main__.gen",
         "__main__.Scaler.apply",
     }
-    assert set(fast) == set(chained)
-    assert not any("body_only" in d for d in fast)
+    assert set(alone) == set(chained)
+    assert not any("body_only" in d for d in alone)
     # Each dependency resolves in the globals the code ran with.
-    assert all(fast[d] is scope for d in project)
+    assert all(alone[d] is scope for d in project)
 
 
 def _reads(path: str, listed: str) -> int:
@@ -134,3 +134,19 @@ def test_files_passed_as_hx_file_are_covered_by_the_signature(tmp_path):
 
     deps = _trace(reads, hx.File(data))
     assert not any(d.startswith("file:") for d in deps)
+
+
+def test_a_c_profiler_holding_the_thread_makes_the_result_untraceable():
+    import cProfile
+
+    from helix_dask._trace import UNTRACEABLE
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        key = uuid.uuid4().hex
+        assert NodeCall(lambda x: x + 1, key).traced((1,), {}) == 2
+        assert sys.getprofile() is profiler  # left as it was
+    finally:
+        profiler.disable()
+    assert take_trace(key) == {UNTRACEABLE: {}}
