@@ -22,7 +22,11 @@ import numpy as np
 from scipy import sparse
 from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
-from sklearn.compose._column_transformer import _check_X, _is_empty_column_selection
+from sklearn.compose._column_transformer import (
+    _ERR_MSG_1DCOLUMN,
+    _check_X,
+    _is_empty_column_selection,
+)
 from sklearn.metrics import check_scoring
 from sklearn.metrics._scorer import _BaseScorer, _check_multimetric_scoring, _MultimetricScorer
 from sklearn.model_selection._validation import _score
@@ -383,6 +387,10 @@ def _branch(source: Stage, stages: list[Stage], template: Any, weight: Any) -> _
     )
 
 
+def _one_dim(exc: BaseException | None) -> bool:
+    return isinstance(exc, ValueError) and "Expected 2D array, got 1D array instead" in str(exc)
+
+
 def _first_error(branches: list[tuple[Stage, list[Stage]]]) -> Stage | None:
     """The first failure, column selections before fits (scikit-learn resolves every
     selection before it fits a branch)."""
@@ -423,6 +431,9 @@ def assemble_columns(
         if not is_named(ct.remainder, "drop"):
             names.append("remainder")
         if (error := _first_error(branches)) is not None:
+            exc = error.exception
+            if any(error is s for _, stages in branches for s in stages) and _one_dim(exc):
+                raise ValueError(_ERR_MSG_1DCOLUMN) from exc  # as _call_func_on_transformers
             return error
         by_name = dict(zip(names, branches, strict=True))
         outputs = [

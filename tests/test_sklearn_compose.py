@@ -271,3 +271,18 @@ def test_output_containers_and_column_selectors_count_in_signatures():
         make_column_selector(dtype_include=np.number)
     )
     assert fingerprint_value(numbers) != fingerprint_value(make_column_selector(pattern="^a"))
+
+
+def test_a_one_dimensional_selection_fails_with_scikit_learns_message(threaded_client):
+    X, y = load_wine(return_X_y=True)
+    pipe = Pipeline(
+        [
+            ("ct", ColumnTransformer([("one", StandardScaler(), 0)])),
+            ("clf", LogisticRegression(max_iter=2000)),
+        ]
+    )
+    with pytest.raises(ValueError, match="1D data passed to a transformer") as theirs:
+        sklearn.base.clone(pipe).fit(X, y)
+    with pytest.raises(ValueError, match="1D data passed to a transformer") as ours:
+        fit_pipeline(pipe, X, y).compute()
+    assert str(ours.value) == str(theirs.value)
