@@ -18,6 +18,7 @@ and the diff all name and pair nodes through it.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
@@ -33,9 +34,13 @@ class _Node(Protocol):
     parents: tuple[str, ...]
 
 
+_NODES = re.compile(r"(?:[\[\](), ]|<[^<>]+>)*<[^<>]+>(?:[\[\](), ]|<[^<>]+>)*")
+
+
 def is_upstream(value: str | None) -> bool:
-    """Whether an argument's shown value stands for a parent node (``<featurize>``)."""
-    return value is not None and value.startswith("<") and value.endswith(">")
+    """Whether an argument's shown value stands for parent nodes (``<featurize>``, or a list
+    or tuple of them, ``[<fit_a>, (<b>, [<c>])]``)."""
+    return value is not None and _NODES.fullmatch(value) is not None
 
 
 def own_arguments(n: _Node) -> tuple[tuple[str, str], ...]:

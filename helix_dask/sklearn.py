@@ -4,8 +4,17 @@ A ``Pipeline`` becomes a chain of helix nodes, one per step. A step's node fits 
 training rows the way ``Pipeline.fit`` does (``fit_transform``), transforms the test rows, and
 returns both with the fitted step; it is signed by the step's class (its code when the project
 defines it, scikit-learn's version otherwise), its parameters and the signature of the step
-before it. Nested pipelines are flattened into their steps; a ``ColumnTransformer`` or
-``FeatureUnion`` is one step, fitted by scikit-learn itself.
+before it. Nested pipelines are flattened into their steps. A ``ColumnTransformer`` or
+``FeatureUnion`` is split into its branches: per branch a node selecting its columns
+(``columns_ct.num``) and the nodes of its transformer (``fit_ct.num``, or ``fit_ct.num.scale``
+... when the branch is a pipeline, itself flattened and split), then one node (``fit_ct``)
+assembling the fitted ``ColumnTransformer`` and its output from the branches as its own fit
+does: column callables and ``make_column_selector``, ``remainder``, 'drop' and 'passthrough'
+branches, ``transformer_weights``, ``sparse_threshold`` and ``set_output``. Editing one
+branch's parameters then refits that branch and what follows it, not its siblings. A subclass
+of either, or a scikit-learn without the private helpers that assembly calls, is fitted whole
+as one step (logged at INFO with the reason); so is a last step, which is fitted and scored as
+one. Node names show paths with dots (``fit_outer.inner`` for a nested pipeline's step).
 
 :class:`GridSearchCV` and :class:`RandomizedSearchCV` take the constructor arguments of
 scikit-learn's and expand candidates x splits into such chains: the splits are a node computed
@@ -33,31 +42,37 @@ Examples
 
 from __future__ import annotations
 
+import logging
 import re
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import sklearn
 from sklearn.base import clone, is_classifier
-from sklearn.metrics import check_scoring
-from sklearn.metrics._scorer import _BaseScorer, _check_multimetric_scoring, _MultimetricScorer
+from sklearn.compose import ColumnTransformer
+from sklearn.metrics._scorer import _BaseScorer, _MultimetricScorer
 from sklearn.model_selection import GridSearchCV as _SkGridSearchCV
 from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
 from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
 from sklearn.model_selection._search import BaseSearchCV
 from sklearn.model_selection._split import BaseCrossValidator, BaseShuffleSplit, _RepeatedSplits
-from sklearn.model_selection._validation import _score, _warn_or_raise_about_fit_failures
-from sklearn.pipeline import Pipeline
-from sklearn.utils import _safe_indexing, indexable
+from sklearn.model_selection._validation import _warn_or_raise_about_fit_failures
+from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils import indexable
+from sklearn.utils._set_output import _get_output_config
 
+from . import _sklearn_nodes as _nodes
 from ._errors import HelixConfigError
+from ._sklearn_nodes import Remainder, is_named, steps_of, why_one_step
 from .signature import Hasher, fingerprint_value, register
 from .task import HelixNode, HelixTask, task
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "fit_pipeline"]
+
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,183 +88,6 @@ def _by_state(obj: Any, h: Hasher) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# What flows between nodes
-
-
-@dataclass(frozen=True, slots=True)
-class Stage:
-    """The data at one point of a pipeline for one split: the rows to fit on and to score on."""
-
-    train: Any
-    """Training rows as the steps so far output them when fitted (``fit_transform``)."""
-    test: Any = None
-    """Test rows through the fitted steps so far; None when fitting on all the data."""
-    train_t: Any = None
-    """Training rows through the fitted steps' ``transform``, kept only for train scores."""
-    y_train: Any = None
-    y_test: Any = None
-    fitted: Any = None
-    """The step fitted by this node."""
-    seconds: float = 0.0
-    """Fit time of this step and every step before it."""
-    error: str = ""
-    """The traceback of a failed fit, here or upstream ('' when it succeeded)."""
-    exception: BaseException | None = None
-
-
-# ---------------------------------------------------------------------------------------------
-# Task functions (module level, so workers import them by name)
-
-
-def _data(X: Any, y: Any) -> tuple[Any, Any]:
-    """The search's data as one node, so every split refers to it by signature."""
-    return X, y
-
-
-def _split(cv: Any, data: tuple[Any, Any], groups: Any, n_splits: int) -> list:
-    """The (train, test) indices of every split, as ``BaseSearchCV.fit`` computes them."""
-    X, y = data
-    splits = list(cv.split(X, y, groups))
-    if len(splits) != n_splits:
-        raise ValueError(
-            f"cv.split and cv.get_n_splits return inconsistent results. "
-            f"Expected {n_splits} splits, got {len(splits)}"
-        )
-    return splits
-
-
-def _fold(data: tuple[Any, Any], splits: list, i: int) -> Stage:
-    """The rows of split ``i``."""
-    X, y = data
-    train, test = splits[i]
-    return Stage(
-        train=_safe_indexing(X, train),
-        test=_safe_indexing(X, test),
-        train_t=_safe_indexing(X, train),
-        y_train=None if y is None else _safe_indexing(y, train),
-        y_test=None if y is None else _safe_indexing(y, test),
-    )
-
-
-def _full(data: tuple[Any, Any]) -> Stage:
-    """All the rows, for fitting a pipeline on the whole data (refit)."""
-    X, y = data
-    return Stage(train=X, y_train=y)
-
-
-def _fit_step(estimator: Any, upstream: Stage, rows: Stage, train_scores: bool) -> Stage:
-    """Fit one transforming step as ``Pipeline.fit`` does and transform the test rows."""
-    if upstream.error:
-        return upstream
-    step = clone(estimator)  # never fit an argument in place: a threaded worker may share it
-    start = time.perf_counter()
-    try:
-        if hasattr(step, "fit_transform"):
-            train = step.fit_transform(upstream.train, rows.y_train)
-        else:
-            train = step.fit(upstream.train, rows.y_train).transform(upstream.train)
-    except Exception as exc:  # recorded as scikit-learn's _fit_and_score does; error_score decides
-        return Stage(train=None, error=traceback.format_exc(), exception=exc)
-    seconds = upstream.seconds + time.perf_counter() - start
-    return Stage(
-        train=train,
-        test=None if upstream.test is None else step.transform(upstream.test),
-        train_t=step.transform(upstream.train_t) if train_scores else None,
-        fitted=step,
-        seconds=seconds,
-    )
-
-
-def _fit_final(estimator: Any, upstream: Stage, rows: Stage) -> Stage:
-    """Fit the last step on all the rows the pipeline was given."""
-    if upstream.error:
-        return upstream
-    final = clone(estimator)
-    start = time.perf_counter()
-    try:
-        _fit(final, upstream.train, rows.y_train)
-    except Exception as exc:  # raised by the assembling node, as a plain fit would
-        return Stage(train=None, error=traceback.format_exc(), exception=exc)
-    return Stage(train=None, fitted=final, seconds=upstream.seconds + time.perf_counter() - start)
-
-
-def _fit(estimator: Any, X: Any, y: Any) -> None:
-    if y is None:
-        estimator.fit(X)
-    else:
-        estimator.fit(X, y)
-
-
-def _fit_and_score(
-    estimator: Any,
-    upstream: Stage,
-    rows: Stage,
-    scoring: Any,
-    error_score: Any,
-    train_scores: bool,
-) -> dict[str, Any]:
-    """Fit the last step on a split's training rows and score it on its test rows: the
-    result ``sklearn.model_selection._validation._fit_and_score`` returns to a search."""
-    final = clone(estimator)
-    error, exception = upstream.error, upstream.exception
-    fit_time = upstream.seconds
-    if not error:
-        start = time.perf_counter()
-        try:
-            _fit(final, upstream.train, rows.y_train)
-        except Exception as exc:  # as _fit_and_score: error_score decides
-            error, exception = traceback.format_exc(), exc
-        fit_time += time.perf_counter() - start
-    scorer = _scorer(final, scoring, error_score)
-    result: dict[str, Any] = {"fit_error": None}
-    if error:
-        if error_score == "raise":
-            raise exception  # type: ignore[misc]
-        failed = (
-            {name: error_score for name in scorer._scorers}
-            if isinstance(scorer, _MultimetricScorer)
-            else error_score
-        )
-        result.update(fit_error=error, test_scores=failed, score_time=0.0)
-        if train_scores:
-            result["train_scores"] = failed
-    else:
-        start = time.perf_counter()
-        result["test_scores"] = _score(final, upstream.test, rows.y_test, scorer, {}, error_score)
-        result["score_time"] = time.perf_counter() - start
-        if train_scores:
-            result["train_scores"] = _score(
-                final, upstream.train_t, rows.y_train, scorer, {}, error_score
-            )
-    result["n_test_samples"] = len(rows.test)
-    result["fit_time"] = fit_time
-    return result
-
-
-def _scorer(estimator: Any, scoring: Any, error_score: Any) -> Any:
-    """The scorer ``BaseSearchCV._get_scorers`` builds, for the last step alone (it sees
-    the transformed rows, which is what the pipeline's scorer would pass it)."""
-    if isinstance(scoring, _BaseScorer):
-        return scoring
-    if scoring is None or isinstance(scoring, str):
-        return check_scoring(estimator, scoring)
-    scorers = _check_multimetric_scoring(estimator, scoring)
-    return _MultimetricScorer(scorers=scorers, raise_exc=(error_score == "raise"))
-
-
-def _assemble(template: Any, paths: list[str], stages: list[Stage]) -> Any:
-    """The fitted pipeline: ``template`` with each step replaced by its fitted node's step."""
-    for stage in stages:
-        if stage.error:
-            raise stage.exception  # type: ignore[misc]
-    if not isinstance(template, Pipeline):
-        return stages[-1].fitted
-    fitted = clone(template)
-    fitted.set_params(**{path: stage.fitted for path, stage in zip(paths, stages, strict=True)})
-    return fitted
-
-
-# ---------------------------------------------------------------------------------------------
 # Building the graph
 
 
@@ -258,7 +96,7 @@ _TASKS: dict[tuple[str, Callable[..., Any], bool | None], HelixTask] = {}
 
 def _task(name: str, func: Callable[..., Any], materialize: bool | None = None) -> HelixTask:
     """The helix task running ``func`` under the readable node name ``name``."""
-    name = re.sub(r"\W", "_", name)
+    name = re.sub(r"[^\w.]", "_", name)
     key = (name, func, materialize)
     found = _TASKS.get(key)
     if found is None:
@@ -266,27 +104,19 @@ def _task(name: str, func: Callable[..., Any], materialize: bool | None = None) 
     return found
 
 
-def _steps(estimator: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """``(path, step)`` for every step that runs, nested pipelines flattened into their steps
-    (``outer__inner``), ``"passthrough"`` and ``None`` steps left out."""
-    if not isinstance(estimator, Pipeline):
-        return [(prefix.removesuffix("__") or type(estimator).__name__.lower(), estimator)]
-    out: list[tuple[str, Any]] = []
-    for name, step in estimator.steps:
-        if step is None or (isinstance(step, str) and step == "passthrough"):
-            continue
-        out += _steps(step, f"{prefix}{name}__")
-    return out
-
-
 def _final_steps(estimator: Any) -> list[tuple[str, Any]]:
     last = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
-    if last is None or (isinstance(last, str) and last == "passthrough"):
+    if last is None or is_named(last, "passthrough"):
         raise HelixConfigError(
             f"the last step of {estimator!r} is {last!r}; a pipeline fitted through helix "
             "must end in an estimator"
         )
-    return _steps(estimator)
+    return steps_of(estimator)
+
+
+def _readable(path: str) -> str:
+    """A step's path as node names show it: ``ct__num__scale`` -> ``ct.num.scale``."""
+    return path.replace("__", ".")
 
 
 class _Builder:
@@ -295,6 +125,7 @@ class _Builder:
     def __init__(self) -> None:
         self._nodes: dict[tuple, HelixNode] = {}
         self._fingerprints: dict[int, tuple[Any, str]] = {}
+        self._told: set[str] = set()
 
     def node(self, name: str, func: Callable[..., Any], *args: Any, **options: Any) -> HelixNode:
         """The node ``func(*args)`` named ``name``; the same node for arguments with equal
@@ -320,8 +151,98 @@ class _Builder:
         stages: list[HelixNode] = []
         for path, step in steps[:-1]:
             upstream = stages[-1] if stages else rows
-            stages.append(self.node(f"fit_{path}", _fit_step, step, upstream, rows, train_scores))
+            stages.append(self.step(path, step, upstream, rows, train_scores))
         return stages
+
+    def step(
+        self, path: str, step: Any, upstream: HelixNode, rows: HelixNode, train_scores: bool
+    ) -> HelixNode:
+        """The node whose stage holds ``step`` fitted on ``upstream``'s output: one node, or
+        for a ColumnTransformer or FeatureUnion one per branch step and one assembling them."""
+        name = _readable(path)
+        if isinstance(step, ColumnTransformer | FeatureUnion):
+            reason = why_one_step(step)
+            if reason is None:
+                return self._composite(path, step, upstream, rows, train_scores)
+            if path not in self._told:
+                self._told.add(path)
+                logger.info("helix fits step %s whole, not branch by branch: %s", name, reason)
+        return self.node(f"fit_{name}", _nodes.fit_step, step, upstream, rows, train_scores)
+
+    def _composite(
+        self,
+        path: str,
+        step: ColumnTransformer | FeatureUnion,
+        upstream: HelixNode,
+        rows: HelixNode,
+        train_scores: bool,
+    ) -> HelixNode:
+        name = _readable(path)
+        if isinstance(step, FeatureUnion):
+            branches = [
+                self._branch(f"{path}__{branch}", trans, upstream, rows, train_scores, None)
+                for branch, trans in step.transformer_list
+                if not is_named(trans, "drop")
+            ]
+            return self.node(
+                f"fit_{name}", _nodes.assemble_union, step, upstream, branches, train_scores
+            )
+        # 'passthrough' branches are fitted as the FunctionTransformer scikit-learn makes
+        dense = _get_output_config("transform", step)["dense"]
+        selections = [(b, trans, columns) for b, trans, columns in step.transformers]
+        if not is_named(step.remainder, "drop"):
+            selections.append(("remainder", step.remainder, Remainder.of(step)))
+        pairs = []
+        for branch, trans, columns in selections:
+            if is_named(trans, "drop"):
+                continue
+            bpath = f"{path}__{branch}"
+            source = self.node(
+                f"columns_{_readable(bpath)}",
+                _nodes.select_columns,
+                columns,
+                upstream,
+                train_scores,
+                materialize=False,
+            )
+            pairs.append((source, self._branch(bpath, trans, source, rows, train_scores, dense)))
+        assemble = _nodes.assemble_columns
+        return self.node(f"fit_{name}", assemble, step, upstream, pairs, train_scores)
+
+    def _branch(
+        self,
+        path: str,
+        trans: Any,
+        source: HelixNode,
+        rows: HelixNode,
+        train_scores: bool,
+        dense: str | None,
+    ) -> list[HelixNode]:
+        """The nodes fitting one branch's steps on ``source``, in order."""
+        if is_named(trans, "passthrough"):
+            trans = (
+                FunctionTransformer(feature_names_out="one-to-one")
+                if dense is None  # as FeatureUnion._iter makes it
+                else FunctionTransformer(
+                    accept_sparse=True, check_inverse=False, feature_names_out="one-to-one"
+                ).set_output(transform=dense)
+            )
+        nodes: list[HelixNode] = []
+        for step_path, step in steps_of(trans, f"{path}__"):
+            upstream = nodes[-1] if nodes else source
+            nodes.append(self.step(step_path, step, upstream, rows, train_scores))
+        return nodes
+
+
+def _check_global_output() -> None:
+    """Nodes run on workers, which do not see this process's scikit-learn configuration."""
+    output = sklearn.get_config()["transform_output"]
+    if output != "default":
+        raise HelixConfigError(
+            f"sklearn.set_config(transform_output={output!r}) is set in this process only; "
+            "helix fits on the cluster's workers: call set_output(transform="
+            f"{output!r}) on the estimator instead"
+        )
 
 
 def fit_pipeline(estimator: Any, X: Any, y: Any = None) -> HelixNode:
@@ -334,7 +255,8 @@ def fit_pipeline(estimator: Any, X: Any, y: Any = None) -> HelixNode:
     Parameters
     ----------
     estimator
-        A ``Pipeline`` (nested pipelines are flattened into their steps) or any estimator.
+        A ``Pipeline`` (nested pipelines are flattened into their steps, a
+        ``ColumnTransformer`` or ``FeatureUnion`` split into its branches) or any estimator.
     X, y
         Training data, as for ``estimator.fit``.
 
@@ -351,18 +273,20 @@ def fit_pipeline(estimator: Any, X: Any, y: Any = None) -> HelixNode:
     >>> pipe = make_pipeline(StandardScaler(), LogisticRegression())
     >>> model = fit_pipeline(pipe, X, y).compute()  # doctest: +SKIP
     """
+    _check_global_output()
     return _refit_node(_Builder(), estimator, X, y)
 
 
 def _refit_node(builder: _Builder, estimator: Any, X: Any, y: Any) -> HelixNode:
     steps = _final_steps(estimator)
-    data = builder.node("sklearn_data", _data, X, y, materialize=False)
-    rows = builder.node("full_data", _full, data, materialize=False)
+    data = builder.node("sklearn_data", _nodes.data, X, y, materialize=False)
+    rows = builder.node("full_data", _nodes.full, data, materialize=False)
     stages = builder.chain(steps, rows, False)
     path, last = steps[-1]
-    final = builder.node(f"refit_{path}", _fit_final, last, stages[-1] if stages else rows, rows)
+    upstream = stages[-1] if stages else rows
+    final = builder.node(f"refit_{_readable(path)}", _nodes.fit_final, last, upstream, rows)
     paths = [p for p, _ in steps]
-    return builder.node("fitted_pipeline", _assemble, estimator, paths, [*stages, final])
+    return builder.node("fitted_pipeline", _nodes.assemble, estimator, paths, [*stages, final])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,6 +328,7 @@ class _HelixSearch(BaseSearchCV):
                 f"scoring={self.scoring!r} is a plain callable; helix scores the last step on "
                 "transformed rows, so pass a metric name or sklearn.metrics.make_scorer(...)"
             )
+        _check_global_output()
         client = self.client or _default_client()
         scorers, refit_metric = self._get_scorers()
         X, y, groups = indexable(X, y, groups)
@@ -418,10 +343,10 @@ class _HelixSearch(BaseSearchCV):
         train_scores = bool(self.return_train_score)
 
         builder = _Builder()
-        data = builder.node("sklearn_data", _data, X, y, materialize=False)
-        splits = builder.node("cv_split", _split, cv, data, groups, n_splits)
+        data = builder.node("sklearn_data", _nodes.data, X, y, materialize=False)
+        splits = builder.node("cv_split", _nodes.split, cv, data, groups, n_splits)
         folds = [
-            builder.node("cv_fold", _fold, data, splits, i, materialize=False)
+            builder.node("cv_fold", _nodes.fold, data, splits, i, materialize=False)
             for i in range(n_splits)
         ]
         nodes = []
@@ -433,8 +358,8 @@ class _HelixSearch(BaseSearchCV):
                 upstream = stages[-1] if stages else rows
                 nodes.append(
                     builder.node(
-                        f"score_{path}",
-                        _fit_and_score,
+                        f"score_{_readable(path)}",
+                        _nodes.fit_and_score,
                         last,
                         upstream,
                         rows,

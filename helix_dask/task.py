@@ -8,6 +8,7 @@ import inspect
 import logging
 import re
 import reprlib
+import sys
 import types
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -479,13 +480,44 @@ def _argument_values(func: Callable[..., Any], args: tuple, kwargs: dict) -> dic
     for name, value in bound.arguments.items():
         if redacted(name) and not isinstance(value, HelixNode):
             out[name] = REDACTED
-        elif isinstance(value, HelixNode):
-            out[name] = f"<{value.meta.name}>"
-        elif hasattr(value, "shape") and hasattr(value, "dtype"):
-            out[name] = f"{type(value).__name__}(shape={tuple(value.shape)}, dtype={value.dtype})"
         else:
-            out[name] = _REPR.repr(value)
+            out[name] = _shown(value)
     return out
+
+
+_ESTIMATOR_REPR_CHARS = 20_000
+"""Longer scikit-learn estimator reprs are shortened like other values (80 characters)."""
+
+
+def _shown(value: Any) -> str:
+    """``<task>`` for an upstream node, also inside a list or tuple of them; an estimator's
+    full repr (so ``helix diff`` can name its changed parameters); a short repr otherwise."""
+    if isinstance(value, HelixNode):
+        return f"<{value.meta.name}>"
+    if type(value) in (list, tuple) and _holds_node(value):
+        inner = ", ".join(_shown(v) for v in value)
+        return f"[{inner}]" if type(value) is list else f"({inner}{',' if len(value) == 1 else ''})"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"{type(value).__name__}(shape={tuple(value.shape)}, dtype={value.dtype})"
+    if _is_estimator(value):
+        try:
+            text = value.__repr__(N_CHAR_MAX=_ESTIMATOR_REPR_CHARS)
+        except TypeError:  # a project estimator's own __repr__ takes no limit
+            text = ""
+        if 0 < len(text) <= _ESTIMATOR_REPR_CHARS:
+            return text
+    return _REPR.repr(value)
+
+
+def _holds_node(value: Any) -> bool:
+    if isinstance(value, HelixNode):
+        return True
+    return type(value) in (list, tuple) and any(_holds_node(v) for v in value)
+
+
+def _is_estimator(value: Any) -> bool:
+    sklearn = sys.modules.get("sklearn.base")
+    return sklearn is not None and isinstance(value, sklearn.BaseEstimator)
 
 
 @overload

@@ -271,3 +271,11 @@ def test_diff_names_the_changed_parameters_of_an_estimator_argument(tmp_path):
         "argument model: lr__C: (default) -> 0.5",
         "argument model: pca__whiten: (default) -> True",
     ]
+
+
+def test_lists_of_upstream_nodes_are_upstream_not_values():
+    from helix_dask._lineage import is_upstream
+
+    assert is_upstream("<fit>") and is_upstream("[<a>, <b>]")
+    assert is_upstream("[(<columns_ct.num>, [<fit_ct.num.scale>]), (<columns_ct.cat>, [])]")
+    assert not is_upstream("[1, <a>]") and not is_upstream("[]") and not is_upstream("<a> + <b>")
