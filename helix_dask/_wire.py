@@ -37,7 +37,7 @@ class NodeMeta:
     """Project classes and functions whose code the argument fingerprints include."""
 
     def to_annotation(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {name: getattr(self, name) for name in _FIELDS}
         d["parents"] = list(self.parents)
         d["covers"] = list(self.covers)
         return d
@@ -49,6 +49,9 @@ class NodeMeta:
         d["parents"] = tuple(d["parents"])
         d["covers"] = tuple(d.get("covers", ()))
         return cls(**d)
+
+
+_FIELDS = tuple(f.name for f in fields(NodeMeta))
 
 
 def with_message(graph: HighLevelGraph, key: str, message: str) -> HighLevelGraph:
