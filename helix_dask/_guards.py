@@ -9,11 +9,14 @@ a helper redefined or reloaded, a module attribute or a default changed, a closu
 rebound) makes it walk again.
 
 Reads are compared by identity, which is exact for what the walk keeps alive here. A value
-whose content can change in place (a list, a dict, an object) is not compared at all: a walk
-that fingerprinted one is *volatile* and never reused, which costs what a walk costs.
+whose content can change in place is compared by its fingerprint when it is plain data (lists,
+dicts and sets of numbers and strings, up to a thousand items: a module's table of settings);
+a walk that fingerprinted any other such value (an array, an object) is *volatile* and never
+reused, which costs what a walk costs.
 
 Cost model: checking is a few dictionary and attribute look-ups per global, helper and class
-reached, and one ``stat`` per class source file; a walk hashes normalized code and values.
+reached, one ``stat`` per class source file and one fingerprint per plain mutable value; a
+walk hashes normalized code and values.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import functools
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from helix_dask._fingerprint import fingerprint_value
 
 __all__ = ["MISSING", "Guards", "frozen"]
 
@@ -48,6 +53,33 @@ def frozen(value: object, depth: int = 0) -> bool:
     if isinstance(value, enum.Enum):
         return frozen(value._value_, depth + 1)
     return False
+
+
+_CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
+
+
+def _plain(value: object, budget: list[int]) -> bool:
+    """Whether ``value`` is numbers and strings in built-in containers, within ``budget``
+    items: its fingerprint takes no code into account, so it changes with its content."""
+    budget[0] -= 1
+    cls = type(value)
+    if cls in _ATOMS:
+        return budget[0] >= 0
+    if cls not in _CONTAINERS or budget[0] < 0:
+        return False
+    items = value.items() if cls is dict else value  # type: ignore[attr-defined]
+    for item in items:  # type: ignore[attr-defined]
+        if cls is dict:
+            key, item = item
+            if not _plain(key, budget):
+                return False
+        if not _plain(item, budget):
+            return False
+    return True
+
+
+def _same_content(value: object, digest: str) -> bool:
+    return fingerprint_value(value) == digest
 
 
 def _same_item(mapping: Mapping[Any, Any], key: object, value: object) -> bool:
@@ -153,8 +185,14 @@ class Guards:
         self.checks.append(functools.partial(_same_result, compute, found))
 
     def value(self, value: object) -> None:
-        """A value whose fingerprint was taken: unless frozen, the walk is volatile."""
-        if not self.volatile and not frozen(value):
+        """A value whose fingerprint was taken: frozen, or plain data re-fingerprinted on
+        each check; anything else makes the walk volatile."""
+        if self.volatile or frozen(value):
+            return
+        if _plain(value, [1000]):
+            digest = fingerprint_value(value)
+            self.checks.append(functools.partial(_same_content, value, digest))
+        else:
             self.volatile = True
 
     def unknown(self) -> None:

@@ -90,6 +90,7 @@ def test_global_mutated_in_place_changes_the_next_node(load: Load) -> None:
     mod = load("m", "TABLE = {'a': 1}\ndef task(x):\n    return TABLE[x]\n")
     t = hx.task(mod.task)
     before = t("a").signature
+    assert code_fingerprint(mod.task) is code_fingerprint(mod.task)  # a table is re-checked
     mod.TABLE["a"] = 2
     assert t("a").signature != before
     current(mod.task)
@@ -193,6 +194,18 @@ def test_mutable_default_mutated_in_place_changes_the_next_node(load: Load) -> N
     before = t(1).signature
     mod.helper.__defaults__[0].append(2)
     assert t(1).signature != before
+    current(mod.task)
+
+
+def test_global_array_mutated_in_place_changes_the_next_node(load: Load) -> None:
+    np = pytest.importorskip("numpy")
+    mod = load(
+        "m", "import numpy as np\nWEIGHTS = np.ones(3)\ndef task(x):\n    return x @ WEIGHTS\n"
+    )
+    t = hx.task(mod.task)
+    before = t(np.zeros(3)).signature
+    mod.WEIGHTS[0] = 2.0
+    assert t(np.zeros(3)).signature != before
     current(mod.task)
 
 
