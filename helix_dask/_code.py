@@ -189,7 +189,7 @@ class _CodeWalker:
         if inner is None:
             what = f"the function wrapped by {where!r}"
             inner = self.value_digest(wrapped, f"{where}.__wrapped__", owner, what)
-        cls = type(obj)
+        cls = self.guards.attr(obj, "__class__")
         if cls.__module__.partition(".")[0] == "helix_dask":
             return _digest("wrapped", inner)  # a helix task: its own code is the function's
         if _is_local_object(cls):

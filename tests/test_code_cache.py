@@ -295,6 +295,22 @@ def test_partial_and_wrapped_helpers_follow_their_target(load: Load) -> None:
     assert current(mod.task) == before
 
 
+def test_a_task_that_calls_another_task_follows_it(load: Load) -> None:
+    mod = load(
+        "m",
+        "import helix_dask as hx\n@hx.task\ndef inner(x):\n    return x + 1\n"
+        "def outer(x):\n    return inner.func(x)\n",
+    )
+    t = hx.task(mod.outer)
+    before = t(1).signature
+    first = code_fingerprint(mod.outer)
+    mod.inner(1)  # building a node of the inner task leaves its code's fingerprint as it was
+    assert code_fingerprint(mod.outer) is first
+    exec("@hx.task\ndef inner(x):\n    return x + 2\n", vars(mod))
+    assert t(1).signature != before
+    current(mod.outer)
+
+
 def test_walks_of_one_function_with_other_untracked_names_are_kept_apart(load: Load) -> None:
     mod = load("m", "LOCK = 1\ndef task(x):\n    return x + LOCK\n")
     tracked = code_fingerprint(mod.task)
