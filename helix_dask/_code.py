@@ -5,8 +5,9 @@ recursively through the helpers, classes, module constants, closures, defaults a
 attributes it uses; libraries are tracked by the version of the distribution that provides them.
 A class counts by its source and by its live members, so attributes assigned after the class
 statement (``Thresholds.LEVEL = 9``) and methods replaced in place count. A project module used
-as a value (``getattr(models, name)``) counts with everything defined in it. Globals are
-re-resolved on every call, so a helper redefined in a notebook changes its callers.
+as a value (``getattr(models, name)``) counts with everything defined in it. A helper
+redefined in a notebook changes its callers: a function's last fingerprint is reused only while
+everything its walk read is unchanged (:mod:`helix_dask._guards`).
 
 This module also lends value fingerprints the code of the classes and functions met inside
 values (:func:`helix_dask._fingerprint.install_code_hooks`).

@@ -7,9 +7,11 @@ class it reaches, the module constants it reads, its closure and defaults, and t
 the third-party packages it calls. All digests are ``xxh3_128`` hex strings, identical across
 processes and sessions for identical inputs.
 
-Cost model: syntax trees are parsed once per code object and cached; globals, constants and
-files are re-resolved on every call, so a helper redefined in a notebook changes its callers.
-File contents are re-read only when size, mtime, ctime or inode change.
+Cost model: syntax trees are parsed once per code object and cached; a function's code
+fingerprint is reused while every global, module attribute, closure cell, default, helper and
+class its walk read is still the same object (plain data such as a table of settings: the same
+content), so a helper redefined in a notebook changes its callers and an unchanged task costs a
+few look-ups per call. File contents are re-read only when size, mtime, ctime or inode change.
 
 This module is the public face of the signature code and combines the parts into node
 signatures. The parts live in private modules, one role each: ``_fingerprint`` (values, with
