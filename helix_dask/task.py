@@ -151,9 +151,14 @@ def _check_unchanged(root: _Watch) -> None:
     """Raise if an argument or a global changed between building a node and computing it:
     its result would be stored under a signature that did not produce it."""
     codes: dict[int, str] = {}
+    values: dict[int, str] = {}  # one fingerprint per object, however many nodes it feeds
     for w in _watches(root):
         for name, value, before in w.values:
-            now = fingerprint_value(value, path=name, substitute=_node_signature)
+            now = values.get(id(value))
+            if now is None:
+                now = values[id(value)] = fingerprint_value(
+                    value, path=name, substitute=_node_signature
+                )
             if now != before:
                 raise HelixSignatureError(
                     f"argument {name!r} of node {w.key!r} was modified after the node was "
