@@ -421,7 +421,7 @@ class _CodeWalker:
             self.sources.setdefault(name, norm.text)
             h.field(norm.dump.encode())
             module = guards.item(sys.modules, cls.__module__)
-            scope = vars(module) if isinstance(module, types.ModuleType) else {}
+            scope = vars(module) if module is not MISSING and module is not None else {}
             names = tuple(n for n in norm.names if guards.item(scope, n) is not MISSING)
             self._references(h, dataclasses.replace(norm, names=names), scope, cls.__module__, name)
         else:
