@@ -9,13 +9,13 @@ a helper redefined or reloaded, a module attribute or a default changed, a closu
 rebound) makes it walk again.
 
 Reads are compared by identity, which is exact for what the walk keeps alive here. A value
-whose content can change in place is compared by its fingerprint when it is plain data (lists,
-dicts and sets of numbers and strings, up to a thousand items: a module's table of settings);
-a walk that fingerprinted any other such value (an array, an object) is *volatile* and never
-reused, which costs what a walk costs.
+whose content can change in place is compared with a copy of its content when it is plain data
+(lists, dicts and sets of numbers and strings, up to a thousand items: a module's table of
+settings); a walk that fingerprinted any other such value (an array, an object) is *volatile*
+and never reused, which costs what a walk costs.
 
 Cost model: checking is a few dictionary and attribute look-ups per global, helper and class
-reached, one ``stat`` per class source file and one fingerprint per plain mutable value; a
+reached, one ``stat`` per class source file and one comparison per plain mutable value; a
 walk hashes normalized code and values.
 """
 
@@ -26,8 +26,6 @@ import functools
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
-
-from helix_dask._fingerprint import fingerprint_value
 
 __all__ = ["MISSING", "Guards", "frozen"]
 
@@ -58,28 +56,46 @@ def frozen(value: object, depth: int = 0) -> bool:
 _CONTAINERS = frozenset({list, tuple, set, frozenset, dict})
 
 
-def _plain(value: object, budget: list[int]) -> bool:
-    """Whether ``value`` is numbers and strings in built-in containers, within ``budget``
-    items: its fingerprint takes no code into account, so it changes with its content."""
+def _snapshot(value: object, budget: list[int]) -> object:
+    """An exact copy of plain data (numbers and strings in built-in containers, within
+    ``budget`` items) that compares equal only to the same content with the same types (floats
+    bit for bit); ``None`` for anything else."""
     budget[0] -= 1
+    if budget[0] < 0:
+        return None
     cls = type(value)
+    if cls is float:
+        return (float, value.hex())  # type: ignore[attr-defined]
+    if cls is complex:
+        return (complex, value.real.hex(), value.imag.hex())  # type: ignore[attr-defined]
+    if cls is range:
+        return (range, value.start, value.stop, value.step)  # type: ignore[attr-defined]
     if cls in _ATOMS:
-        return budget[0] >= 0
-    if cls not in _CONTAINERS or budget[0] < 0:
-        return False
-    items = value.items() if cls is dict else value  # type: ignore[attr-defined]
-    for item in items:  # type: ignore[attr-defined]
-        if cls is dict:
-            key, item = item
-            if not _plain(key, budget):
-                return False
-        if not _plain(item, budget):
-            return False
-    return True
+        return (cls, value)
+    if cls is dict:
+        items = []
+        for key, item in value.items():  # type: ignore[attr-defined]
+            pair = (_snapshot(key, budget), _snapshot(item, budget))
+            if pair[0] is None or pair[1] is None:
+                return None
+            items.append(pair)
+        return (dict, tuple(items))
+    if cls not in _CONTAINERS:
+        return None
+    parts = []
+    for item in value:  # type: ignore[attr-defined]
+        part = _snapshot(item, budget)
+        if part is None:
+            return None
+        parts.append(part)
+    return (cls, frozenset(parts) if cls is set or cls is frozenset else tuple(parts))
 
 
-def _same_content(value: object, digest: str) -> bool:
-    return fingerprint_value(value) == digest
+def _same_content(value: object, snapshot: object) -> bool:
+    return _snapshot(value, [_PLAIN_ITEMS]) == snapshot
+
+
+_PLAIN_ITEMS = 1000
 
 
 def _same_item(mapping: Mapping[Any, Any], key: object, value: object) -> bool:
@@ -133,11 +149,12 @@ def _identity(mapping: Mapping[Any, Any]) -> Mapping[Any, Any]:
 class Guards:
     """The reads of one code walk, each re-checkable in O(1) (namespaces in their size)."""
 
-    __slots__ = ("checks", "volatile")
+    __slots__ = ("checks", "volatile", "watched")
 
     def __init__(self) -> None:
         self.checks: list[Callable[[], bool]] = []
         self.volatile = False
+        self.watched: set[int] = set()
 
     def hold(self) -> bool:
         """Whether everything the walk read is still what it found."""
@@ -187,13 +204,14 @@ class Guards:
     def value(self, value: object) -> None:
         """A value whose fingerprint was taken: frozen, or plain data re-fingerprinted on
         each check; anything else makes the walk volatile."""
-        if self.volatile or frozen(value):
+        if self.volatile or frozen(value) or id(value) in self.watched:
             return
-        if _plain(value, [1000]):
-            digest = fingerprint_value(value)
-            self.checks.append(functools.partial(_same_content, value, digest))
-        else:
+        snapshot = _snapshot(value, [_PLAIN_ITEMS])
+        if snapshot is None:
             self.volatile = True
+            return
+        self.watched.add(id(value))  # the check holds the value: its id stays its own
+        self.checks.append(functools.partial(_same_content, value, snapshot))
 
     def unknown(self) -> None:
         """A read that cannot be re-checked cheaply (the file system): never reuse."""

@@ -197,6 +197,15 @@ def test_mutable_default_mutated_in_place_changes_the_next_node(load: Load) -> N
     current(mod.task)
 
 
+def test_a_table_entry_replaced_by_an_equal_value_of_another_kind_counts(load: Load) -> None:
+    mod = load("m", "TABLE = [1, 0.0, 'a']\ndef task(x):\n    return TABLE[x]\n")
+    seen = {current(mod.task)}
+    for index, value in ((0, True), (1, -0.0), (0, 1.0)):  # == to what they replace
+        mod.TABLE[index] = value
+        seen.add(current(mod.task))
+    assert len(seen) == 4
+
+
 def test_global_array_mutated_in_place_changes_the_next_node(load: Load) -> None:
     np = pytest.importorskip("numpy")
     mod = load(
