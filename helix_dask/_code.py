@@ -5,8 +5,9 @@ recursively through the helpers, classes, module constants, closures, defaults a
 attributes it uses; libraries are tracked by the version of the distribution that provides them.
 A class counts by its source and by its live members, so attributes assigned after the class
 statement (``Thresholds.LEVEL = 9``) and methods replaced in place count. A project module used
-as a value (``getattr(models, name)``) counts with everything defined in it. Globals are
-re-resolved on every call, so a helper redefined in a notebook changes its callers.
+as a value (``getattr(models, name)``) counts with everything defined in it. A helper
+redefined in a notebook changes its callers: a function's last fingerprint is reused only while
+everything its walk read is unchanged (:mod:`helix_dask._guards`).
 
 This module also lends value fingerprints the code of the classes and functions met inside
 values (:func:`helix_dask._fingerprint.install_code_hooks`).
@@ -21,6 +22,7 @@ import enum
 import functools
 import logging
 import sys
+import threading
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from helix_dask._fingerprint import (
     has_rule,
     install_code_hooks,
 )
+from helix_dask._guards import MISSING, Guards
 from helix_dask._origin import (
     class_origin,
     import_project_module,
@@ -100,6 +103,7 @@ class _CodeWalker:
         self._memo: dict[int, str] = {}
         self._active: set[int] = set()
         self._alive: list[object] = []
+        self.guards = Guards()  # what this walk read, to tell whether its result still holds
 
     def record_package(self, module_name: str) -> None:
         top = module_name.partition(".")[0]
@@ -156,8 +160,8 @@ class _CodeWalker:
             return _digest("partial", func, bound)
         if not callable(obj) or isinstance(obj, type | types.FunctionType):
             return self._external(obj)
-        wrapped = getattr(obj, "__wrapped__", None)
-        if wrapped is not None:
+        wrapped = self.guards.attr(obj, "__wrapped__")
+        if wrapped is not MISSING and wrapped is not None:
             return self._wrapper_digest(obj, wrapped, where, owner)
         if not isinstance(obj, types.BuiltinFunctionType) and has_rule(type(obj)):
             # A callable object with state (np.vectorize, a project class with __call__).
@@ -183,7 +187,7 @@ class _CodeWalker:
         if inner is None:
             what = f"the function wrapped by {where!r}"
             inner = self.value_digest(wrapped, f"{where}.__wrapped__", owner, what)
-        cls = type(obj)
+        cls = self.guards.attr(obj, "__class__")
         if cls.__module__.partition(".")[0] == "helix_dask":
             return _digest("wrapped", inner)  # a helix task: its own code is the function's
         if _is_local_object(cls):
@@ -194,6 +198,8 @@ class _CodeWalker:
 
     def singledispatch_digest(self, func: Any, where: str, owner: str) -> str:
         """A ``functools.singledispatch`` function: the default and every registered one."""
+        self.guards.namespace(func)
+        self.guards.mapping(func.registry)
         parts = [self.object_digest(func.__wrapped__, f"{where}.__wrapped__", owner) or ""]
         registered = sorted(func.registry.items(), key=lambda kv: _callable_name(kv[0]))
         for cls, impl in registered:
@@ -209,6 +215,7 @@ class _CodeWalker:
         known = self._enter(module, "module", name)
         if known is not None:
             return known
+        self.guards.namespace(module)
         h = Hasher()
         h.tag("module")
         h.field(name.encode())
@@ -223,8 +230,11 @@ class _CodeWalker:
         return self._leave(module, h.hexdigest())
 
     def value_digest(
-        self, obj: object, where: str, owner: str, what: str, untrack: str = ""
+        self, obj: object, where: str, owner: str, what: str, untrack: str = "", *, watch=MISSING
     ) -> str:
+        """Fingerprint of a value; ``watch`` is what may change in place (default: ``obj``)."""
+        self.guards.value(obj if watch is MISSING else watch)
+
         def substitute(value: object) -> str | None:
             # Functions, classes and modules have value rules that ask self.identity; other
             # callables (library callables without a rule) are named here.
@@ -264,16 +274,18 @@ class _CodeWalker:
                 break
             if not is_project_local(obj):
                 return self.object_digest(obj, ".".join(path), owner) or ""
-            if not hasattr(obj, attr):
+            value = self.guards.attr(obj, attr)
+            if value is MISSING:
                 # A submodule not imported yet (also in a namespace package): the code
                 # imports it by then, or fails; its code counts either way.
                 found = import_project_module(".".join([*path, attr]), owner)
                 if found is None:
                     logger.debug("%s: %s has no attribute %r yet", owner, ".".join(path), attr)
+                    self.guards.unknown()  # a file may appear
                     return _digest("missing", *path, attr)
                 obj = found
             else:
-                obj = getattr(obj, attr)
+                obj = value
             path.append(attr)
         qualified = ".".join(path)
         if self._skip(path[-1], qualified):
@@ -290,12 +302,12 @@ class _CodeWalker:
             qualified = f"{module}.{name}"
             if self._skip(name, qualified):
                 continue
-            if name not in scope:
-                if not hasattr(builtins, name):
+            obj = self.guards.item(scope, name)
+            if obj is MISSING:
+                if self.guards.attr(builtins, name) is MISSING:
                     h.tag("unresolved")
                     h.field(name.encode())
                 continue
-            obj = scope[name]
             h.field(name.encode())
             if (
                 isinstance(obj, types.ModuleType)
@@ -312,12 +324,18 @@ class _CodeWalker:
     def _imports(
         self, h: Hasher, code: types.CodeType, func: types.FunctionType, owner: str
     ) -> None:
-        package = func.__globals__.get("__package__") or ""
-        for module_name, level, names in local_imports(code):
+        imports = local_imports(code)
+        if not imports:
+            return
+        package = self.guards.item(func.__globals__, "__package__")
+        package = package if isinstance(package, str) else ""
+        for module_name, level, names in imports:
             base = package.rsplit(".", level - 1)[0] if level else ""
             absolute = ".".join(p for p in (base, module_name) if p)
             h.field(f"import {absolute}".encode())
-            module = sys.modules.get(absolute) or import_project_module(absolute, owner)
+            module = self.guards.item(sys.modules, absolute)
+            if module is MISSING or module is None:
+                module = import_project_module(absolute, owner)
             if module is None:
                 # A library not imported yet: its version counts, without importing it.
                 if module_origin_is_project(absolute) is False:
@@ -325,6 +343,7 @@ class _CodeWalker:
                     h.tag("library")
                 else:
                     logger.debug("%s imports %s, which cannot be found", owner, absolute)
+                    self.guards.unknown()  # it may be written later
                     h.tag("not found")
                 continue
             if not names:
@@ -333,12 +352,15 @@ class _CodeWalker:
                 qualified = f"{absolute}.{name}"
                 if self._skip(name, qualified):
                     continue
-                if not hasattr(module, name):
-                    found = sys.modules.get(qualified) or import_project_module(qualified, owner)
-                    if found is None:
+                obj = self.guards.attr(module, name)
+                if obj is MISSING:
+                    obj = self.guards.item(sys.modules, qualified)
+                    if obj is MISSING or obj is None:
+                        obj = import_project_module(qualified, owner)
+                    if obj is None:
+                        self.guards.unknown()  # found or not on the file system
                         h.field(_digest("missing", qualified).encode())
                         continue
-                obj = getattr(module, name) if hasattr(module, name) else sys.modules[qualified]
                 h.field(self.reference_digest(obj, qualified, owner, name).encode())
 
     def function_digest(self, func: types.FunctionType, *, root: bool = False) -> str:
@@ -346,6 +368,7 @@ class _CodeWalker:
         known = self._enter(func, "function", name)
         if known is not None:
             return known
+        self.guards.function(func)
         code = func.__code__
         norm = normalized_function(code.co_filename, code.co_qualname, code, root)
         self.sources.setdefault(name, norm.text)
@@ -367,7 +390,9 @@ class _CodeWalker:
             found = self.object_digest(value, var, name)
             h.field((found or self.value_digest(value, var, name, what, var)).encode())
         defaults = (func.__defaults__, func.__kwdefaults__)
-        h.field(self.value_digest(defaults, "defaults", name, "a default value").encode())
+        changing = (func.__defaults__, tuple((func.__kwdefaults__ or {}).values()))
+        what = "a default value"
+        h.field(self.value_digest(defaults, "defaults", name, what, watch=changing).encode())
         # Attributes set on the function (helper.factor = 7) are state its code may read.
         for attr in sorted(vars(func)):
             if (attr.startswith("__") and attr != "__wrapped__") or self._skip(attr, attr):
@@ -381,15 +406,20 @@ class _CodeWalker:
         known = self._enter(cls, "class", name)
         if known is not None:
             return known
+        guards = self.guards
+        guards.namespace(cls)  # members, and __module__ / __qualname__
+        guards.attr(cls, "__bases__")
+        guards.attr(cls, "__class__")
         h = Hasher()
         h.tag("class")
         norm = normalized_class(cls)
+        guards.result(functools.partial(normalized_class, cls), norm)  # its file's lines
         if norm is not None:
             self.sources.setdefault(name, norm.text)
             h.field(norm.dump.encode())
-            module = sys.modules.get(cls.__module__)
-            scope = vars(module) if module is not None else {}
-            names = tuple(n for n in norm.names if n in scope)
+            module = guards.item(sys.modules, cls.__module__)
+            scope = vars(module) if module is not MISSING and module is not None else {}
+            names = tuple(n for n in norm.names if guards.item(scope, n) is not MISSING)
             self._references(h, dataclasses.replace(norm, names=names), scope, cls.__module__, name)
         else:
             h.tag("members only")
@@ -417,10 +447,13 @@ class _CodeWalker:
                 continue  # made by dataclass/namedtuple from the fields written below
             h.field(attr.encode())
             h.field(self._member_digest(value, f"{name}.{attr}", name, attr).encode())
-        for attr, annotation in namespace.get("__annotations__", {}).items():
+        annotations = namespace.get("__annotations__", {})
+        self.guards.mapping(annotations)
+        for attr, annotation in annotations.items():
             text = annotation if isinstance(annotation, str) else repr(annotation)
             h.field(f"{attr}: {text}".encode())
         if "__dataclass_fields__" in namespace:
+            self.guards.mapping(namespace["__dataclass_fields__"])
             h.field(repr(namespace.get("__dataclass_params__")).encode())
             for f in namespace["__dataclass_fields__"].values():
                 flags = (f.name, f._field_type, f.init, f.repr, f.hash, f.compare, f.kw_only)
@@ -431,7 +464,9 @@ class _CodeWalker:
                     h.field(
                         b"-" if missing else self._member_digest(part, where, name, "").encode()
                     )
-                h.field(self.value_digest(dict(f.metadata), where, name, where).encode())
+                metadata = dict(f.metadata)
+                watch = tuple(metadata.values())
+                h.field(self.value_digest(metadata, where, name, where, watch=watch).encode())
 
     def _member_digest(self, value: object, where: str, owner: str, untrack: str) -> str:
         if isinstance(value, staticmethod | classmethod):
@@ -536,7 +571,37 @@ def code_fingerprint(func: Callable[..., Any], *, untracked: Iterable[str] = ())
             f"untracked must be a collection of names, got the string {untracked!r}; "
             f"write untracked=({untracked!r},)"
         )
-    walker = _CodeWalker(frozenset(untracked))
+    untracked = frozenset(untracked)
+    cacheable = type(func) is types.FunctionType
+    if cacheable:
+        with _CACHE_LOCK:
+            cached = _CACHE.get((id(func), untracked))
+        if cached is not None and cached[0] is func and cached[2].hold():
+            with _CACHE_LOCK:
+                if (id(func), untracked) in _CACHE:
+                    _CACHE.move_to_end((id(func), untracked))
+            return cached[1]
+    walker = _CodeWalker(untracked)
+    fingerprint = _walk(walker, func)
+    if cacheable and not walker.guards.volatile:
+        with _CACHE_LOCK:
+            _CACHE[(id(func), untracked)] = (func, fingerprint, walker.guards)
+            _CACHE.move_to_end((id(func), untracked))
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return fingerprint
+
+
+_CACHE: collections.OrderedDict[
+    tuple[int, frozenset[str]], tuple[types.FunctionType, CodeFingerprint, Guards]
+] = collections.OrderedDict()
+"""(id of a function, untracked) -> the function (held, so the id stays its own), its last
+fingerprint and what that walk read: reused while the guards hold."""
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 1024
+
+
+def _walk(walker: _CodeWalker, func: Callable[..., Any]) -> CodeFingerprint:
     name = _callable_name(func)
     if (
         isinstance(func, types.FunctionType)
@@ -545,6 +610,8 @@ def code_fingerprint(func: Callable[..., Any], *, untracked: Iterable[str] = ())
     ):
         root = walker.function_digest(func, root=True)
     else:
+        if isinstance(func, types.FunctionType):
+            walker.guards.function(func)  # whether it is local, and its names
         found = walker.object_digest(func, name, name)
         if found is None and not callable(func):
             raise HelixSignatureError(

@@ -413,12 +413,21 @@ def fingerprint_value(
     >>> fingerprint_value({"a": 1, "b": 2}) == fingerprint_value({"b": 2, "a": 1})
     False
     """
+    if substitute is not None and (replacement := substitute(obj)) is not None:
+        # What _dispatch writes for a substituted value, without a Hasher (an upstream node).
+        data = replacement.encode()
+        return xxhash.xxh3_128_hexdigest(
+            _SUBSTITUTE + _FIELD + len(data).to_bytes(8, "little") + data
+        )
     h = Hasher()
     h._path = path
     h._substitute = substitute
     h._code = code
     _dispatch(obj, h)
     return h.hexdigest()
+
+
+_SUBSTITUTE = Hasher._tag_bytes("substitute")
 
 
 def _int_bytes(n: int) -> bytes:

@@ -37,7 +37,7 @@ class NodeMeta:
     """Project classes and functions whose code the argument fingerprints include."""
 
     def to_annotation(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {name: getattr(self, name) for name in _FIELDS}
         d["parents"] = list(self.parents)
         d["covers"] = list(self.covers)
         return d
@@ -51,8 +51,9 @@ class NodeMeta:
         return cls(**d)
 
 
-_FIELDS = frozenset(f.name for f in fields(NodeMeta))
-"""Read once: ``dataclasses.fields`` per node cost more than the rest of decoding it."""
+_FIELDS = tuple(f.name for f in fields(NodeMeta))
+"""Read once: ``dataclasses.fields`` per node cost more than the rest of encoding or decoding
+it."""
 
 
 def with_message(graph: HighLevelGraph, key: str, message: str) -> HighLevelGraph:

@@ -7,9 +7,11 @@ class it reaches, the module constants it reads, its closure and defaults, and t
 the third-party packages it calls. All digests are ``xxh3_128`` hex strings, identical across
 processes and sessions for identical inputs.
 
-Cost model: syntax trees are parsed once per code object and cached; globals, constants and
-files are re-resolved on every call, so a helper redefined in a notebook changes its callers.
-File contents are re-read only when size, mtime, ctime or inode change.
+Cost model: syntax trees are parsed once per code object and cached; a function's code
+fingerprint is reused while every global, module attribute, closure cell, default, helper and
+class its walk read is still the same object (plain data such as a table of settings: the same
+content), so a helper redefined in a notebook changes its callers and an unchanged task costs a
+few look-ups per call. File contents are re-read only when size, mtime, ctime or inode change.
 
 This module is the public face of the signature code and combines the parts into node
 signatures. The parts live in private modules, one role each: ``_fingerprint`` (values, with
@@ -25,10 +27,13 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import xxhash
+
 from helix_dask._code import CodeFingerprint, code_fingerprint, is_project_local
 from helix_dask._errors import HelixSignatureError
 from helix_dask._files import File, file_fingerprint
 from helix_dask._fingerprint import (
+    _FIELD,
     CannotFingerprint,
     Hasher,
     fingerprint_value,
@@ -44,6 +49,7 @@ __all__ = [
     "argument_fingerprints",
     "code_fingerprint",
     "file_fingerprint",
+    "fingerprint_arguments",
     "fingerprint_value",
     "is_project_local",
     "node_signature",
@@ -62,27 +68,37 @@ def node_signature(*, name: str, code: str, args: Mapping[str, str], parents: Se
     >>> a != b
     True
     """
-    parts = [("name", name), ("code", code)]
-    parts += [(f"args[{k!r}]", v) for k, v in args.items()]
-    parts += [(f"parents[{i}]", p) for i, p in enumerate(parents)]
-    for where, value in parts:
+    for where, value in (("name", name), ("code", code)):
         if not isinstance(value, str):
-            raise HelixSignatureError(
-                f"node_signature() got {type(value).__name__!r} for {where} of {name!r}; "
-                "pass hex digest strings"
-            )
-    h = Hasher()
-    h.tag("node")
-    h.field(name.encode())
-    h.field(code.encode())
-    h.field(str(len(args)).encode())
+            _not_a_digest(name, where, value)
+    for key, value in args.items():
+        if not isinstance(value, str):
+            _not_a_digest(name, f"args[{key!r}]", value)
+    for i, value in enumerate(parents):
+        if not isinstance(value, str):
+            _not_a_digest(name, f"parents[{i}]", value)
+    # The bytes Hasher.tag/field would write, hashed in one call (same digest, less work).
+    out = [_NODE_TAG, _field(name.encode()), _field(code.encode()), _field(str(len(args)).encode())]
     for key in sorted(args):
-        h.field(key.encode())
-        h.field(args[key].encode())
-    h.field(str(len(parents)).encode())
-    for parent in parents:
-        h.field(parent.encode())
-    return h.hexdigest()
+        out.append(_field(key.encode()))
+        out.append(_field(args[key].encode()))
+    out.append(_field(str(len(parents)).encode()))
+    out.extend(_field(parent.encode()) for parent in parents)
+    return xxhash.xxh3_128_hexdigest(b"".join(out))
+
+
+def _field(data: bytes) -> bytes:
+    return _FIELD + len(data).to_bytes(8, "little") + data
+
+
+_NODE_TAG = Hasher._tag_bytes("node")
+
+
+def _not_a_digest(name: str, where: str, value: object) -> None:
+    raise HelixSignatureError(
+        f"node_signature() got {type(value).__name__!r} for {where} of {name!r}; "
+        "pass hex digest strings"
+    )
 
 
 def argument_fingerprints(
@@ -127,8 +143,19 @@ def argument_fingerprints(
         ) from exc
     # f(x) and f(x, C=1.0) with default C=1.0 run the same: the default counts either way.
     bound.apply_defaults()
+    return fingerprint_arguments(bound.arguments, task_name=task_name, is_node=is_node)
+
+
+def fingerprint_arguments(
+    arguments: Mapping[str, Any],
+    *,
+    task_name: str,
+    is_node: Callable[[object], str | None],
+) -> dict[str, str]:
+    """Fingerprint arguments already bound to parameter names (defaults applied), as
+    :func:`argument_fingerprints` does after binding."""
     result = {}
-    for name, value in bound.arguments.items():
+    for name, value in arguments.items():
         try:
             result[name] = fingerprint_value(value, path=name, substitute=is_node)
         except CannotFingerprint as exc:

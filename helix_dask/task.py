@@ -19,15 +19,16 @@ import dask
 from dask._task_spec import Task, TaskRef, parse_input
 from dask.core import flatten
 from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
+from ._binding import Binder, binder_for
 from ._errors import HelixConfigError, HelixSignatureError
 from ._trace import NodeCall, code_versions
 from ._wire import ANNOTATION, NodeMeta, with_message
 from .signature import (
     CodeFingerprint,
-    argument_fingerprints,
     code_fingerprint,
+    fingerprint_arguments,
     fingerprint_value,
     node_signature,
 )
@@ -131,6 +132,8 @@ class _Watch:
 
 
 _IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), range)
+_ATOMS = frozenset(_IMMUTABLE)
+"""Exact types of arguments that hold no node, no collection and no code."""
 
 
 def _watches(root: _Watch) -> Iterator[_Watch]:
@@ -149,9 +152,14 @@ def _check_unchanged(root: _Watch) -> None:
     """Raise if an argument or a global changed between building a node and computing it:
     its result would be stored under a signature that did not produce it."""
     codes: dict[int, str] = {}
+    values: dict[int, str] = {}  # one fingerprint per object, however many nodes it feeds
     for w in _watches(root):
         for name, value, before in w.values:
-            now = fingerprint_value(value, path=name, substitute=_node_signature)
+            now = values.get(id(value))
+            if now is None:
+                now = values[id(value)] = fingerprint_value(
+                    value, path=name, substitute=_node_signature
+                )
             if now != before:
                 raise HelixSignatureError(
                     f"argument {name!r} of node {w.key!r} was modified after the node was "
@@ -264,7 +272,22 @@ class HelixTask(Generic[P]):
             raise HelixConfigError(f"nout must be None or an int >= 0, got {nout!r}")
         self.nout = nout
         self._versions: dict[str, dict[str, str]] = {}
+        self._binder: tuple[tuple[object, ...], Binder] | None = None
         functools.update_wrapper(self, func)  # sets __wrapped__, so signatures follow the source
+
+    def _bind(self, args: tuple, kwargs: dict) -> tuple[dict[str, Any], frozenset[str]]:
+        """The call's arguments by parameter name, defaults applied (f(x) and f(x, C=1.0)
+        with default C=1.0 run the same), and the names the call passed."""
+        self._binder = binder_for(self.func, self._binder)
+        try:
+            if self._binder is None:
+                return Binder(inspect.signature(self.func)).bind(args, kwargs)
+            return self._binder[1].bind(args, kwargs)
+        except TypeError as exc:
+            raise HelixSignatureError(
+                f"task {self.name!r} was called with arguments that do not match its "
+                f"signature ({exc}); fix the call"
+            ) from exc
 
     def _code_versions(self, fingerprint: CodeFingerprint) -> dict[str, str]:
         """Bytecode digests of the code this task's signature covers, computed once per code
@@ -291,6 +314,8 @@ class HelixTask(Generic[P]):
             """Replace nested helix nodes by references, through the containers that
             ``dask.delayed`` traverses; reject other Dask collections."""
             nonlocal nested
+            if type(obj) in _ATOMS:
+                return obj
             if isinstance(obj, HelixNode):
                 parents[obj.key] = obj
                 nested += 1
@@ -324,15 +349,15 @@ class HelixTask(Generic[P]):
         targs = [ref(a) for a in args]
         tkwargs = {k: ref(v) for k, v in kwargs.items()}
         fingerprint = code_fingerprint(self.func, untracked=self.untracked)
+        try:
+            arguments, passed = self._bind(args, kwargs)
+        except (HelixSignatureError, ValueError):
+            if self.deterministic:
+                raise
+            arguments, passed = {}, frozenset()  # not signed: Dask reports the call
         if self.deterministic:
             code = fingerprint.digest
-            argfp = argument_fingerprints(
-                self.func,
-                args,
-                kwargs,
-                task_name=self.name,
-                is_node=lambda o: o.signature if isinstance(o, HelixNode) else None,
-            )
+            argfp = fingerprint_arguments(arguments, task_name=self.name, is_node=_node_signature)
             parent_sigs = [p.signature for p in parents.values()]
             sig = node_signature(name=self.name, code=code, args=argfp, parents=parent_sigs)
         else:
@@ -342,7 +367,7 @@ class HelixTask(Generic[P]):
             key,
             self,
             code,
-            _mutable_values(self.func, args, kwargs, argfp),
+            _mutable_values(arguments, passed, argfp),
             tuple(p._watch for p in parents.values() if p._watch is not None),
         )
         meta = NodeMeta(
@@ -354,9 +379,9 @@ class HelixTask(Generic[P]):
             deterministic=self.deterministic,
             materialize=self.materialize,
             metrics=self.metrics,
-            arg_values=_argument_values(self.func, args, kwargs),
-            sources=dict(fingerprint.sources),
-            packages=dict(fingerprint.packages),
+            arg_values=_argument_values(arguments),
+            sources=fingerprint.sources,  # shared by every node of this code: never mutated
+            packages=fingerprint.packages,
             message=str(dask.config.get("helix.message", "") or ""),
             label=label,
             covers=_covered_by_arguments(args, kwargs) if self.deterministic else (),
@@ -367,10 +392,11 @@ class HelixTask(Generic[P]):
             *[parse_input(a) for a in targs],
             **{k: parse_input(v) for k, v in tkwargs.items()},
         )
-        with dask.annotate(**{ANNOTATION: meta.to_annotation()}):
-            hlg = HighLevelGraph.from_collections(
-                key, {key: spec}, dependencies=list(parents.values())
-            )
+        # What dask.annotate(...) would give the layer, without entering a context per node.
+        layer = MaterializedLayer(
+            {key: spec}, annotations={**dask.get_annotations(), ANNOTATION: meta.to_annotation()}
+        )
+        hlg = HighLevelGraph.from_collections(key, layer, dependencies=list(parents.values()))
         return HelixNode(key, hlg, meta, watch, self.nout)
 
     def __repr__(self) -> str:
@@ -380,6 +406,8 @@ class HelixTask(Generic[P]):
 def _covered_by_arguments(args: tuple, kwargs: dict) -> tuple[str, ...]:
     """Project classes (with their bases) and functions whose code the argument fingerprints
     include: a trace that runs their methods finds nothing new there."""
+    if all(type(v) in _ATOMS or isinstance(v, HelixNode) for v in (*args, *kwargs.values())):
+        return ()
     from ._origin import is_local_object
 
     found: set[str] = set()
@@ -427,19 +455,18 @@ def _replace(obj: object, values: dict) -> object:
 
 
 def _mutable_values(
-    func: Callable[..., Any], args: tuple, kwargs: dict, fingerprints: Mapping[str, str]
+    arguments: Mapping[str, object], passed: frozenset[str], fingerprints: Mapping[str, str]
 ) -> tuple[tuple[str, object, str], ...]:
-    """The arguments whose content could change before compute, with their fingerprints."""
+    """The arguments passed whose content could change before compute, with their
+    fingerprints."""
     if not fingerprints:
-        return ()
-    try:
-        bound = inspect.signature(func).bind(*args, **kwargs)
-    except (TypeError, ValueError):
         return ()
     return tuple(
         (name, value, fingerprints[name])
-        for name, value in bound.arguments.items()
-        if name in fingerprints and not isinstance(value, (*_IMMUTABLE, HelixNode))
+        for name, value in arguments.items()
+        if name in passed
+        and name in fingerprints
+        and not isinstance(value, (*_IMMUTABLE, HelixNode))
     )
 
 
@@ -462,23 +489,23 @@ def redacted(name: str) -> bool:
     """Whether the value of argument ``name`` is left out of the catalog and the API:
     ``helix.redact`` is ``secrets`` (default: names like ``api_key``, ``password``,
     ``token``), ``all`` or ``none``."""
-    mode = str(dask.config.get("helix.redact", "secrets"))
+    return _redacted(str(dask.config.get("helix.redact", "secrets")), name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _redacted(mode: str, name: str) -> bool:
     if mode == "all":
         return True
     return mode != "none" and _SECRET.search(name) is not None
 
 
-def _argument_values(func: Callable[..., Any], args: tuple, kwargs: dict) -> dict[str, str]:
+def _argument_values(arguments: Mapping[str, object]) -> dict[str, str]:
     """A short readable form of each bound argument: ``<task>`` for upstream nodes; values of
     arguments whose names look like secrets are redacted."""
-    try:
-        bound = inspect.signature(func).bind(*args, **kwargs)
-    except (TypeError, ValueError):
-        return {}
-    bound.apply_defaults()  # as the signature counts them
+    mode = str(dask.config.get("helix.redact", "secrets"))
     out = {}
-    for name, value in bound.arguments.items():
-        if redacted(name) and not isinstance(value, HelixNode):
+    for name, value in arguments.items():
+        if _redacted(mode, name) and not isinstance(value, HelixNode):
             out[name] = REDACTED
         else:
             out[name] = _shown(value)

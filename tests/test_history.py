@@ -245,13 +245,10 @@ def test_diff_names_the_changed_parameters_of_an_estimator_argument(tmp_path):
 
     from helix_dask.task import _argument_values
 
-    def fit(model, X):
-        return model
-
     cat = CatalogWriter(tmp_path)
     for i, k in enumerate((5, 8)):
         pipe = Pipeline([("pca", PCA(n_components=k)), ("lr", LogisticRegression())])
-        shown = _argument_values(fit, (pipe, [1, 2]), {})
+        shown = _argument_values({"model": pipe, "X": [1, 2]})
         v = cat.begin_version("w", "", [])
         record = _record(f"fit-f{i}", "fit")
         cat.record_nodes(v, [dataclasses.replace(record, arg_values=shown, args={"model": f"{i}"})])

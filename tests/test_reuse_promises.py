@@ -74,6 +74,16 @@ def test_a_mutated_ancestor_argument_is_refused_too(threaded_client):
         node.compute()
 
 
+def test_an_argument_shared_by_many_nodes_is_checked_for_each(threaded_client):
+    x = np.ones(3)
+    node = add(Pair(shift(x), shift(x, hx_name="again")))
+    x[:] = 0
+    with pytest.raises(HelixSignatureError, match="was modified after"):
+        node.compute()
+    unchanged = np.ones(3)
+    assert add(Pair(shift(unchanged), shift(unchanged))).compute() == 12
+
+
 def test_nodes_nested_in_dataclasses_and_namedtuples_reach_the_task_as_values(threaded_client):
     assert describe(Bundle(make(4))).compute() == ("ndarray", 6)
     assert add(Pair(make(3), make(4))).compute() == 9

@@ -920,6 +920,12 @@ def test_node_signature_changes_with_each_input() -> None:
     assert signature_ not in {node_signature(**{**base, **v}) for v in variants}
 
 
+def test_node_signature_is_stable_across_releases() -> None:
+    """Stored artifacts are found by signature: the digest of fixed inputs never changes."""
+    got = node_signature(name="fit", code="c0", args={"b": "2", "a": "1"}, parents=["p", "q"])
+    assert got == "0edb7a087dd72da28effb8b1c0c70bf4"
+
+
 def test_node_signature_rejects_non_string_parts() -> None:
     with pytest.raises(
         HelixSignatureError, match=r"for parents\[0\] of 'fit'; pass hex digest strings"
