@@ -21,6 +21,7 @@ import json
 import tempfile
 import time
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -112,15 +113,19 @@ def _reuse(client: Any, store: Path) -> dict[str, Any]:
 
     search = hx.Catalog(store).run(hx.last_run(client).version - 1)
     return {
-        "computed": _count(search.computed),
-        "loaded": _count(search.loaded),
-        "pruned": _count(search.pruned),
+        key: _count(n.name for n in search.nodes if n.decision is decision)
+        for key, decision in (
+            ("computed", hx.Decision.COMPUTE),
+            ("loaded", hx.Decision.LOAD),
+            ("pruned", hx.Decision.PRUNE),
+        )
     }
 
 
-def _count(names: list[str]) -> dict[str, int]:
+def _count(names: Iterable[str]) -> dict[str, int]:
+    """How many nodes of each task (repeated tasks' readable names hold their arguments)."""
     counts: dict[str, int] = {}
-    for name in names:
+    for name in sorted(names):
         counts[name] = counts.get(name, 0) + 1
     return counts
 
