@@ -41,8 +41,10 @@ _install_lock = threading.Lock()
 def _audit(event: str, args: tuple[Any, ...]) -> None:
     """Audit hook (one per process, never removed): passes the file events of a traced call
     to its recorder. Never raises: an exception here would fail the user's ``open``."""
+    if event not in _FILE_EVENTS:  # first: most events are others (``frame.f_code`` reads)
+        return
     files = _recording.files
-    if files is None or event not in _FILE_EVENTS:
+    if files is None:
         return
     try:
         if sys._getframe(1).f_code.co_filename.startswith("<frozen importlib"):

@@ -183,14 +183,19 @@ class NodeCall:
                 _traces[self.key] = {UNTRACEABLE: {}}
             return result
         seen: dict[types.CodeType, Mapping[str, Any]] = {}
-        importing = [0]  # depth of imports running: what they run depends on the process
+        imports: list[types.FrameType] = []  # imports running: what they run depends on the
+        # process. Only "call" events read ``f_code``: with an audit hook installed (see
+        # _file_reads) every read of it is an audit event, a Python call.
 
         def record(frame: types.FrameType, event: str, arg: Any) -> None:
-            code = frame.f_code
-            if code is _IMPORT_CODE:
-                importing[0] += 1 if event == "call" else -1 if event == "return" else 0
-            elif event == "call" and not importing[0]:
-                seen[code] = frame.f_globals
+            if event == "call":
+                code = frame.f_code
+                if code is _IMPORT_CODE:
+                    imports.append(frame)
+                elif not imports:
+                    seen[code] = frame.f_globals
+            elif event == "return" and imports and frame is imports[-1]:
+                imports.pop()
             if previous is not None:
                 previous(frame, event, arg)
 
