@@ -139,11 +139,17 @@ def _installation() -> tuple[str, ...]:
     return tuple(sorted(os.path.join(os.path.abspath(d), "") for d in dirs if d))
 
 
+_METADATA_DIRS = (".egg-info" + os.sep, ".dist-info" + os.sep)
+"""Package metadata (read by ``importlib.metadata``, e.g. entry points, also of a package
+installed in development mode from a project directory): the distributions' versions stand for
+it."""
+
+
 def _data_path(name: str, declared: tuple[str, ...]) -> bool:
     """Whether a path the call touched is data the result may depend on."""
     if name.endswith(_CODE_SUFFIXES) or name.startswith(_SYSTEM_PREFIXES):
         return False
-    if name.startswith(_installation_dirs()):
+    if name.startswith(_installation_dirs()) or any(m in name for m in _METADATA_DIRS):
         return False
     return not any(name == d or name.startswith(os.path.join(d, "")) for d in declared)
 

@@ -122,6 +122,21 @@ def test_files_read_by_path_and_directories_listed_are_dependencies(tmp_path):
     assert not any(d.endswith(".py") for d in deps if d.startswith("file:"))
 
 
+def _reads_metadata(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def test_package_metadata_read_at_run_time_is_not_a_data_file(tmp_path):
+    # importlib.metadata reads entry points of every distribution, also of one installed in
+    # development mode from a project directory: its version stands for it.
+    meta = tmp_path / "project" / "mypkg.egg-info" / "entry_points.txt"
+    meta.parent.mkdir(parents=True)
+    meta.write_text("[console_scripts]\n")
+    deps = _trace(_reads_metadata, str(meta))
+    assert not any(d.startswith("file:") for d in deps), deps
+
+
 def test_files_passed_as_hx_file_are_covered_by_the_signature(tmp_path):
     import helix_dask as hx
 
