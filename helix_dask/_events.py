@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,18 +218,34 @@ class RunReport:
 
 
 def report_to_dict(report: RunReport) -> dict:
-    """Plain data (str enums, lists) for sending a report over a Dask comm or as JSON."""
-    from dataclasses import asdict
+    """Plain data (str enums, lists) for sending a report over a Dask comm or as JSON.
 
-    d = asdict(report)
-    for n in d["nodes"]:
-        n["decision"] = str(n["decision"])
-        n["materialization"] = str(n["materialization"]) if n["materialization"] else None
-        n["parents"] = list(n["parents"])
-        n["args"] = dict(n["args"])
-        n["arg_values"] = dict(n["arg_values"])
-        n["metrics"] = dict(n["metrics"]) if n["metrics"] is not None else None
+    Field by field rather than ``dataclasses.asdict``, which deep-copies every value: a report
+    of 100k nodes is converted in a fraction of the time."""
+    node_fields = _field_names(NodeRecord)
+    d = {name: getattr(report, name) for name in _field_names(RunReport)}
+    d["nodes"] = [_node_to_dict(n, node_fields) for n in report.nodes]
+    event_fields = _field_names(EventRecord)
+    d["events"] = [{name: getattr(e, name) for name in event_fields} for e in report.events]
     return d
+
+
+def _node_to_dict(node: NodeRecord, names: tuple[str, ...]) -> dict[str, Any]:
+    n = {name: getattr(node, name) for name in names}
+    n["decision"] = str(node.decision)
+    n["materialization"] = str(node.materialization) if node.materialization else None
+    n["parents"] = list(node.parents)
+    n["args"] = dict(node.args)
+    n["arg_values"] = dict(node.arg_values)
+    n["metrics"] = dict(node.metrics) if node.metrics is not None else None
+    return n
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    from dataclasses import fields
+
+    return tuple(f.name for f in fields(cls))
 
 
 def report_from_dict(d: Mapping[str, Any]) -> RunReport:

@@ -29,7 +29,7 @@ import platform
 import sys
 import threading
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from helix_dask._file_reads import FILE, LISTING, FileReads, file_digest, listing_digest
@@ -281,12 +281,16 @@ def covered(dep: str, sources: Iterable[str], packages: Iterable[str]) -> bool:
     """Whether the static code fingerprint already covers ``dep``: a prefix of it was walked,
     or its distribution's version was recorded."""
     if dep.startswith(DIST):
-        return dep[len(DIST) :] in set(packages)
+        return dep[len(DIST) :] in _as_set(packages)
     if dep.startswith((FILE, LISTING)):
         return False
-    names = set(sources)
+    names = _as_set(sources)
     parts = dep.split(".")
     return any(".".join(parts[:i]) in names for i in range(1, len(parts) + 1))
+
+
+def _as_set(values: Iterable[str]) -> Collection[str]:
+    return values if isinstance(values, (set, frozenset, dict)) else set(values)
 
 
 # ---------------------------------------------------------------- digests

@@ -44,7 +44,7 @@ class NodeMeta:
 
     @classmethod
     def from_annotation(cls, ann: Mapping[str, Any]) -> NodeMeta:
-        known = _FIELDS
+        known = _KNOWN
         d = {k: v for k, v in ann.items() if k in known}
         d["parents"] = tuple(d["parents"])
         d["covers"] = tuple(d.get("covers", ()))
@@ -52,6 +52,7 @@ class NodeMeta:
 
 
 _FIELDS = tuple(f.name for f in fields(NodeMeta))
+_KNOWN = frozenset(_FIELDS)
 """Read once: ``dataclasses.fields`` per node cost more than the rest of encoding or decoding
 it."""
 

@@ -281,6 +281,8 @@ class Catalog:
         self.path = self.root / "catalog.sqlite"
         self._lock = threading.Lock()
         self._batch_thread: int | None = None
+        self._traced: dict[str, frozenset[str]] = {}
+        """Code digest -> trace dependencies this connection wrote or read (writers only)."""
         try:
             _owner_only(self.path)
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=timeout)
@@ -317,11 +319,21 @@ class Catalog:
         if self._batch_thread == threading.get_ident():
             yield self._db  # inside batch(): one transaction for all
             return
-        with self._lock, self._db:
+        with self._lock, self._forgetting_on_rollback(), self._db:
             # IMMEDIATE: take the write lock first, so what a write checks (a lease, an
             # artifact's files) cannot change before it commits.
             self._db.execute("BEGIN IMMEDIATE")
             yield self._db
+
+    @contextmanager
+    def _forgetting_on_rollback(self) -> Iterator[None]:
+        """What this connection remembers having written is forgotten when a transaction
+        rolls back."""
+        try:
+            yield
+        except BaseException:
+            self._traced.clear()
+            raise
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -645,7 +657,7 @@ class CatalogWriter(Catalog, MetadataStore):
         with self._lock:
             self._batch_thread = threading.get_ident()
             try:
-                with self._db:
+                with self._forgetting_on_rollback(), self._db:
                     self._db.execute("BEGIN IMMEDIATE")  # see _tx
                     yield self
             finally:
@@ -791,13 +803,15 @@ class CatalogWriter(Catalog, MetadataStore):
                     "INSERT OR REPLACE INTO identities VALUES (?, ?, ?)",
                     (identity, signature, body),
                 )
-            if traced is not None:
+            if traced is not None and not set(traced) <= self._traced.get(code, frozenset()):
                 row = db.execute("SELECT deps FROM traces WHERE code = ?", (code,)).fetchone()
                 deps = set(json.loads(row[0])) if row else set()
-                db.execute(
-                    "INSERT OR REPLACE INTO traces VALUES (?, ?)",
-                    (code, json.dumps(sorted(deps | set(traced)))),
-                )
+                merged = frozenset(deps | set(traced))
+                body = json.dumps(sorted(merged))
+                db.execute("INSERT OR REPLACE INTO traces VALUES (?, ?)", (code, body))
+                # Traces only grow: what this writer wrote or read needs no rewrite (a call that
+                # reaches nothing new, most of them, costs no read and no write of its trace).
+                self._traced[code] = merged
 
     def update_node(self, version: int, key: str, **fields: object) -> None:
         unknown = set(fields) - set(_NODE_FIELDS)

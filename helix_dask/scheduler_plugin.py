@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -272,14 +272,18 @@ class HelixSchedulerPlugin(SchedulerPlugin):
     def _record(
         self, run: Run, keys: set, metas: Iterable[tuple[Any, NodeMeta]], loads: Iterable[str]
     ) -> bool:
-        """Record the planned version (its id comes from the catalog), its nodes and leases on
-        what it loads, in one transaction, before its graph is rewritten. Waits at most
-        ``helix.catalog-timeout`` (on the event loop); False, with a WARNING, if the catalog
-        could not be written: the graph then runs unrewritten."""
-        write = _begin(run, keys, metas, self.owner)
+        """Record the planned version (its id comes from the catalog) and leases on what it
+        loads, in one transaction, before its graph is rewritten; its code and nodes follow
+        through the write queue (off the event loop: a large graph's records take seconds to
+        write). Waits at most ``helix.catalog-timeout`` (on the event loop); False, with a
+        WARNING, if the catalog could not be written: the graph then runs unrewritten.
+
+        The leases are what keeps ``helix gc`` in another process from removing a planned load
+        meanwhile; the node records only describe the version."""
+        version, nodes = _begin(run, keys, self.owner), _nodes(run, metas)
         try:
             with self.catalog.batch():
-                write(self.catalog)
+                version(self.catalog)
                 gone = self.catalog.lease(run.version, loads, self.owner)
         except (sqlite3.Error, OSError, HelixStoreError) as e:
             logger.warning(
@@ -290,6 +294,7 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 e,
             )
             return False
+        self.writer.submit(nodes)
         if gone:  # removed by another process since the plan: the load falls back
             logger.info(
                 "helix v%d plans to load %d artifacts removed meanwhile; they are computed",
@@ -319,7 +324,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             nodes = list(run.nodes.values())  # their records are built on the writer thread
             self.writer.submit(lambda c: c.record_nodes(run.version, [n.record() for n in nodes]))
         else:
-            self.writer.submit(_begin(run, keys, helix.values(), self.owner))
+            version, nodes = _begin(run, keys, self.owner), _nodes(run, helix.values())
+            self.writer.submit(lambda c: (version(c), nodes(c)))
         return run
 
     def cost_model(self, refit: bool = False) -> CostModel:
@@ -883,20 +889,12 @@ def _fill(
         run.add(node)
 
 
-def _begin(
-    run: Run,
-    keys: set,
-    metas: Iterable[tuple[Any, NodeMeta]],
-    owner: Owner,
-):
-    """The catalog writes of a new version: its row (``run.version`` becomes the id the
-    catalog gives it), its code and its planned nodes."""
-    codes = {m.code: m for _, m in metas if m.code}
-    nodes = list(run.nodes.values())
+def _begin(run: Run, keys: set, owner: Owner) -> Callable[[CatalogWriter], None]:
+    """The catalog write of a new version's row (``run.version`` becomes the id the catalog
+    gives it)."""
     outputs = sorted(map(str, keys))
 
     def write(c: CatalogWriter) -> None:
-        records = [n.record() for n in nodes]
         run.version = c.begin_version(
             run.workflow,
             run.message,
@@ -905,9 +903,20 @@ def _begin(
             started=run.started,
             owner=owner,
         )
+
+    return write
+
+
+def _nodes(run: Run, metas: Iterable[tuple[Any, NodeMeta]]) -> Callable[[CatalogWriter], None]:
+    """The catalog writes of a version's code and planned nodes (after its row: ``run.version``
+    is read when they are applied; the records are built then, on the writer's thread)."""
+    codes = {m.code: m for _, m in metas if m.code}
+    nodes = list(run.nodes.values())
+
+    def write(c: CatalogWriter) -> None:
         for digest, m in codes.items():
             c.record_code(digest, m.sources, m.packages)
-        c.record_nodes(run.version, records)
+        c.record_nodes(run.version, [n.record() for n in nodes])
 
     return write
 

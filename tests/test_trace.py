@@ -165,3 +165,29 @@ def test_a_c_profiler_holding_the_thread_makes_the_result_untraceable():
     finally:
         profiler.disable()
     assert take_trace(key) == {UNTRACEABLE: {}}
+
+
+def test_a_codes_recorded_traces_only_grow_and_survive_a_rolled_back_write(tmp_path):
+    """Most calls of a traced code reach nothing new, and their trace is not rewritten; what a
+    rolled-back transaction would have added is written by the next call that reaches it, and
+    another writer's additions are merged, not overwritten."""
+    import pytest
+
+    from helix_dask.catalog import CatalogWriter
+
+    one, other = CatalogWriter(tmp_path), CatalogWriter(tmp_path)
+    one.record_requirements("s1", {}, "code", ["dist:numpy"])
+    one.record_requirements("s2", {}, "code", ["dist:numpy"])
+    with pytest.raises(RuntimeError), one.batch():
+        one.record_requirements("s3", {}, "code", ["project.helper"])
+        raise RuntimeError("the batch fails after the trace was merged")
+    assert sorted(other.traced(["code"])["code"]) == ["dist:numpy"]
+    other.record_requirements("s4", {}, "code", ["dist:scipy"])
+    one.record_requirements("s5", {}, "code", ["project.helper"])
+    assert sorted(other.traced(["code"])["code"]) == [
+        "dist:numpy",
+        "dist:scipy",
+        "project.helper",
+    ]
+    one.close()
+    other.close()
