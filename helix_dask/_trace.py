@@ -28,6 +28,7 @@ import logging
 import platform
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
@@ -177,6 +178,7 @@ class NodeCall:
         A C profiler already active in this thread (``cProfile``) cannot be chained: the call
         runs untraced and its result is marked :data:`UNTRACEABLE` (never stored)."""
         previous = sys.getprofile()
+        previous = getattr(previous, "helix_inert", previous)  # one a failed removal left
         if previous is not None and not callable(previous):
             result = self.func(*args, **kwargs)
             with _traces_lock:
@@ -187,8 +189,12 @@ class NodeCall:
         # process. Only "call" events read ``f_code``: with an audit hook installed (see
         # _file_reads) every read of it is an audit event, a Python call.
 
+        stopped = False  # set once the call returned: a recorder left installed records nothing
+
         def record(frame: types.FrameType, event: str, arg: Any) -> None:
-            if event == "call":
+            if stopped:
+                pass
+            elif event == "call":
                 code = frame.f_code
                 if code is _IMPORT_CODE:
                     imports.append(frame)
@@ -200,15 +206,52 @@ class NodeCall:
                 previous(frame, event, arg)
 
         with FileReads(args, kwargs) as files:
-            sys.setprofile(record)
+            if not _set_profile(record):
+                result = self.func(*args, **kwargs)
+                with _traces_lock:
+                    _traces[self.key] = {UNTRACEABLE: {}}
+                return result
             try:
                 result = self.func(*args, **kwargs)
             finally:
-                sys.setprofile(previous)
+                stopped = True
+                restored = _set_profile(previous) or _set_profile(previous)
+        if not restored:
+            record.helix_inert = previous  # type: ignore[attr-defined]
+            logger.warning(
+                "helix could not remove its trace recorder from this thread (another profile "
+                "function kept being installed); it stays, inert, until the next traced call"
+            )
+            with _traces_lock:
+                _traces[self.key] = {UNTRACEABLE: {}}
+            return result
         deps = {**dependencies(seen), **files.dependencies()}
         with _traces_lock:
             _traces[self.key] = deps
         return result
+
+
+_profile_lock = threading.Lock()
+
+
+def _set_profile(func: Callable[..., Any] | None) -> bool:
+    """``sys.setprofile(func)``; False if it could not be installed (then nothing changed).
+
+    CPython 3.11 refuses to install a profile function while another thread is installing one
+    ("Cannot install a profile function while another profile function is being installed"),
+    and with an audit hook in the process (see :mod:`helix_dask._file_reads`) an install runs
+    Python code, so threads tracing at once would collide: this process's installs take turns,
+    and one colliding with code outside helix is retried for a while."""
+    for attempt in range(200):
+        with _profile_lock:
+            try:
+                sys.setprofile(func)
+                return True
+            except RuntimeError as e:
+                if "being installed" not in str(e):
+                    raise
+        time.sleep(0.0005 * min(attempt + 1, 20))
+    return False
 
 
 def _wants_trace(key: str) -> bool:

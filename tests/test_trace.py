@@ -191,3 +191,83 @@ def test_a_codes_recorded_traces_only_grow_and_survive_a_rolled_back_write(tmp_p
     ]
     one.close()
     other.close()
+
+
+def _leaf(x: int) -> int:
+    return x + 1
+
+
+def test_threads_tracing_at_once_with_an_audit_hook_all_succeed():
+    """With an audit hook in the process (the file-read recorder installs one), installing a
+    profile function runs Python code, and CPython 3.11 refuses an install while another
+    thread's is under way: traced calls in several threads at once must still all run and
+    each record its own code."""
+    import threading
+
+    from helix_dask._file_reads import FileReads
+
+    with FileReads((), {}):  # the audit hook is installed once per process
+        pass
+    failures: list[BaseException] = []
+    traced: list[bool] = []
+
+    def work(i: int) -> None:
+        call = NodeCall(_leaf, f"threads-{i}-{uuid.uuid4().hex}")
+        for j in range(4000):
+            try:
+                assert call.traced((j,), {}) == j + 1
+            except BaseException as e:  # any failure fails the test below
+                failures.append(e)
+                return
+            trace = take_trace(call.key) or {}
+            traced.append(any(d.endswith("_leaf") for d in trace))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often, as they would on a busy worker
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
+    assert len(traced) == 12000 and all(traced)
+    assert sys.getprofile() is None
+
+
+def test_a_recorder_that_cannot_be_installed_or_removed_never_claims_a_trace(monkeypatch):
+    """A profile function that cannot be installed (code outside helix keeps installing one)
+    leaves the call untraced and its result untraceable (never stored); one that cannot be
+    removed records nothing more and is replaced by the next traced call."""
+    from helix_dask import _trace
+    from helix_dask._trace import UNTRACEABLE
+
+    real = sys.setprofile
+    refuse: dict[str, bool] = {"install": True, "remove": False}
+
+    def setprofile(func: Any) -> None:
+        if refuse["install" if func is not None else "remove"]:
+            raise RuntimeError(
+                "Cannot install a profile function while another profile function is being "
+                "installed"
+            )
+        real(func)
+
+    monkeypatch.setattr(_trace.time, "sleep", lambda s: None)
+    monkeypatch.setattr(sys, "setprofile", setprofile)
+    call = NodeCall(_leaf, f"refused-{uuid.uuid4().hex}")
+    assert call.traced((1,), {}) == 2
+    assert take_trace(call.key) == {UNTRACEABLE: {}}
+
+    refuse.update(install=False, remove=True)
+    assert call.traced((2,), {}) == 3
+    assert take_trace(call.key) == {UNTRACEABLE: {}}
+    left = sys.getprofile()
+    assert left is not None and left.helix_inert is None  # inert, stands for no profiler
+
+    refuse["remove"] = False
+    assert call.traced((3,), {}) == 4
+    assert any(d.endswith("_leaf") for d in take_trace(call.key) or {})
+    assert sys.getprofile() is None
