@@ -8,6 +8,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 
 from ._errors import HelixStoreError
@@ -18,6 +19,11 @@ logger = logging.getLogger("helix_dask")
 Write = Callable[[CatalogWriter], object]
 
 _STOP = object()
+_WAKE = object()
+"""Queued by :meth:`WriteQueue.flush`: applies nothing, only ends the wait for more writes."""
+
+LINGER = 0.05
+"""Seconds the writer waits for more writes before applying a batch (none when flushed)."""
 
 
 class WriteQueue:
@@ -29,6 +35,7 @@ class WriteQueue:
         self._submitted = 0
         self._applied = 0
         self._cond = threading.Condition()
+        self._waiters = 0
         self._thread = threading.Thread(target=self._loop, name="helix-catalog", daemon=True)
         self._thread.start()
 
@@ -38,15 +45,26 @@ class WriteQueue:
 
     def _loop(self) -> None:
         while True:
-            item = self._queue.get()
-            batch = [item]
-            while True:  # batch what queued meanwhile
+            batch = [self._queue.get()]
+            # Collect what arrives for a moment (a busy scheduler sends a write per finished
+            # task: one transaction each would keep this thread, and the GIL, busy), unless
+            # someone waits for the writes (flush) or the queue is closing.
+            until = time.monotonic() + LINGER
+            while batch[-1] is not _STOP and batch[-1] is not _WAKE and not self._waiters:
+                left = until - time.monotonic()
+                try:
+                    batch.append(
+                        self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                    )
+                except queue.Empty:
+                    break
+            while True:  # and whatever queued meanwhile
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             stop = any(b is _STOP for b in batch)
-            writes = [b for b in batch if b is not _STOP]
+            writes = [b for b in batch if b is not _STOP and b is not _WAKE]
             if writes:
                 self._apply(writes)
             if stop:
@@ -67,7 +85,12 @@ class WriteQueue:
         """Block until everything submitted so far is applied; False on timeout."""
         target = self._submitted
         with self._cond:
-            return self._cond.wait_for(lambda: self._applied >= target, timeout)
+            self._waiters += 1
+            try:
+                self._queue.put(_WAKE)  # ends a batch that is waiting for more writes
+                return self._cond.wait_for(lambda: self._applied >= target, timeout)
+            finally:
+                self._waiters -= 1
 
     async def drained(self, timeout: float = 60.0) -> bool:
         """Wait (without blocking the event loop) until everything submitted so far is applied."""

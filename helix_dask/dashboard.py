@@ -25,7 +25,7 @@ from tornado import web
 
 from . import history
 from ._drawing import COLOURS, render_svg
-from ._events import report_to_dict
+from ._events import RunReport, report_to_dict
 from ._lineage import node_names
 from ._location import public_location
 from ._scheduler_api import answer, reader
@@ -150,6 +150,10 @@ def _run_data(cat: Catalog, version: int) -> dict[str, Any] | None:
         report = cat.run(version)
     except KeyError:
         return None
+    return _report_data(report)
+
+
+def _report_data(report: RunReport) -> dict[str, Any]:
     names = node_names(report.nodes)
     data = report_to_dict(report)
     for n in data["nodes"]:
@@ -163,7 +167,12 @@ def _run_data(cat: Catalog, version: int) -> dict[str, Any] | None:
 class RunHandler(_HelixHandler):
     async def get(self, version: str) -> None:
         v = self.version_arg(version)
-        data = await self.read(_run_data, v)
+        run = self.plugin.book.runs.get(v)
+        if run is not None and run.finished is None:
+            # Running here: the scheduler's own record, which the catalog's lags behind.
+            data: dict[str, Any] | None = _report_data(run.report())
+        else:
+            data = await self.read(_run_data, v)
         if data is None:
             raise web.HTTPError(404, f"no version {v}")
         if data["status"] == "running":  # where each node is now, from the scheduler
