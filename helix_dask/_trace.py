@@ -14,7 +14,8 @@ verifying traces, Bazel). Requirements and parents' verified identities fold int
 looked up; for a node with no requirement and plain parents it is the static signature.
 
 Cost model: tracing slows pure-Python code while it runs (Python 3.11 has no cheap per-code
-monitoring: a profile function costs two to three extra runs' time on call-heavy code), so a
+monitoring: the C profiler costs about one extra run's time on call-heavy code, a Python
+profile function two to three), so a
 task's code is traced the first time it computes and its requirement set is reused by later
 computes of the same code; loads are never traced.
 """
@@ -28,13 +29,13 @@ import logging
 import platform
 import sys
 import threading
-import time
 import types
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from helix_dask._file_reads import FILE, LISTING, FileReads, file_digest, listing_digest
 from helix_dask._fingerprint import Hasher, digest_of_strings
+from helix_dask._profile_trace import call_profiled, left_installed, switch
 
 logger = logging.getLogger("helix_dask.signature")
 
@@ -171,18 +172,31 @@ class NodeCall:
         return self.traced(args, kwargs)
 
     def traced(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Call the function and keep the dependencies it ran (:func:`take_trace`): a profile
-        function records every code object that starts running (chained to a profile function
-        already set); the files it reads are recorded too (:mod:`helix_dask._file_reads`).
+        """Call the function and keep the dependencies it ran (:func:`take_trace`): the C
+        profiler records every code object that runs (:mod:`helix_dask._profile_trace`), or,
+        when the thread already has a profile function, a Python one chained to it; the files
+        it reads are recorded too (:mod:`helix_dask._file_reads`).
 
         A C profiler already active in this thread (``cProfile``) cannot be chained: the call
         runs untraced and its result is marked :data:`UNTRACEABLE` (never stored)."""
         previous = sys.getprofile()
+        if previous in left_installed and switch(previous.disable):  # a failed removal's
+            previous = sys.getprofile()
         previous = getattr(previous, "helix_inert", previous)  # one a failed removal left
         if previous is not None and not callable(previous):
             result = self.func(*args, **kwargs)
             with _traces_lock:
                 _traces[self.key] = {UNTRACEABLE: {}}
+            return result
+        if previous is None:  # the thread has no profiler: the C profiler records, faster
+            with FileReads(args, kwargs) as files:
+                result, ran = call_profiled(self.func, args, kwargs, _IMPORT_CODE)
+            with _traces_lock:
+                _traces[self.key] = (
+                    {UNTRACEABLE: {}}
+                    if ran is None
+                    else {**dependencies(ran), **files.dependencies()}
+                )
             return result
         seen: dict[types.CodeType, Mapping[str, Any]] = {}
         imports: list[types.FrameType] = []  # imports running: what they run depends on the
@@ -231,27 +245,9 @@ class NodeCall:
         return result
 
 
-_profile_lock = threading.Lock()
-
-
 def _set_profile(func: Callable[..., Any] | None) -> bool:
-    """``sys.setprofile(func)``; False if it could not be installed (then nothing changed).
-
-    CPython 3.11 refuses to install a profile function while another thread is installing one
-    ("Cannot install a profile function while another profile function is being installed"),
-    and with an audit hook in the process (see :mod:`helix_dask._file_reads`) an install runs
-    Python code, so threads tracing at once would collide: this process's installs take turns,
-    and one colliding with code outside helix is retried for a while."""
-    for attempt in range(200):
-        with _profile_lock:
-            try:
-                sys.setprofile(func)
-                return True
-            except RuntimeError as e:
-                if "being installed" not in str(e):
-                    raise
-        time.sleep(0.0005 * min(attempt + 1, 20))
-    return False
+    """``sys.setprofile(func)``; False if it kept being refused (see :func:`switch`)."""
+    return switch(lambda: sys.setprofile(func))
 
 
 def _wants_trace(key: str) -> bool:

@@ -237,37 +237,86 @@ def test_threads_tracing_at_once_with_an_audit_hook_all_succeed():
     assert sys.getprofile() is None
 
 
-def test_a_recorder_that_cannot_be_installed_or_removed_never_claims_a_trace(monkeypatch):
-    """A profile function that cannot be installed (code outside helix keeps installing one)
-    leaves the call untraced and its result untraceable (never stored); one that cannot be
-    removed records nothing more and is replaced by the next traced call."""
-    from helix_dask import _trace
+def _refused() -> RuntimeError:
+    return RuntimeError(
+        "Cannot install a profile function while another profile function is being installed"
+    )
+
+
+def test_a_c_profiler_that_cannot_be_installed_or_removed_never_claims_a_trace(monkeypatch):
+    """The C profiler (the thread has no profile function) cannot be installed when code
+    outside helix keeps installing one: the call runs untraced and its result is untraceable
+    (never stored). One that cannot be removed is removed by the thread's next trace."""
+    import cProfile
+
+    from helix_dask import _profile_trace
     from helix_dask._trace import UNTRACEABLE
 
-    real = sys.setprofile
-    refuse: dict[str, bool] = {"install": True, "remove": False}
+    refuse = {"install": True, "remove": False}
+    enable, disable = cProfile.Profile.enable, cProfile.Profile.disable
 
-    def setprofile(func: Any) -> None:
-        if refuse["install" if func is not None else "remove"]:
-            raise RuntimeError(
-                "Cannot install a profile function while another profile function is being "
-                "installed"
-            )
-        real(func)
+    def refusing(real: Callable[..., Any], what: str) -> Callable[..., Any]:
+        def switch(self: Any, *args: Any) -> Any:
+            if refuse[what]:
+                raise _refused()
+            return real(self, *args)
 
-    monkeypatch.setattr(_trace.time, "sleep", lambda s: None)
-    monkeypatch.setattr(sys, "setprofile", setprofile)
+        return switch
+
+    monkeypatch.setattr(_profile_trace.time, "sleep", lambda s: None)
+    monkeypatch.setattr(cProfile.Profile, "enable", refusing(enable, "install"))
+    monkeypatch.setattr(cProfile.Profile, "disable", refusing(disable, "remove"))
     call = NodeCall(_leaf, f"refused-{uuid.uuid4().hex}")
     assert call.traced((1,), {}) == 2
     assert take_trace(call.key) == {UNTRACEABLE: {}}
+    assert sys.getprofile() is None
 
     refuse.update(install=False, remove=True)
     assert call.traced((2,), {}) == 3
     assert take_trace(call.key) == {UNTRACEABLE: {}}
-    left = sys.getprofile()
-    assert left is not None and left.helix_inert is None  # inert, stands for no profiler
+    assert isinstance(sys.getprofile(), cProfile.Profile)  # left installed
 
     refuse["remove"] = False
     assert call.traced((3,), {}) == 4
     assert any(d.endswith("_leaf") for d in take_trace(call.key) or {})
     assert sys.getprofile() is None
+
+
+def test_a_chained_recorder_that_cannot_be_installed_or_removed_never_claims_a_trace(
+    monkeypatch,
+):
+    """Under a profile function of the user's, the Python recorder chained to it: one that
+    cannot be installed leaves the call untraced and its result untraceable; one that cannot
+    be removed records nothing more and is replaced by the next traced call."""
+    from helix_dask import _profile_trace
+    from helix_dask._trace import UNTRACEABLE
+
+    real = sys.setprofile
+    refuse = {"install": True, "remove": False}
+    with _other_profiler() as events:
+        outer = sys.getprofile()
+
+        def setprofile(func: Any) -> None:
+            if refuse["remove" if func is outer else "install"]:
+                raise _refused()
+            real(func)
+
+        monkeypatch.setattr(_profile_trace.time, "sleep", lambda s: None)
+        monkeypatch.setattr(sys, "setprofile", setprofile)
+        call = NodeCall(_leaf, f"refused-{uuid.uuid4().hex}")
+        assert call.traced((1,), {}) == 2
+        assert take_trace(call.key) == {UNTRACEABLE: {}}
+        assert sys.getprofile() is outer
+
+        refuse.update(install=False, remove=True)
+        assert call.traced((2,), {}) == 3
+        assert take_trace(call.key) == {UNTRACEABLE: {}}
+        left = sys.getprofile()
+        assert left is not outer and left.helix_inert is outer  # inert, chained to the user's
+
+        refuse["remove"] = False
+        before = len(events)
+        assert call.traced((3,), {}) == 4
+        assert any(d.endswith("_leaf") for d in take_trace(call.key) or {})
+        assert sys.getprofile() is outer and len(events) > before
+        monkeypatch.setattr(sys, "setprofile", real)

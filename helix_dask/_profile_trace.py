@@ -1,0 +1,174 @@
+"""Traces taken with the C profiler: the code objects a call ran, and the globals each ran with.
+
+A Python profile function is called for every Python call and return of the traced task; the C
+profiler (``cProfile`` with builtins off) does the same bookkeeping in C, about twice as fast
+on call-heavy code. It cannot be chained to a profile function already set, so
+:class:`~helix_dask._trace.NodeCall` uses it only when the thread has none.
+
+Two things the Python profile function sees directly are rebuilt here afterwards:
+
+- **What an import ran**: code that only a module's first import executed (its body and what
+  that calls) is not the task's (another process that imported the module before would not run
+  it). The profile's call graph tells: code all of whose callers are the import machinery or
+  such code is left out.
+- **The globals each code ran with** (dependencies are resolved in them): the namespace of the
+  module loaded from the code's file, or, for code defined by value (a script's functions
+  pickled to a worker), the globals of the function object holding it.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import gc
+import sys
+import threading
+import time
+import types
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+Seen = dict[types.CodeType, Mapping[str, Any]]
+
+left_installed: weakref.WeakSet[cProfile.Profile] = weakref.WeakSet()
+"""Profilers whose removal kept being refused: the next trace in their thread removes them."""
+
+_profile_lock = threading.Lock()
+"""Installs and removals of profile functions in this process take turns (see :func:`switch`)."""
+
+
+def switch(install: Callable[[], object]) -> bool:
+    """Run ``install`` (``sys.setprofile(...)``, ``profiler.enable()`` or ``.disable()``);
+    False if it kept being refused (then nothing changed).
+
+    CPython 3.11 refuses to install or remove a profile function while another thread is doing
+    so ("Cannot install a profile function while another profile function is being
+    installed"), and with an audit hook in the process (see :mod:`helix_dask._file_reads`) an
+    install runs Python code, so threads tracing at once would collide: this process's installs
+    take turns, and one colliding with code outside helix is retried for a while."""
+    for attempt in range(200):
+        with _profile_lock:
+            try:
+                install()
+                return True
+            except RuntimeError as e:
+                if "being installed" not in str(e):
+                    raise
+        time.sleep(0.0005 * min(attempt + 1, 20))
+    return False
+
+
+def call_profiled(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], import_code: Any
+) -> tuple[Any, Seen | None]:
+    """``func(*args, **kwargs)`` under the C profiler, and the code it ran with each code's
+    globals (None when the profiler could not be installed or removed: nothing is known of
+    what it ran). ``import_code``: the import machinery's code object."""
+    profiler = cProfile.Profile(builtins=False)
+    if not switch(profiler.enable):
+        return func(*args, **kwargs), None
+    try:
+        result = func(*args, **kwargs)
+    finally:
+        removed = switch(profiler.disable) or switch(profiler.disable)
+    if not removed:
+        left_installed.add(profiler)  # removed by the thread's next trace
+        return result, None
+    return result, scopes(ran(profiler.getstats(), import_code))
+
+
+def ran(stats: Iterable[Any], import_code: Any) -> set[types.CodeType]:
+    """The code objects a profile saw run outside imports. Code called only from an import's
+    first execution of a module (or from code only that calls) is left out."""
+    callers: dict[types.CodeType, set[types.CodeType]] = {}
+    for entry in stats:
+        if isinstance(entry.code, types.CodeType):
+            callers.setdefault(entry.code, set())
+            for sub in entry.calls or ():
+                if isinstance(sub.code, types.CodeType):
+                    callers.setdefault(sub.code, set()).add(entry.code)
+    imported = {code for code, by in callers.items() if import_code in by}
+    callees: dict[types.CodeType, list[types.CodeType]] = {}
+    for code, by in callers.items():
+        for caller in by:
+            callees.setdefault(caller, []).append(code)
+    todo = list(imported)
+    while todo:  # everything an import reached, then keep what other code calls too
+        for code in callees.get(todo.pop(), ()):
+            if code not in imported:
+                imported.add(code)
+                todo.append(code)
+    changed = True
+    while changed:
+        changed = False
+        for code in list(imported):
+            if any(c is not import_code and c not in imported for c in callers[code]):
+                imported.discard(code)
+                changed = True
+    return {code for code in callers if code not in imported and code is not import_code}
+
+
+def scopes(codes: Iterable[types.CodeType]) -> Seen:
+    """The globals each code object ran with: its module's namespace, found by file name, or
+    else (code defined by value) the globals of the function object holding it or the one it
+    is nested in. Code whose globals cannot be found is left out (it belongs to no module)."""
+    out: Seen = {}
+    unknown: list[types.CodeType] = []
+    for code in codes:
+        namespace = _namespace_of(code.co_filename)
+        if namespace is not None:
+            out[code] = namespace
+        else:
+            unknown.append(code)
+    if unknown:
+        owners: Seen = {}
+        for ref in gc.get_referrers(*unknown):
+            if isinstance(ref, types.FunctionType):
+                _nested_scopes(ref.__code__, ref.__globals__, owners)
+        for code in unknown:
+            if code in owners:
+                out[code] = owners[code]
+    return out
+
+
+def _nested_scopes(code: types.CodeType, scope: Mapping[str, Any], into: Seen) -> None:
+    """``code`` and the code nested in it (comprehensions, local functions and classes) ran
+    with ``scope``."""
+    if code in into:
+        return
+    into[code] = scope
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _nested_scopes(const, scope, into)
+
+
+_by_file: dict[str, Mapping[str, Any]] = {}
+_modules_seen = 0
+
+
+def _namespace_of(filename: str) -> Mapping[str, Any] | None:
+    """The namespace of the module loaded from ``filename`` now (checked against
+    ``sys.modules`` on every use: a module imported again has a new namespace)."""
+    global _modules_seen
+    if filename.startswith("<frozen "):
+        module = sys.modules.get(filename[len("<frozen ") : -1])
+        return getattr(module, "__dict__", None)
+    namespace = _by_file.get(filename)
+    if namespace is not None and _current(namespace):
+        return namespace
+    if namespace is not None or len(sys.modules) != _modules_seen:
+        _modules_seen = len(sys.modules)
+        _by_file.clear()
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__file__", None)
+            if isinstance(path, str):
+                _by_file.setdefault(path, vars(module))
+        namespace = _by_file.get(filename)
+        if namespace is not None and _current(namespace):
+            return namespace
+    return None
+
+
+def _current(namespace: Mapping[str, Any]) -> bool:
+    module = sys.modules.get(namespace.get("__name__", ""))  # type: ignore[arg-type]
+    return module is not None and getattr(module, "__dict__", None) is namespace
