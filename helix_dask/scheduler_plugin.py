@@ -435,7 +435,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 "signed (a module loaded before it was edited); restart the workers"
             )
         requires, traced = found.requires, found.traced
-        if requires is not None and node.meta.deterministic:
+        if requires is not None and node.meta.deterministic and self.policy.name != "none":
+            # (under policy 'none' nothing was traced: what was recorded before stays)
             signature, code, eff = node.meta.signature, node.meta.code, node.eff
             self.writer.submit(
                 lambda c: c.record_requirements(signature, requires, code, traced, eff)
@@ -529,6 +530,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         """Tell workers to trace nodes whose code was never traced or was found to reach project
         code its signature misses (every node, with ``helix.trace: always``); else which
         dependencies (libraries) earlier traces of the code found."""
+        if self.policy.name == "none":
+            return  # nothing will be stored: nothing to verify later, so nothing is traced
         computed = [k for k, d in decisions.items() if d is Decision.COMPUTE]
         metas = [helix[k][1] for k in computed]
         if not any(m.deterministic for m in metas):

@@ -234,6 +234,12 @@ def costly_step(b: Blob) -> Blob:
     return _tracked_blob(150_000)
 
 
+@hx.task(untracked=("weak_results",))
+def bulky_step(b: Blob) -> Blob:
+    time.sleep(0.1)
+    return _tracked_blob(2_000_000)  # never worth a write at 1 MB/s: loads cost more
+
+
 @hx.task(untracked=("task_gate",))
 def gated_size(b: Blob) -> int:
     assert conftest.task_gate.wait(60), "the test never let the task finish"
@@ -248,17 +254,18 @@ def _poll(condition: Callable[[], bool], what: str) -> None:
 
 
 def test_a_result_awaiting_its_verdict_is_let_go_when_dask_releases_it(threads_cluster, tmp_path):
-    # At 1 MB/s each result is worth a write unless its child is stored (as in the test above),
-    # so each decision waits for its child's: `costly_blob` still awaits its verdict when
-    # `costly_step` finishes and Dask releases it, while `gated_size` is held up. With
-    # helix.worker-hold 0 the worker keeps nothing Dask released.
+    # At 1 MB/s `costly_blob` is worth a write unless its child is stored (as in the test
+    # above), so its decision waits for its child's, which waits for `gated_size`: it still
+    # awaits its verdict when `bulky_step` finishes and Dask releases it. With
+    # helix.worker-hold 0 the worker keeps nothing Dask released. (`bulky_step` is never worth
+    # a write, whenever its own verdict comes.)
     conftest.task_gate.clear()
     with (
         dask.config.set({"helix.read-bandwidth": "1MB", "helix.worker-hold": 0}),
         helix_client(threads_cluster, tmp_path / "store") as c,
     ):
         made = len(conftest.weak_results)
-        future = c.compute(gated_size(costly_step(costly_blob(1))))
+        future = c.compute(gated_size(bulky_step(costly_blob(1))))
         _poll(lambda: len(conftest.weak_results) >= made + 2, "both blobs made")
         first_ref = conftest.weak_results[made]
 
@@ -268,10 +275,11 @@ def test_a_result_awaiting_its_verdict_is_let_go_when_dask_releases_it(threads_c
 
         _poll(gone, "the first blob let go while its grandchild still runs")
         conftest.task_gate.set()
-        assert future.result() == 150_000
+        assert future.result() == 2_000_000
         del future
         run = hx.last_run(c)
-        # Worth storing once `costly_step` was not, but no longer held when that was decided.
+        assert run.node("bulky_step").materialization is Materialization.SKIPPED
+        # Worth storing once `bulky_step` was not, but no longer held when that was decided.
         node = run.node("costly_blob")
         assert node.materialization is Materialization.SKIPPED, node.reason
         assert "helix.worker-hold" in node.reason, node.reason

@@ -11,6 +11,7 @@ import importlib
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import helix_dask as hx
 from helix_dask import cli
 
 MODULES = {
@@ -130,7 +132,8 @@ if __name__ == "__main__":
     parts = pipeline.nodes()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=sys.argv[2] == "processes",
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        hx.setup(client, store=sys.argv[1], budget="1 GiB", policy="all")
+        policy = sys.argv[3] if len(sys.argv) > 3 else "all"
+        hx.setup(client, store=sys.argv[1], budget="1 GiB", policy=policy)
         import dask
         values = dict(zip(parts, dask.compute(*parts.values())))
         run = hx.last_run(client)
@@ -256,7 +259,8 @@ if __name__ == "__main__":
     names = sys.argv[2].split(",")
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        hx.setup(client, store=sys.argv[1], budget="1 GiB", policy="all")
+        policy = sys.argv[3] if len(sys.argv) > 3 else "all"
+        hx.setup(client, store=sys.argv[1], budget="1 GiB", policy=policy)
         import dask
         values = dask.compute(*[run_plugin(1, n) for n in names])
         run = hx.last_run(client)
@@ -290,6 +294,33 @@ def test_a_later_call_of_traced_code_that_reaches_other_code_is_traced_too(tmp_p
     # gc keeps what the last version used, found under the identities it was stored as.
     assert cli.main(["gc", "--keep", "1", "--store", store], out=io.StringIO()) == 0
     assert run("a,b") == ([2, 21], [])
+
+
+def test_runs_that_store_nothing_trace_nothing_and_later_storing_runs_still_verify(tmp_path):
+    # Under policy 'none' no result is stored, so nothing needs verifying later and nothing is
+    # traced; the first run that stores traces the code then, and an edit of the module it
+    # reached only at run time recomputes.
+    root = tmp_path / "project"
+    _write(root, "plugins/__init__.py", "")
+    _write(root, "plugins/a.py", "def run(x):\n    return x + 1\n")
+    _write(root, "dispatch.py", DISPATCH)
+    store = str(tmp_path / "store")
+
+    def run(policy: str) -> tuple[list, list]:
+        printed = _python(root, "dispatch.py", store, "a", policy).strip().splitlines()[-1]
+        out = json.loads(printed)
+        return out["values"], out["computed"]
+
+    assert run("none") == ([2], ["run_plugin"])
+    assert hx.Catalog(store).artifacts() == []
+    with sqlite3.connect(str(tmp_path / "store" / "catalog.sqlite")) as db:
+        assert db.execute("SELECT COUNT(*) FROM traces").fetchone() == (0,)
+    assert run("all") == ([2], ["run_plugin"])
+    assert run("all") == ([2], [])
+    (root / "plugins/a.py").write_text("def run(x):\n    return x + 10\n")
+    assert run("none") == ([11], ["run_plugin"])
+    assert run("all") == ([11], ["run_plugin"])
+    assert run("all") == ([11], [])
 
 
 def _add_path(path: str) -> None:
@@ -423,3 +454,27 @@ def test_a_result_the_worker_lets_go_unstored_still_records_what_it_required(
         assert "exceed the whole budget" in node.reason
     (requires,) = hx.Catalog(store).requirements([node.signature]).values()
     assert any("unstored_helper" in dep for dep in requires), requires
+
+
+@hx.task
+def _stored_or_not(x: int) -> int:
+    return x * 3
+
+
+@pytest.mark.parametrize("policy", ["none", "all"])
+def test_only_runs_that_may_store_ask_workers_to_trace(
+    threads_cluster, tmp_path, monkeypatch, policy
+):
+    from conftest import helix_client
+
+    from helix_dask import scheduler_plugin
+
+    asked: list[object] = []
+    real = scheduler_plugin._ask_trace
+    monkeypatch.setattr(
+        scheduler_plugin, "_ask_trace", lambda ts, known: (asked.append(known), real(ts, known))
+    )
+    with helix_client(threads_cluster, tmp_path / "store", policy=policy) as c:
+        assert _stored_or_not(5 + len(policy)).compute() == 3 * (5 + len(policy))
+        hx.last_run(c)
+    assert asked == ([] if policy == "none" else [None])  # None: trace it (never traced)
