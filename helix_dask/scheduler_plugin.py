@@ -529,15 +529,16 @@ class HelixSchedulerPlugin(SchedulerPlugin):
     ) -> None:
         """Tell workers to trace nodes whose code was never traced or was found to reach project
         code its signature misses (every node, with ``helix.trace: always``); else which
-        dependencies (libraries) earlier traces of the code found."""
-        if self.policy.name == "none":
+        dependencies (libraries) earlier traces of the code found. Under policy ``none``
+        nothing is traced unless ``always``."""
+        always = str(_config.get("trace")) == "always"
+        if self.policy.name == "none" and not always:
             return  # nothing will be stored: nothing to verify later, so nothing is traced
         computed = [k for k, d in decisions.items() if d is Decision.COMPUTE]
         metas = [helix[k][1] for k in computed]
         if not any(m.deterministic for m in metas):
             return
         traced = self.catalog.traced(m.code for m in metas if m.code)
-        always = str(_config.get("trace")) == "always"
         for k, m in zip(computed, metas, strict=True):
             if m.deterministic:
                 known = traced.get(m.code)

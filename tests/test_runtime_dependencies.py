@@ -17,6 +17,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import dask
 import pytest
 
 import helix_dask as hx
@@ -461,9 +462,12 @@ def _stored_or_not(x: int) -> int:
     return x * 3
 
 
-@pytest.mark.parametrize("policy", ["none", "all"])
+@pytest.mark.parametrize(
+    ("policy", "trace", "traced"),
+    [("none", "new-code", False), ("all", "new-code", True), ("none", "always", True)],
+)
 def test_only_runs_that_may_store_ask_workers_to_trace(
-    threads_cluster, tmp_path, monkeypatch, policy
+    threads_cluster, tmp_path, monkeypatch, policy, trace, traced
 ):
     from conftest import helix_client
 
@@ -474,7 +478,11 @@ def test_only_runs_that_may_store_ask_workers_to_trace(
     monkeypatch.setattr(
         scheduler_plugin, "_ask_trace", lambda ts, known: (asked.append(known), real(ts, known))
     )
-    with helix_client(threads_cluster, tmp_path / "store", policy=policy) as c:
-        assert _stored_or_not(5 + len(policy)).compute() == 3 * (5 + len(policy))
+    x = 5 + len(policy + trace)
+    with (
+        dask.config.set({"helix.trace": trace}),
+        helix_client(threads_cluster, tmp_path / "store", policy=policy) as c,
+    ):
+        assert _stored_or_not(x).compute() == 3 * x
         hx.last_run(c)
-    assert asked == ([] if policy == "none" else [None])  # None: trace it (never traced)
+    assert asked == ([None] if traced else [])  # None: trace it (never traced)
