@@ -165,3 +165,25 @@ def test_a_c_profiler_holding_the_thread_makes_the_result_untraceable():
     finally:
         profiler.disable()
     assert take_trace(key) == {UNTRACEABLE: {}}
+
+
+def _entry_points(group: str) -> int:
+    import importlib.metadata
+
+    return len(importlib.metadata.entry_points(group=group))
+
+
+def test_directories_listed_by_a_distribution_lookup_are_not_dependencies(tmp_path, monkeypatch):
+    # Looking up entry points (narwhals does, inside every scikit-learn input check) lists
+    # each sys.path directory; a Dask worker's scratch directory is one, and its names change
+    # whenever a worker starts, so counting it would make stored results stale at random.
+    listed = tmp_path / f"on_path_{uuid.uuid4().hex}"
+    listed.mkdir()
+    monkeypatch.syspath_prepend(str(listed))
+    deps = _trace(_entry_points, "helix.no.such.group")
+    assert not any(d.startswith("listing:") for d in deps), deps
+    # The same directory listed by the task itself still is one.
+    data = tmp_path / "data.csv"
+    data.write_text("a\n")
+    deps = _trace(_reads, str(data), str(listed))
+    assert f"listing:{listed}" in deps
