@@ -68,7 +68,7 @@ from . import _sklearn_nodes as _nodes
 from ._errors import HelixConfigError
 from ._sklearn_nodes import Remainder, is_named, steps_of, why_one_step
 from .signature import Hasher, fingerprint_value, register
-from .task import HelixNode, HelixTask, task
+from .task import HelixNode, HelixTask, one_submission, task
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "fit_pipeline"]
 
@@ -393,7 +393,8 @@ class _HelixSearch(BaseSearchCV):
 def _gather(client: Any, nodes: list[HelixNode]) -> list[Any]:
     """Compute ``nodes`` on the cluster; on a failure, cancel the rest (as a plain search
     stops at its first error with ``error_score="raise"``)."""
-    futures = client.compute(nodes)
+    with one_submission(client, nodes):
+        futures = client.compute(nodes)
     try:
         return client.gather(futures)
     except BaseException:

@@ -272,6 +272,45 @@ def test_widening_the_last_steps_grid_computes_only_the_new_candidates(
     assert calls.take() == {"Classifier.fit": 6}
 
 
+def _count_digest_messages(dask_scheduler) -> None:
+    handle = dask_scheduler.handlers["helix_digests"]
+    dask_scheduler.helix_digest_messages = 0
+
+    def counted(**kwargs):
+        dask_scheduler.helix_digest_messages += 1
+        return handle(**kwargs)
+
+    counted.original = handle
+    dask_scheduler.handlers["helix_digests"] = counted
+
+
+def _stop_counting(dask_scheduler) -> int:
+    counted = dask_scheduler.handlers["helix_digests"]
+    dask_scheduler.handlers["helix_digests"] = counted.original
+    return dask_scheduler.helix_digest_messages
+
+
+def test_a_search_sends_the_clients_digests_once_for_all_its_nodes(
+    threaded_client, module_factory, calls
+):
+    # The stored fits ran project code: their reuse needs the client's digests of it, which
+    # the search sends once for all its nodes, not once for each of them.
+    steps = module_factory("skl_digest_steps", STEPS.replace("{shift}", "self.by"))
+    X, y = digits(300)
+    pipe = project_pipeline(steps)
+    GridSearchCV(pipe, {"clf__C": [0.1, 1.0]}, cv=3, refit=False).fit(X, y)
+    calls.take()
+    threaded_client.run_on_scheduler(_count_digest_messages)
+    try:
+        GridSearchCV(pipe, {"clf__C": [0.1, 1.0, 10.0]}, cv=3, refit=False).fit(X, y)
+    finally:
+        sent = threaded_client.run_on_scheduler(_stop_counting)
+    assert sent == 1
+    run = hx.last_run(threaded_client)
+    assert tasks(run, "loaded").count("score_clf") == 6
+    assert calls.take() == {"Classifier.fit": 3}
+
+
 def test_late_step_edit_reuses_fitted_upstream_steps_in_the_same_graph(
     threaded_client, module_factory, calls
 ):
