@@ -20,7 +20,8 @@ one. Node names show paths with dots (``fit_outer.inner`` for a nested pipeline'
 scikit-learn's and expand candidates x splits into such chains: the splits are a node computed
 from ``cv`` as scikit-learn computes them (``check_cv``, stratification, groups), each
 candidate's last step is fitted and scored in one node per split, one node per candidate
-gathers its splits' results (what a later search loads for a candidate it has seen), and
+gathers its splits' results (what a later search loads for a candidate it has seen; the split
+nodes' results are stored only in it), and
 candidates that agree on a prefix of steps share its nodes, because their signatures are
 equal. The same signatures across runs let helix load what an earlier search stored: widening
 a grid computes only the new candidates, and changing only the last step's parameters reuses
@@ -369,6 +370,7 @@ class _HelixSearch(BaseSearchCV):
                         self.scoring,
                         self.error_score,
                         train_scores,
+                        materialize=False,  # stored in its candidate's result
                     )
                 )
             nodes.append(builder.node(f"candidate_{_readable(path)}", _nodes.candidate, scores))

@@ -253,6 +253,9 @@ def test_widening_the_last_steps_grid_computes_only_the_new_candidates(
     assert tasks(run, "computed").count("fit_center") == 6
     assert tasks(run, "computed").count("fit_shift") == 6
     assert tasks(run, "computed").count("score_clf") == 12
+    # A candidate's split results are stored once, in the candidate's node.
+    stored = sorted(n.name for n in run.nodes if n.materialization is hx.Materialization.STORED)
+    assert stored.count("candidate_clf") == 4 and "score_clf" not in stored
     ran = calls.take()
     assert ran["Center.fit"] == 6 and ran["Shift.fit"] == 6 and ran["Classifier.fit"] == 12
 
