@@ -47,8 +47,8 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     if files is None:
         return
     try:
-        if sys._getframe(1).f_code.co_filename.startswith("<frozen importlib"):
-            return  # the import system looking for modules
+        if _import_system(sys._getframe(1).f_code.co_filename):
+            return  # looking for modules or distributions: versions stand for what it finds
         if event == "open":
             files.opened(args[0], args[2] if len(args) > 2 else None, args[1])
         elif event in ("os.listdir", "os.scandir"):
@@ -58,6 +58,19 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
 
 
 _FILE_EVENTS = frozenset({"open", "os.listdir", "os.scandir"})
+
+_METADATA_FINDERS = (
+    os.path.join("importlib", "metadata", ""),
+    os.path.join("importlib_metadata", ""),
+)
+"""Directories of ``importlib.metadata`` and its backport: looking up entry points or a
+version lists every directory on ``sys.path`` (a Dask worker's scratch directory among them,
+whose names change whenever a worker starts), which is no data the task read."""
+
+
+def _import_system(filename: str) -> bool:
+    """Whether code in ``filename`` is the import system or a distribution lookup."""
+    return filename.startswith("<frozen importlib") or any(m in filename for m in _METADATA_FINDERS)
 
 
 class FileReads:

@@ -193,6 +193,12 @@ def fit_and_score(
     return result
 
 
+def candidate(splits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One candidate's results on every split, in split order: a later search that has the
+    same candidate loads this one result and prunes the nodes of its splits."""
+    return list(splits)
+
+
 def _scorer(estimator: Any, scoring: Any, error_score: Any) -> Any:
     """The scorer ``BaseSearchCV._get_scorers`` builds, for the last step alone (it sees
     the transformed rows, which is what the pipeline's scorer would pass it)."""

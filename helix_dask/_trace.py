@@ -26,6 +26,7 @@ import functools
 import importlib
 import importlib.metadata
 import logging
+import os
 import platform
 import sys
 import threading
@@ -356,13 +357,44 @@ def dependency_digest(dep: str, scope: Mapping[str, Any] | None = None) -> str:
 
 
 def _distribution_version(dist: str) -> str:
-    """The installed version of a distribution (the Python version for ``python``)."""
+    """The installed version of a distribution (the Python version for ``python``).
+
+    Finding a distribution is cheap; parsing its metadata is not (milliseconds, and it is
+    asked for every node computed or sent), so the version is kept while the metadata file it
+    was read from is the same file, unchanged (path, size and modification time)."""
     if dist == "python":
         return platform.python_version()
     try:
-        return importlib.metadata.version(dist)
+        found = importlib.metadata.distribution(dist)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
+    stamp = _metadata_stamp(found)
+    held = _versions.get(dist)
+    if stamp is not None and held is not None and held[0] == stamp:
+        return held[1]
+    version = found.version
+    if stamp is not None:
+        _versions[dist] = (stamp, version)
+    return version
+
+
+_versions: dict[str, tuple[tuple[object, ...], str]] = {}
+"""Distribution name -> (stamp of the metadata file read, the version read from it)."""
+
+
+def _metadata_stamp(found: importlib.metadata.Distribution) -> tuple[object, ...] | None:
+    """Path, size and modification time of a distribution's metadata file; None when it
+    does not come from files on disk (then it is read every time)."""
+    path = getattr(found, "_path", None)
+    if path is None:
+        return None
+    for name in ("METADATA", "PKG-INFO"):
+        try:
+            st = os.stat(os.path.join(path, name))
+        except OSError:
+            continue
+        return (os.fspath(path), name, st.st_size, st.st_mtime_ns, st.st_ino)
+    return None
 
 
 def _resolve(dep: str, scope: Mapping[str, Any] | None) -> Any:

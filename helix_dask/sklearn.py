@@ -19,10 +19,13 @@ one. Node names show paths with dots (``fit_outer.inner`` for a nested pipeline'
 :class:`GridSearchCV` and :class:`RandomizedSearchCV` take the constructor arguments of
 scikit-learn's and expand candidates x splits into such chains: the splits are a node computed
 from ``cv`` as scikit-learn computes them (``check_cv``, stratification, groups), each
-candidate's last step is fitted and scored in one node per split, and candidates that agree on
-a prefix of steps share its nodes, because their signatures are equal. The same signatures
-across runs let helix load what an earlier search stored: widening a grid computes only the new
-candidates, and changing only the last step's parameters reuses every fitted preprocessing step.
+candidate's last step is fitted and scored in one node per split, one node per candidate
+gathers its splits' results (what a later search loads for a candidate it has seen; the split
+nodes' results are stored only in it), and
+candidates that agree on a prefix of steps share its nodes, because their signatures are
+equal. The same signatures across runs let helix load what an earlier search stored: widening
+a grid computes only the new candidates, and changing only the last step's parameters reuses
+every fitted preprocessing step.
 
 Cost model: a node costs what its step's fit and transform cost; whether it is stored or
 recomputed later is helix's usual decision (measured compute time against load time), so a
@@ -68,7 +71,7 @@ from . import _sklearn_nodes as _nodes
 from ._errors import HelixConfigError
 from ._sklearn_nodes import Remainder, is_named, steps_of, why_one_step
 from .signature import Hasher, fingerprint_value, register
-from .task import HelixNode, HelixTask, task
+from .task import HelixNode, HelixTask, one_submission, task
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "fit_pipeline"]
 
@@ -353,10 +356,11 @@ class _HelixSearch(BaseSearchCV):
         for candidate in candidates:  # candidate-major, as scikit-learn orders its fits
             steps = _final_steps(clone(base).set_params(**clone(candidate, safe=False)))
             path, last = steps[-1]
+            scores = []
             for rows in folds:
                 stages = builder.chain(steps, rows, train_scores)
                 upstream = stages[-1] if stages else rows
-                nodes.append(
+                scores.append(
                     builder.node(
                         f"score_{_readable(path)}",
                         _nodes.fit_and_score,
@@ -366,9 +370,11 @@ class _HelixSearch(BaseSearchCV):
                         self.scoring,
                         self.error_score,
                         train_scores,
+                        materialize=False,  # stored in its candidate's result
                     )
                 )
-        out = _gather(client, nodes)
+            nodes.append(builder.node(f"candidate_{_readable(path)}", _nodes.candidate, scores))
+        out = [split for splits in _gather(client, nodes) for split in splits]
 
         _warn_or_raise_about_fit_failures(out, self.error_score)
         results = self._format_results(candidates, n_splits, out)
@@ -393,7 +399,8 @@ class _HelixSearch(BaseSearchCV):
 def _gather(client: Any, nodes: list[HelixNode]) -> list[Any]:
     """Compute ``nodes`` on the cluster; on a failure, cancel the rest (as a plain search
     stops at its first error with ``error_score="raise"``)."""
-    futures = client.compute(nodes)
+    with one_submission(client, nodes):
+        futures = client.compute(nodes)
     try:
         return client.gather(futures)
     except BaseException:

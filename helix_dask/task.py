@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -9,9 +10,10 @@ import logging
 import re
 import reprlib
 import sys
+import threading
 import types
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -100,7 +102,8 @@ class HelixNode(Delayed):
         client's current digests of the run-time dependencies its stored results require."""
         if self._watch is not None:
             _check_unchanged(self._watch)
-        _send_requirement_digests(self)
+        if self.key not in _submission.keys:
+            _send_requirement_digests(self)
         return super().__dask_postcompute__()
 
     @staticmethod
@@ -197,16 +200,39 @@ def _has_helix(dask_scheduler: Any) -> bool:
     return "helix" in dask_scheduler.plugins
 
 
-def _send_requirement_digests(node: HelixNode) -> None:
+class _Submission(threading.local):
+    keys: frozenset[str] = frozenset()
+    """Keys whose digests were sent for the graph this thread is about to submit."""
+
+
+_submission = _Submission()
+
+
+@contextlib.contextmanager
+def one_submission(client: Any, nodes: Sequence[HelixNode]) -> Iterator[None]:
+    """Around one ``client.compute(nodes)``: the digests the scheduler needs for all of
+    ``nodes`` are sent once, on entry, rather than once per node as each is prepared (two
+    round trips per node when stored results have run-time dependencies)."""
+    _send_requirement_digests(*nodes, client=client)
+    outer = _submission.keys
+    _submission.keys = outer | {n.key for n in nodes}
+    try:
+        yield
+    finally:
+        _submission.keys = outer
+
+
+def _send_requirement_digests(*nodes: HelixNode, client: Any = None) -> None:
     """Tell the scheduler plugin the client's digests of the run-time dependencies recorded
-    for the stored results of this graph (usually none: one round trip). Says once when the
-    graph runs where helix cannot see it (no client, or no helix plugin on the cluster)."""
+    for the stored results of these nodes' graphs (usually none: one round trip). Says once
+    when the graph runs where helix cannot see it (no client, or no helix plugin on the
+    cluster)."""
     from ._trace import requirement_digests
 
     try:
         from distributed import default_client
 
-        client = default_client()
+        client = client or default_client()
     except (ImportError, ValueError):
         _warn_once(
             "client",
@@ -223,11 +249,14 @@ def _send_requirement_digests(node: HelixNode) -> None:
             "(nothing is planned, stored or recorded); call hx.setup(client) first",
         )
         return
-    sigs = [
-        ann["signature"]
-        for layer in node.dask.layers.values()
-        if (ann := (layer.annotations or {}).get(ANNOTATION)) is not None
-    ]
+    sigs = list(
+        {
+            ann["signature"]: None
+            for node in nodes
+            for layer in node.dask.layers.values()
+            if (ann := (layer.annotations or {}).get(ANNOTATION)) is not None
+        }
+    )
     deps = client.sync(client.scheduler.helix_requirements, signatures=sigs)
     if deps:
         digests = requirement_digests(deps)

@@ -183,14 +183,15 @@ def log(name):
 
 
 class Center(TransformerMixin, BaseEstimator):
-    """A slow preprocessing step: loading it is cheaper than fitting it."""
+    """A slow preprocessing step: loading it is cheaper than fitting it, by more than a
+    load's measured time varies (a worker's first load can take a quarter second)."""
 
     def __init__(self, scale=1.0):
         self.scale = scale
 
     def fit(self, X, y=None):
         log("Center.fit")
-        time.sleep(0.2)
+        time.sleep(0.5)
         self.mean_ = np.asarray(X).mean(axis=0)
         return self
 
@@ -205,7 +206,7 @@ class Shift(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         log("Shift.fit")
-        time.sleep(0.2)
+        time.sleep(0.5)
         return self
 
     def transform(self, X):
@@ -252,6 +253,9 @@ def test_widening_the_last_steps_grid_computes_only_the_new_candidates(
     assert tasks(run, "computed").count("fit_center") == 6
     assert tasks(run, "computed").count("fit_shift") == 6
     assert tasks(run, "computed").count("score_clf") == 12
+    # A candidate's split results are stored once, in the candidate's node.
+    stored = sorted(n.name for n in run.nodes if n.materialization is hx.Materialization.STORED)
+    assert stored.count("candidate_clf") == 4 and "score_clf" not in stored
     ran = calls.take()
     assert ran["Center.fit"] == 6 and ran["Shift.fit"] == 6 and ran["Classifier.fit"] == 12
 
@@ -259,7 +263,9 @@ def test_widening_the_last_steps_grid_computes_only_the_new_candidates(
     GridSearchCV(pipe, wider, cv=3, refit=False).fit(X, y)
     run = hx.last_run(threaded_client)
     assert tasks(run, "computed").count("score_clf") == 6  # the new C for 2 scales x 3 splits
-    assert tasks(run, "loaded").count("score_clf") == 12
+    # An old candidate is loaded as one result; its splits' nodes are not even loaded.
+    assert tasks(run, "loaded").count("candidate_clf") == 4
+    assert tasks(run, "pruned").count("score_clf") == 12
     assert "fit_center" not in tasks(run, "computed") and "fit_shift" not in tasks(run, "computed")
     ran = calls.take()
     assert ran == {"Classifier.fit": 6}
@@ -270,6 +276,45 @@ def test_widening_the_last_steps_grid_computes_only_the_new_candidates(
     assert tasks(run, "computed").count("score_clf") == 6
     assert "fit_center" not in tasks(run, "computed") and "fit_shift" not in tasks(run, "computed")
     assert calls.take() == {"Classifier.fit": 6}
+
+
+def _count_digest_messages(dask_scheduler) -> None:
+    handle = dask_scheduler.handlers["helix_digests"]
+    dask_scheduler.helix_digest_messages = 0
+
+    def counted(**kwargs):
+        dask_scheduler.helix_digest_messages += 1
+        return handle(**kwargs)
+
+    counted.original = handle
+    dask_scheduler.handlers["helix_digests"] = counted
+
+
+def _stop_counting(dask_scheduler) -> int:
+    counted = dask_scheduler.handlers["helix_digests"]
+    dask_scheduler.handlers["helix_digests"] = counted.original
+    return dask_scheduler.helix_digest_messages
+
+
+def test_a_search_sends_the_clients_digests_once_for_all_its_nodes(
+    threaded_client, module_factory, calls
+):
+    # The stored fits ran project code: their reuse needs the client's digests of it, which
+    # the search sends once for all its nodes, not once for each of them.
+    steps = module_factory("skl_digest_steps", STEPS.replace("{shift}", "self.by"))
+    X, y = digits(300)
+    pipe = project_pipeline(steps)
+    GridSearchCV(pipe, {"clf__C": [0.1, 1.0]}, cv=3, refit=False).fit(X, y)
+    calls.take()
+    threaded_client.run_on_scheduler(_count_digest_messages)
+    try:
+        GridSearchCV(pipe, {"clf__C": [0.1, 1.0, 10.0]}, cv=3, refit=False).fit(X, y)
+    finally:
+        sent = threaded_client.run_on_scheduler(_stop_counting)
+    assert sent == 1
+    run = hx.last_run(threaded_client)
+    assert tasks(run, "loaded").count("candidate_clf") == 2
+    assert calls.take() == {"Classifier.fit": 3}
 
 
 def test_late_step_edit_reuses_fitted_upstream_steps_in_the_same_graph(
@@ -379,7 +424,11 @@ def test_pickling_a_project_estimator_keeps_its_fingerprint(module_factory):
 
 
 def tasks(run: hx.RunReport, how: str) -> list[str]:
-    """Task names of the nodes a run computed or loaded (its lists name repeated tasks by
-    lineage)."""
-    decision = {"computed": hx.Decision.COMPUTE, "loaded": hx.Decision.LOAD}[how]
+    """Task names of the nodes a run computed, loaded or pruned (its lists name repeated
+    tasks by lineage)."""
+    decision = {
+        "computed": hx.Decision.COMPUTE,
+        "loaded": hx.Decision.LOAD,
+        "pruned": hx.Decision.PRUNE,
+    }[how]
     return sorted(n.name for n in run.nodes if n.decision is decision)

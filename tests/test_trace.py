@@ -320,3 +320,51 @@ def test_a_chained_recorder_that_cannot_be_installed_or_removed_never_claims_a_t
         assert any(d.endswith("_leaf") for d in take_trace(call.key) or {})
         assert sys.getprofile() is outer and len(events) > before
         monkeypatch.setattr(sys, "setprofile", real)
+
+
+def _entry_points(group: str) -> int:
+    import importlib.metadata
+
+    return len(importlib.metadata.entry_points(group=group))
+
+
+def test_directories_listed_by_a_distribution_lookup_are_not_dependencies(tmp_path, monkeypatch):
+    # Looking up entry points (narwhals does, inside every scikit-learn input check) lists
+    # each sys.path directory; a Dask worker's scratch directory is one, and its names change
+    # whenever a worker starts, so counting it would make stored results stale at random.
+    listed = tmp_path / f"on_path_{uuid.uuid4().hex}"
+    listed.mkdir()
+    monkeypatch.syspath_prepend(str(listed))
+    deps = _trace(_entry_points, "helix.no.such.group")
+    assert not any(d.startswith("listing:") for d in deps), deps
+    # The same directory listed by the task itself still is one.
+    data = tmp_path / "data.csv"
+    data.write_text("a\n")
+    deps = _trace(_reads, str(data), str(listed))
+    assert f"listing:{listed}" in deps
+
+
+def _install(site, name: str, version: str) -> None:
+    """A distribution's metadata as an installer leaves it (only what a version lookup reads)."""
+    for old in site.glob(f"{name}-*.dist-info"):
+        (old / "METADATA").unlink()
+        old.rmdir()
+    meta = site / f"{name}-{version}.dist-info" / "METADATA"
+    meta.parent.mkdir()
+    meta.write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+def test_a_distribution_version_follows_its_metadata(tmp_path, monkeypatch):
+    from helix_dask._trace import dependency_digest
+
+    name = f"helixfake{uuid.uuid4().hex[:8]}"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert dependency_digest(f"dist:{name}") == "not installed"
+    _install(tmp_path, name, "1.0")
+    assert dependency_digest(f"dist:{name}") == "1.0"
+    assert dependency_digest(f"dist:{name}") == "1.0"
+    _install(tmp_path, name, "2.0")  # an upgrade: a new metadata directory
+    assert dependency_digest(f"dist:{name}") == "2.0"
+    meta = tmp_path / f"{name}-2.0.dist-info" / "METADATA"
+    meta.write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 2.0.post1\n")  # in place
+    assert dependency_digest(f"dist:{name}") == "2.0.post1"
