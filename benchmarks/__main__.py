@@ -99,8 +99,10 @@ def run(
     out_dir: Path | None,
     only: list[str] | None = None,
     log=print,
+    scale: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark and return its data; write files when ``out_dir`` is given."""
+    """Run the benchmark and return its data; write files when ``out_dir`` is given.
+    ``scale``: the node counts of the scale table (the mode's own when None)."""
     from ._driver import TIGHT_FRACTION, run_workflow
     from ._oracle import budget_bound, lower_bound
     from ._report import default_policy, identical_metrics, summarize
@@ -173,7 +175,7 @@ def run(
         if micro:
             from ._micro import run_micro
 
-            data["micro"] = run_micro(size, log=log)
+            data["micro"] = run_micro(size, log=log, scale=scale)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     data["machine"]["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -203,7 +205,12 @@ def write(data: dict[str, Any], out_dir: Path) -> None:
     from ._report import markdown, plot
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = data["date"] + ("" if data["size"] == "full" else f"-{data['size']}")
+    commit = (data.get("git") or {}).get("commit") or ""
+    stem = (
+        data["date"]
+        + ("" if data["size"] == "full" else f"-{data['size']}")
+        + (f"-{commit[:7]}" if commit else "")  # runs of one day on other commits are kept
+    )
     data["file"] = f"{stem}.json"
     (out_dir / data["file"]).write_text(json.dumps(data, indent=1, default=str))
     pngs: dict[str, str] = {}
@@ -239,6 +246,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--workflows", nargs="+", choices=WORKFLOW_NAMES, default=WORKFLOW_NAMES)
     parser.add_argument("--no-micro", action="store_true", help="skip the micro-benchmarks")
+    parser.add_argument(
+        "--scale",
+        type=int,
+        nargs="+",
+        metavar="NODES",
+        help="node counts of the scale table (default: 1000 quick; 1000 10000 full; "
+        "1000 10000 100000 paper)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument(
         "--from-json",
@@ -267,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         in_process=args.quick,
         processes=not args.quick,
         out_dir=args.out,
+        scale=tuple(args.scale) if args.scale else None,
     )
     print(f"done in {data['seconds']:.0f}s; see {HERE / 'RESULTS.md'}")
 

@@ -573,6 +573,8 @@ def _scale_section(scale: list[dict[str, Any]]) -> list[str]:
         + " |",
         "|---" * (5 + len(SCALE_PHASES)) + "|",
     ]
+    failed = [r for r in scale if "error" in r]
+    scale = [r for r in scale if "error" not in r]
     for r in scale:
         for which in ("first", "rerun"):
             us = r[f"{which}_us_per_node"]
@@ -585,6 +587,9 @@ def _scale_section(scale: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"{lead} | {which} | " + " | ".join(f"{us[p]:.0f}" for p in SCALE_PHASES) + " |"
             )
+    lines += [f"| {r['nodes']} | failed: {r['error']} |" for r in failed]
+    if not scale:
+        return lines
     big = max(scale, key=lambda r: r["nodes"])
     per10k = big["rerun"]["rewrite"] / big["nodes"] * 10_000
     lines += [
@@ -592,6 +597,14 @@ def _scale_section(scale: list[dict[str, Any]]) -> list[str]:
         f"Rewrite per 10k tasks (re-run at {big['nodes']} nodes, every node loaded or pruned): "
         f"{per10k:.3f} s; plan per 10k tasks {big['rerun']['plan'] / big['nodes'] * 1e4:.3f} s.",
     ]
+    blocked = {h: ms for h, ms in big.get("max_hook_ms", {}).items()}
+    if blocked:
+        lines.append(
+            f"Longest helix hook call at {big['nodes']} nodes (blocks the scheduler's event "
+            "loop; target ≤ 20 ms): "
+            + ", ".join(f"{h} {ms:.0f} ms" for h, ms in sorted(blocked.items()))
+            + "."
+        )
     return lines
 
 
