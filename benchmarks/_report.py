@@ -264,17 +264,16 @@ def _header(data: dict[str, Any]) -> list[str]:
         "",
         "Reference costs (`benchmarks/_oracle.py`): per-node compute costs are the fastest "
         "computes measured in the `helix:none` runs (they write nothing, so no write competed "
-        "with them), load costs the fastest measured loads. **LB∞** assumes every earlier "
-        "result is stored for free and takes, per iteration, max(optimal plan's summed task "
-        "seconds / 2 workers, cheapest critical path): no helix strategy's wall time can be "
-        "lower, since it leaves out every overhead (a task whose code first runs in an "
-        "iteration is traced there in every helix run, `helix:none` included; plain Dask, "
-        "which never traces, is not bound on those nodes). **LB∞ serial** is the optimal "
-        "plans' summed task seconds (compare with the 'task s' column). **LB-budget** is the "
-        "exact optimum (0/1 integer program over the known iteration sequence, writes free) of "
-        "summed task seconds when at most the tight budget is stored: what any policy, even "
-        "one knowing every future edit, must at least spend (compare with the `@tight` rows' "
-        "'task s').",
+        "with them, and trace nothing), load costs the fastest measured loads. **LB∞** assumes "
+        "every earlier result is stored for free and takes, per iteration, max(optimal plan's "
+        "summed task seconds / 2 workers, cheapest critical path): no helix strategy's wall "
+        "time can be lower, since it leaves out every overhead, tracing and writes included "
+        "(a run that may store traces a task whose code first runs there). **LB∞ serial** is "
+        "the optimal plans' summed task seconds (compare with the 'task s' column). "
+        "**LB-budget** is the exact optimum (0/1 integer program over the known iteration "
+        "sequence, writes free) of summed task seconds when at most the tight budget is "
+        "stored: what any policy, even one knowing every future edit, must at least spend "
+        "(compare with the `@tight` rows' 'task s').",
         "",
     ]
 
