@@ -149,21 +149,27 @@ class HelixWorkerPlugin(WorkerPlugin):
             offer["requires"], offer["traced"] = {}, None
             self.worker.batched_send(offer)  # nothing to digest: no coroutine
             return
+        uncovered = None
         if trace is not None and len(trace) <= INLINE_TRACE and UNTRACEABLE not in trace:
-            if not _uncovered(ann, trace):  # a trace of covered code only: nothing to digest
+            uncovered = _uncovered(ann, trace)
+            if not uncovered:  # a trace of covered code only: nothing to digest
                 offer["requires"], offer["traced"] = {}, []
                 self.worker.batched_send(offer)
                 return
-        task = asyncio.ensure_future(self._offer(offer, ann, trace))
+        task = asyncio.ensure_future(self._offer(offer, ann, trace, uncovered))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
     async def _offer(
-        self, offer: dict[str, Any], ann: dict[str, Any], trace: Scopes | None
+        self,
+        offer: dict[str, Any],
+        ann: dict[str, Any],
+        trace: Scopes | None,
+        uncovered: Scopes | None = None,
     ) -> None:
         """Digest what the result required where it ran, then send the offer."""
         try:
-            offer["requires"], offer["traced"] = await _requirements(ann, trace)
+            offer["requires"], offer["traced"] = await _requirements(ann, trace, uncovered)
         except Exception:  # a dependency that cannot be digested: never stored
             logger.warning("helix could not digest what %s required", offer["key"], exc_info=True)
             offer["requires"], offer["traced"] = None, None
@@ -363,16 +369,17 @@ def _on_verdict(worker: Worker, offer: int, **answer: Any) -> None:
 
 
 async def _requirements(
-    ann: dict[str, Any], trace: Scopes | None
+    ann: dict[str, Any], trace: Scopes | None, uncovered: Scopes | None = None
 ) -> tuple[dict[str, str] | None, list[str] | None]:
     """What a node's result required beyond its static signature, with digests taken here
-    (where the code ran), and the dependencies its trace found (``None``: not traced)."""
+    (where the code ran), and the dependencies its trace found (``None``: not traced).
+    ``uncovered``: what of the trace the static fingerprint misses, when already known."""
     if trace is not None and UNTRACEABLE in trace:
         return None, None  # what it ran is unknown: never stored
     if trace is None:
         deps: Scopes | dict[str, None] = dict.fromkeys(ann.get("deps") or ())
-    elif len(trace) <= INLINE_TRACE:
-        deps = _uncovered(ann, trace)
+    elif uncovered is not None:
+        deps = uncovered
     else:
         deps = await asyncio.to_thread(_uncovered, ann, trace)
     if not deps:
@@ -383,8 +390,8 @@ async def _requirements(
 
 
 INLINE_TRACE = 64
-"""Traces up to this many entries are filtered on the event loop (microseconds), sparing a
-thread hop per task; longer ones in a thread."""
+"""Traces up to this many entries are filtered on the event loop, in the transition hook
+(microseconds), sparing a coroutine and a thread hop per task; longer ones in a thread."""
 
 
 def _uncovered(ann: dict[str, Any], trace: Scopes) -> Scopes:
