@@ -186,18 +186,13 @@ class NodeCall:
         previous = getattr(previous, "helix_inert", previous)  # one a failed removal left
         if previous is not None and not callable(previous):
             result = self.func(*args, **kwargs)
-            with _traces_lock:
-                _traces[self.key] = {UNTRACEABLE: {}}
+            _keep_trace(self.key, {UNTRACEABLE: {}})
             return result
         if previous is None:  # the thread has no profiler: the C profiler records, faster
             with FileReads(args, kwargs) as files:
                 result, ran = call_profiled(self.func, args, kwargs, _IMPORT_CODE)
-            with _traces_lock:
-                _traces[self.key] = (
-                    {UNTRACEABLE: {}}
-                    if ran is None
-                    else {**dependencies(ran), **files.dependencies()}
-                )
+            deps = None if ran is None else {**dependencies(ran), **files.dependencies()}
+            _keep_trace(self.key, {UNTRACEABLE: {}} if deps is None else deps)
             return result
         seen: dict[types.CodeType, Mapping[str, Any]] = {}
         imports: list[types.FrameType] = []  # imports running: what they run depends on the
@@ -223,8 +218,7 @@ class NodeCall:
         with FileReads(args, kwargs) as files:
             if not _set_profile(record):
                 result = self.func(*args, **kwargs)
-                with _traces_lock:
-                    _traces[self.key] = {UNTRACEABLE: {}}
+                _keep_trace(self.key, {UNTRACEABLE: {}})
                 return result
             try:
                 result = self.func(*args, **kwargs)
@@ -237,13 +231,16 @@ class NodeCall:
                 "helix could not remove its trace recorder from this thread (another profile "
                 "function kept being installed); it stays, inert, until the next traced call"
             )
-            with _traces_lock:
-                _traces[self.key] = {UNTRACEABLE: {}}
+            _keep_trace(self.key, {UNTRACEABLE: {}})
             return result
-        deps = {**dependencies(seen), **files.dependencies()}
-        with _traces_lock:
-            _traces[self.key] = deps
+        _keep_trace(self.key, {**dependencies(seen), **files.dependencies()})
         return result
+
+
+def _keep_trace(key: str, deps: Scopes) -> None:
+    """Keep what ``key``'s call ran until :func:`take_trace` asks for it."""
+    with _traces_lock:
+        _traces[key] = deps
 
 
 def _set_profile(func: Callable[..., Any] | None) -> bool:
