@@ -191,8 +191,10 @@ class NodeCall:
         if previous is None:  # the thread has no profiler: the C profiler records, faster
             with FileReads(args, kwargs) as files:
                 result, ran = call_profiled(self.func, args, kwargs, _IMPORT_CODE)
-            deps = None if ran is None else {**dependencies(ran), **files.dependencies()}
-            _keep_trace(self.key, {UNTRACEABLE: {}} if deps is None else deps)
+            if ran is None:
+                _keep_trace(self.key, {UNTRACEABLE: {}})
+            else:
+                _keep_trace(self.key, {**dependencies(ran), **files.dependencies()})
             return result
         seen: dict[types.CodeType, Mapping[str, Any]] = {}
         imports: list[types.FrameType] = []  # imports running: what they run depends on the
