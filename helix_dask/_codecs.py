@@ -364,10 +364,13 @@ def _signer(group: zarr.Group) -> CheckedFiles:
     return store
 
 
-def _write_pickled(group: zarr.Group, key: str, value: object, what: str) -> dict[str, Any]:
-    """Pickle ``value`` into the ``uint8`` Zarr array ``key``; return its pickler and tag."""
+def _write_pickled(
+    group: zarr.Group, key: str, value: object, what: str, pickled: tuple[bytes, str] | None = None
+) -> dict[str, Any]:
+    """Pickle ``value`` (unless ``pickled`` already holds its pickle) into the ``uint8`` Zarr
+    array ``key``; return its pickler and tag."""
     files = _signer(group)
-    payload, pickler = _pickle_dumps(value, what)
+    payload, pickler = _pickle_dumps(value, what) if pickled is None else pickled
     _write_array(group, key, np.frombuffer(payload, dtype=np.uint8))
     where = f"{group.path}/{key}" if group.path else key
     return {"pickler": pickler, "hmac": pickle_tag(files.key, files.signature, where, payload)}  # type: ignore[arg-type]
@@ -477,12 +480,19 @@ _JSON_TYPES: Final = (bool, int, float, str, list, tuple, dict)
 
 
 def encode(
-    group: zarr.Group, value: object, scheduler: Any = None, *, depth: int = 0, where: str = ""
+    group: zarr.Group,
+    value: object,
+    scheduler: Any = None,
+    *,
+    depth: int = 0,
+    where: str = "",
+    pickled: tuple[bytes, str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Write ``value`` into ``group``; return its kind and the attributes that describe it.
 
     ``scheduler`` runs the chunk writes of dask arrays. ``depth`` and ``where`` place a mapping
     entry: how deep it is nested and its keys (``['cv']['fold0']``), for error messages.
+    ``pickled``: the value's pickle and pickler, when the caller already made them.
     """
     if value is None:
         return "none", {}
@@ -499,7 +509,7 @@ def encode(
     if _mapping_nbytes(value, depth) is not None:
         return "mapping", _write_mapping(group, value, scheduler, depth, where)  # type: ignore[arg-type]
     what = f"the value at {where}" if where else "a value"
-    return "pickle", _write_pickled(group, "data", value, what)
+    return "pickle", _write_pickled(group, "data", value, what, pickled)
 
 
 def _is_plain_pandas(value: object) -> bool:

@@ -47,11 +47,14 @@ class Manifest:
 
     ``prefix`` is, on object storage, the folder of the write the manifest commits (files are
     relative to it); empty for a local artifact, whose files sit next to the manifest.
+    ``attributes``: what a packed artifact (:mod:`helix_dask._packed`) holds in place of a Zarr
+    group's attributes; ``None`` for a Zarr group.
     """
 
     signature: str
     files: Mapping[str, tuple[int, str]]
     prefix: str = ""
+    attributes: Mapping[str, Any] | None = None
 
     def to_json(self) -> bytes:
         """The manifest file's content."""
@@ -63,6 +66,8 @@ class Manifest:
         }
         if self.prefix:
             body["prefix"] = self.prefix
+        if self.attributes is not None:
+            body["attributes"] = dict(self.attributes)
         return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -85,6 +90,7 @@ def parse_manifest(text: bytes, signature: str, where: str) -> Manifest:
         found = (body["format"], body["algorithm"])
         named = body["signature"]
         prefix = str(body.get("prefix", ""))
+        attributes = body.get("attributes")
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         raise corrupt(f"its manifest {MANIFEST} is unreadable ({type(exc).__name__})") from None
     if found != (_FORMAT, _ALGORITHM):
@@ -93,7 +99,9 @@ def parse_manifest(text: bytes, signature: str, where: str) -> Manifest:
         raise corrupt(f"its manifest belongs to artifact {named!r}: the directory was moved")
     if "/" in prefix or prefix.startswith("."):
         raise corrupt(f"its manifest names the folder {prefix!r}, which is no write of helix")
-    return Manifest(signature, files, prefix)
+    if attributes is not None and not isinstance(attributes, dict):
+        raise corrupt(f"its manifest holds attributes {attributes!r}, expected an object")
+    return Manifest(signature, files, prefix, attributes)
 
 
 def _file_digest(path: Path) -> tuple[int, str]:

@@ -6,10 +6,13 @@ and committed with one ``os.rename``, so a reader sees a complete artifact or no
 returns only bytes that match the manifest. An artifact that fails a check is moved to
 ``<root>/quarantine/`` and its catalog row dropped, so the next plan recomputes it.
 
-How each kind of value is laid out inside the group is :mod:`helix_dask._codecs`: arrays and
-frame columns natively (chunked, with a per-dtype codec), dicts of results entry by entry, small
-JSON-safe values in the group attributes, everything else as a signed pickle in a ``uint8``
-array. Dask arrays are written chunk by chunk by tasks on the cluster and read back lazily.
+A small result (its encoding within 256 KiB: a score, metrics, a fitted scaler) is one file
+beside the manifest, with no Zarr group (:mod:`helix_dask._packed`), so that storing and loading
+it costs well under a millisecond. How every other value is laid out inside its group is
+:mod:`helix_dask._codecs`: arrays and frame columns natively (chunked, with a per-dtype codec),
+dicts of results entry by entry, JSON-safe values in the group attributes, everything else as a
+signed pickle in a ``uint8`` array. Dask arrays are written chunk by chunk by tasks on the
+cluster and read back lazily.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from helix_dask._errors import HelixConfigError, HelixCorruptArtifact, HelixStor
 from helix_dask._integrity import ArtifactFiles, read_manifest, seal, verify_tree
 from helix_dask._keys import pickle_key, private_root
 from helix_dask._location import catalog_dir, is_remote, store_location
+from helix_dask._packed import LAYOUT, PackedValue, pack
+from helix_dask._packed import write as write_packed
 
 if TYPE_CHECKING:
     from helix_dask.rewrite import Recompute
@@ -201,35 +206,47 @@ class ZarrArtifactStore(ArtifactStore):
             )
         return self._artifacts / signature[:2] / signature
 
-    def _info(self, signature: str, path: Path, kind: str, started: float) -> ArtifactInfo:
-        location, nbytes = path.relative_to(self.root).as_posix(), _tree_nbytes(path)
+    def _info(
+        self, signature: str, path: Path, kind: str, started: float, nbytes: int | None = None
+    ) -> ArtifactInfo:
+        location = path.relative_to(self.root).as_posix()
+        nbytes = _tree_nbytes(path) if nbytes is None else nbytes
         return ArtifactInfo(signature, location, kind, nbytes, time.perf_counter() - started)
 
     def _open(
         self, signature: str, *, quarantine_on_error: bool = True
-    ) -> tuple[zarr.Group, dict[str, Any]]:
-        """Open a committed artifact, check its manifest and its ``helix`` attributes."""
+    ) -> tuple[zarr.Group | PackedValue, dict[str, Any]]:
+        """Open a committed artifact, check its manifest and its ``helix`` attributes: a Zarr
+        group, or the one file of a small result (:mod:`helix_dask._packed`)."""
         path = self._path(signature)
         if not path.is_dir():
             raise KeyError(signature)
         try:
-            files = ArtifactFiles(
-                path,
-                read_only=True,
-                manifest=read_manifest(path, signature),
-                signature=signature,
-                key=pickle_key(self.root),
-                moves_corrupt=quarantine_on_error,
-            )
-            group = zarr.open_group(files, mode="r", zarr_format=3)
-            meta = group.attrs["helix"]
+            manifest = read_manifest(path, signature)
+            opened: zarr.Group | PackedValue
+            if manifest.attributes is not None:
+                opened = PackedValue(path, manifest, pickle_key(self.root))
+                meta: Any = opened.meta
+                if meta.get("layout") != LAYOUT:
+                    raise ValueError(f"its manifest holds attributes {meta!r} of no layout")
+            else:
+                files = ArtifactFiles(
+                    path,
+                    read_only=True,
+                    manifest=manifest,
+                    signature=signature,
+                    key=pickle_key(self.root),
+                    moves_corrupt=quarantine_on_error,
+                )
+                opened = zarr.open_group(files, mode="r", zarr_format=3)
+                meta = opened.attrs["helix"]
             if not isinstance(meta, dict) or meta.get("format") != FORMAT or "kind" not in meta:
                 raise ValueError(f"attribute 'helix' is {meta!r}, expected format {FORMAT}")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             if not path.is_dir():  # deleted while we were opening it
                 raise KeyError(signature) from None
             raise self._corrupt(signature, path, exc, move=quarantine_on_error) from exc
-        return group, meta
+        return opened, meta
 
     @staticmethod
     def _corrupt(
@@ -264,14 +281,21 @@ class ZarrArtifactStore(ArtifactStore):
             with contextlib.suppress(KeyError, HelixCorruptArtifact):
                 return self._info(signature, final, self._open(signature)[1]["kind"], started)
         tmp = final.parent / f"{_TMP_PREFIX}{signature}-{uuid.uuid4().hex}-{os.getpid()}@{_HOST}"
+        nbytes: int | None = None  # of a Zarr group: summed after the commit
         try:
             final.parent.mkdir(mode=0o700, exist_ok=True)  # a full or read-only disk: below
-            files = ArtifactFiles(tmp, signature=signature, key=pickle_key(self.root))
-            group = zarr.open_group(files, mode="w", zarr_format=3)
-            kind, extra = encode(group, value, scheduler)
-            meta = {"kind": kind, "type": qualname(value), "name": name, "format": FORMAT}
-            group.attrs.put({"helix": {**meta, **extra}})
-            seal(tmp, signature)
+            tmp.mkdir(mode=0o700)  # first: a write in progress is visible, and swept if killed
+            meta = {"type": qualname(value), "name": name, "format": FORMAT}
+            encoded = pack(value)
+            if encoded is not None and encoded.small:
+                kind, nbytes = write_packed(tmp, signature, pickle_key(self.root), encoded, meta)
+            else:
+                files = ArtifactFiles(tmp, signature=signature, key=pickle_key(self.root))
+                group = zarr.open_group(files, mode="w", zarr_format=3)
+                pickled = None if encoded is None else (encoded.payload, encoded.pickler)
+                kind, extra = encode(group, value, scheduler, pickled=pickled)
+                group.attrs.put({"helix": {"kind": kind, **meta, **extra}})
+                seal(tmp, signature)
         except BaseException as exc:
             _remove_tree(tmp)
             if isinstance(exc, HelixStoreError) or not isinstance(exc, Exception):
@@ -305,7 +329,7 @@ class ZarrArtifactStore(ArtifactStore):
                 f"committing and removing it ({_COMMIT_ATTEMPTS} attempts); nothing was "
                 "committed, retry"
             )
-        info = self._info(signature, final, kind, started)
+        info = self._info(signature, final, kind, started, nbytes)
         logger.debug(
             "wrote %s artifact %s: %d bytes in %.3fs", kind, signature, info.nbytes, info.seconds
         )
@@ -317,9 +341,9 @@ class ZarrArtifactStore(ArtifactStore):
         ``HelixCorruptArtifact`` if the artifact fails a check or cannot be decoded; it is then
         moved to ``<root>/quarantine/`` and dropped from the catalog, so it is not planned again.
         """
-        group, meta = self._open(signature)
+        opened, meta = self._open(signature)
         try:
-            return decode(group, meta)
+            return opened.load() if isinstance(opened, PackedValue) else decode(opened, meta)
         except (MemoryError, RecursionError):
             raise  # the machine's limits, not the artifact's fault
         except Exception as exc:
@@ -336,8 +360,11 @@ class ZarrArtifactStore(ArtifactStore):
             raise KeyError(signature)
         try:
             verify_tree(path, signature)
-            group, meta = self._open(signature, quarantine_on_error=repair)
-            check_pickles(group, meta)
+            opened, meta = self._open(signature, quarantine_on_error=repair)
+            if isinstance(opened, PackedValue):
+                opened.check()
+            else:
+                check_pickles(opened, meta)
         except HelixCorruptArtifact as exc:
             if repair:
                 quarantine(path, exc)

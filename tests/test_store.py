@@ -21,8 +21,10 @@ import pytest
 import zarr
 
 import helix_dask._codecs as codecs_module
+import helix_dask._packed as packed_module
 import helix_dask.store as store_module
 from helix_dask._errors import HelixConfigError, HelixCorruptArtifact, HelixStoreError
+from helix_dask._integrity import MANIFEST, digest_buffer
 from helix_dask.store import (
     MISSING,
     ArtifactInfo,
@@ -38,6 +40,12 @@ UNPICKLABLE = r"cannot be pickled.*return a picklable value or mark the task mat
 
 def sig(i: int) -> str:
     return f"{i:032x}"
+
+
+@pytest.fixture
+def zarr_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Store every value as a Zarr group, however small: no packed artifacts."""
+    monkeypatch.setattr(packed_module, "LIMIT", -1)
 
 
 @dataclass
@@ -466,8 +474,10 @@ class ArtifactStoreContract:
 
 
 class TestZarrArtifactStore(ArtifactStoreContract):
+    """The Zarr layout, which small values leave for one packed file (see TestPackedArtifacts)."""
+
     @pytest.fixture
-    def store(self, tmp_path: Path) -> ZarrArtifactStore:
+    def store(self, tmp_path: Path, zarr_layout: None) -> ZarrArtifactStore:
         return ZarrArtifactStore(tmp_path / "store")
 
     def temporaries(self, store: ArtifactStore) -> list[str]:
@@ -679,6 +689,136 @@ class TestZarrArtifactStore(ArtifactStoreContract):
             load_artifact(root, sig(9))
 
 
+class TestPackedArtifacts(ArtifactStoreContract):
+    """Small values as one checked file beside the manifest; larger ones stay Zarr groups."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> ZarrArtifactStore:
+        return ZarrArtifactStore(tmp_path / "store")
+
+    def temporaries(self, store: ArtifactStore) -> list[str]:
+        assert isinstance(store, ZarrArtifactStore)
+        return sorted(p.name for p in (store.root / "artifacts").glob("*/.tmp-*"))
+
+    @staticmethod
+    def files(store: ZarrArtifactStore, info: ArtifactInfo) -> list[str]:
+        folder = store.root / info.location
+        return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+    @pytest.mark.parametrize(
+        ("value", "kind"),
+        [
+            (None, "none"),
+            ({"acc": 0.5}, "json"),
+            (np.arange(5.0), "ndarray"),
+            (Point(1, 2.0), "pickle"),
+        ],
+    )
+    def test_small_value_is_one_data_file_and_its_manifest(
+        self, store: ZarrArtifactStore, value: object, kind: str
+    ) -> None:
+        info = store.put(SIG, value, name="score")
+        assert (info.kind, self.files(store, info)) == (kind, ["data", MANIFEST])
+        assert info.nbytes == store.nbytes(SIG)
+        manifest = json.loads((store.root / info.location / MANIFEST).read_bytes())
+        helix = manifest["attributes"]
+        assert (helix["layout"], helix["kind"], helix["name"]) == ("packed", kind, "score")
+        assert ("hmac" in helix) == (kind in ("ndarray", "pickle"))
+        assert store.verify(SIG) is None
+        assert_same(value, store.get(SIG))
+
+    def test_small_array_loads_writeable(self, store: ZarrArtifactStore) -> None:
+        store.put(SIG, np.arange(6.0).reshape(2, 3))
+        loaded = store.get(SIG)
+        loaded[0, 0] = 9.0  # as a Zarr load: the caller owns the array
+        assert loaded.flags.writeable and store.get(SIG)[0, 0] == 0.0
+
+    @pytest.mark.parametrize(
+        ("value", "kind"),
+        [
+            (np.zeros(packed_module.LIMIT // 8 + 1), "ndarray"),
+            (list(range(packed_module.LIMIT // 2)), "pickle"),
+            ({"big": b"x" * (packed_module.LIMIT + 1)}, "pickle"),
+        ],
+        ids=["array", "list", "dict-of-bytes"],
+    )
+    def test_values_past_the_limit_are_zarr_groups(
+        self, store: ZarrArtifactStore, value: object, kind: str
+    ) -> None:
+        info = store.put(SIG, value)
+        assert info.kind == kind and "zarr.json" in self.files(store, info)
+        assert_same(value, store.get(SIG))
+
+    def damage_cases() -> dict[str, tuple[object, Callable[[Path], None], str]]:  # type: ignore[misc]
+        def flip(file: Path) -> None:
+            data = bytearray(file.read_bytes())
+            data[len(data) // 2] ^= 0x01
+            file.write_bytes(bytes(data))
+
+        def edit_manifest(folder: Path, **attributes: object) -> None:
+            manifest = json.loads((folder / MANIFEST).read_bytes())
+            manifest["attributes"].update(attributes)
+            manifest["attributes"] = {k: v for k, v in manifest["attributes"].items() if v}
+            (folder / MANIFEST).write_text(json.dumps(manifest))
+
+        def replace_pickle(folder: Path) -> None:
+            """An attacker's pickle with a checksum to match (checksums are no secret)."""
+            payload = pickle.dumps(Point(666, 6.0))
+            (folder / "data").write_bytes(payload)
+            manifest = json.loads((folder / MANIFEST).read_bytes())
+            manifest["files"]["data"] = list(digest_buffer(payload))
+            (folder / MANIFEST).write_text(json.dumps(manifest))
+
+        return {
+            "json-flipped": ({"n": 12345}, lambda a: flip(a / "data"), "fails its checksum"),
+            "pickle-flipped": (Point(1, 2.0), lambda a: flip(a / "data"), "fails its checksum"),
+            "data-deleted": (Point(1, 2.0), lambda a: (a / "data").unlink(), "data is missing"),
+            "data-grown": (5, lambda a: (a / "data").open("ab").write(b"0"), r"holds \d+ bytes"),
+            "pickle-replaced": (Point(1, 2.0), replace_pickle, "not signed with this store's key"),
+            "tag-dropped": (Point(1, 2.0), lambda a: edit_manifest(a, hmac=None), "not signed"),
+            "pickle-read-as-json": (
+                Point(1, 2.0),
+                lambda a: edit_manifest(a, kind="json", pickler=None, hmac=None),
+                "corrupt",
+            ),
+            "kind-unknown": (Point(1, 2.0), lambda a: edit_manifest(a, pickler=None), "not a pick"),
+            "layout-dropped": (3, lambda a: edit_manifest(a, layout=None), "no layout"),
+            "manifest-garbage": (3, lambda a: (a / MANIFEST).write_text("{"), "unreadable"),
+        }
+
+    DAMAGE = damage_cases()
+
+    @pytest.mark.parametrize("case", list(DAMAGE))
+    def test_damaged_packed_artifact_is_never_returned_and_leaves_the_store(
+        self, store: ZarrArtifactStore, case: str
+    ) -> None:
+        value, damage, reason = self.DAMAGE[case]
+        info = store.put(SIG, value)
+        damage(store.root / info.location)
+        assert isinstance(store.verify(SIG), HelixCorruptArtifact)  # found without unpickling
+        with pytest.raises(HelixCorruptArtifact, match=rf"{SIG} .*{reason}"):
+            store.get(SIG)
+        assert not store.contains(SIG)
+        assert [p.name[:32] for p in (store.root / "quarantine").iterdir()] == [SIG]
+        store.put(SIG, value)
+        assert_same(value, store.get(SIG))
+
+    def test_pickle_from_another_artifact_with_its_tag_does_not_verify(
+        self, store: ZarrArtifactStore
+    ) -> None:
+        mine, theirs = store.put(sig(1), Point(1, 2.0)), store.put(sig(2), Point(3, 4.0))
+        for name in ("data", MANIFEST):
+            (store.root / mine.location / name).write_bytes(
+                (store.root / theirs.location / name).read_bytes()
+            )
+        manifest = json.loads((store.root / mine.location / MANIFEST).read_bytes())
+        manifest["signature"] = sig(1)  # the whole of the other artifact, renamed
+        (store.root / mine.location / MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(HelixCorruptArtifact, match=r"not signed with this store's key"):
+            store.get(sig(1))
+        assert_same(Point(3, 4.0), store.get(sig(2)))
+
+
 def test_missing_is_a_singleton_distinct_from_none() -> None:
     assert MISSING is not None
     assert pickle.loads(pickle.dumps(MISSING)) is MISSING
@@ -709,6 +849,7 @@ print("pandas" in sys.modules)
     assert done.stdout.strip() == "False"
 
 
+@pytest.mark.usefixtures("zarr_layout")
 def test_raw_chunk_files_are_what_zarr_itself_reads_and_writes(tmp_path):
     """The direct chunk-file path and Zarr's own codec pipeline agree, both ways."""
     import zarr
@@ -729,6 +870,7 @@ def test_raw_chunk_files_are_what_zarr_itself_reads_and_writes(tmp_path):
     np.testing.assert_array_equal(_read_raw(arr), data)  # written by Zarr, read raw
 
 
+@pytest.mark.usefixtures("zarr_layout")
 @pytest.mark.parametrize("dtype", ["float64", "complex128", "float32"])
 @pytest.mark.parametrize("shape", [(0, 3), (5,), (1001, 7)])
 def test_raw_arrays_load_exactly_into_page_aligned_memory(tmp_path, dtype, shape):

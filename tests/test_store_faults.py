@@ -32,7 +32,7 @@ from distributed import Client, LocalCluster
 
 import helix_dask as hx
 from helix_dask import HelixCorruptArtifact, HelixNode, HelixStoreError, Materialization, cli
-from helix_dask._integrity import MANIFEST, seal
+from helix_dask._integrity import MANIFEST, digest_buffer, seal
 from helix_dask.catalog import ArtifactRow, CatalogWriter
 from helix_dask.store import ZarrArtifactStore
 
@@ -43,7 +43,8 @@ WORK = 0.05
 
 @dataclass
 class Model:
-    """A fitted-model stand-in: stored as a signed pickle."""
+    """A fitted-model stand-in: stored as a signed pickle (a Zarr array past 1 KiB, see
+    _small_chunks; else one packed file)."""
 
     weights: list[float]
     name: str
@@ -74,7 +75,14 @@ def ints(x: np.ndarray) -> np.ndarray:
 def model(x: np.ndarray) -> Model:
     log_call("model")
     time.sleep(WORK)
-    return Model([float(x.mean()), float(x.std())], f"fit on {len(x)}")
+    return Model([float(v) for v in x[:256]], f"fit on {len(x)}")
+
+
+@hx.task
+def score(x: np.ndarray) -> Model:
+    log_call("score")
+    time.sleep(WORK)
+    return Model([float(x.mean())], f"fit on {len(x)}")  # packed: one signed file
 
 
 @hx.task
@@ -88,7 +96,7 @@ def frame(x: np.ndarray) -> pd.DataFrame:
 def summary(x: np.ndarray) -> dict:
     log_call("summary")
     time.sleep(WORK)
-    return {"mean": float(x.mean()), "n": len(x)}  # JSON in the attributes
+    return {"mean": float(x.mean()), "n": len(x)}  # packed: one JSON file
 
 
 @hx.task
@@ -106,7 +114,7 @@ def noise(rows: int) -> da.Array:
 
 
 TASKS = {"floats": floats, "ints": ints, "model": model, "frame": frame}
-TASKS |= {"summary": summary, "parts": parts}
+TASKS |= {"summary": summary, "parts": parts, "score": score}
 
 
 def node(name: str, n: int = N) -> hx.HelixNode:
@@ -169,9 +177,27 @@ def reseal(path: Path) -> None:
 
 
 def edit_json(path: Path) -> None:
-    document = json.loads((path / "zarr.json").read_text())
-    document["attributes"]["helix"]["json"]["d"]["n"] = 7  # valid, plausible, wrong
-    (path / "zarr.json").write_text(json.dumps(document))
+    document = json.loads((path / "data").read_text())
+    document["d"]["n"] = 7  # valid, plausible, wrong
+    (path / "data").write_text(json.dumps(document))
+
+
+def poison_packed(path: Path, marker: Path, tag: str | None) -> None:
+    """``poison`` for a packed artifact: the pickle is its ``data`` file, the tag in the
+    manifest's attributes."""
+
+    class Evil:
+        def __reduce__(self) -> tuple:
+            return (open, (str(marker), "w"))
+
+    payload = pickle.dumps(Evil())
+    manifest = json.loads((path / MANIFEST).read_bytes())
+    manifest["files"]["data"] = list(digest_buffer(payload))
+    manifest["attributes"].pop("hmac")
+    if tag is not None:
+        manifest["attributes"]["hmac"] = tag
+    (path / "data").write_bytes(payload)
+    (path / MANIFEST).write_text(json.dumps(manifest))
 
 
 def unpickling_codec(path: Path) -> None:
@@ -215,6 +241,19 @@ CASES: dict[str, tuple[str, Damage, str]] = {
     "frame-object-column-flipped": ("frame", lambda a, t: flip(chunks(a / "col1")[0]), "checksum"),
     "frame-labels-deleted": ("frame", lambda a, t: (a / "zarr.json").unlink(), "missing"),
     "json-value-edited": ("summary", lambda a, t: edit_json(a), "holds|checksum"),
+    "packed-pickle-flipped": ("score", lambda a, t: flip(a / "data", 9), "checksum"),
+    "packed-data-deleted": ("score", lambda a, t: (a / "data").unlink(), "is missing"),
+    "packed-pickle-replaced-wrong-tag": (
+        "score",
+        lambda a, t: poison_packed(a, t / "pwned", secrets.token_hex(32)),
+        "not signed",
+    ),
+    "packed-pickle-replaced-no-tag": (
+        "score",
+        lambda a, t: poison_packed(a, t / "pwned", None),
+        "not signed",
+    ),
+    "packed-manifest-garbage": ("score", lambda a, t: (a / MANIFEST).write_text("{"), "unread"),
     "mapping-entry-metadata-deleted": ("parts", lambda a, t: (a / "1/zarr.json").unlink(), "miss"),
     "mapping-entry-chunk-flipped": ("parts", lambda a, t: flip(chunks(a / "0")[0], 8), "checksum"),
     "dask-chunk-deleted": ("noise", lambda a, t: chunks(a)[2].unlink(), "is missing"),
@@ -226,10 +265,13 @@ CASES: dict[str, tuple[str, Damage, str]] = {
 
 
 def _small_chunks() -> None:
-    """Split stored arrays into 4 KiB chunks, so a raw array has several chunk files."""
+    """Split stored arrays into 4 KiB chunks, so a raw array has several chunk files, and
+    pack only values under 1 KiB, so the arrays and the model above are Zarr groups."""
     import helix_dask._codecs
+    import helix_dask._packed
 
     helix_dask._codecs._CHUNK_BYTES = 4096
+    helix_dask._packed.LIMIT = 1024  # type: ignore[misc]
 
 
 def _log_calls_to(path: str) -> None:
@@ -494,19 +536,22 @@ def test_plugin_start_and_gc_sweep_temporaries_of_killed_writers(tmp_path: Path)
 def test_helix_verify_reports_then_repairs_corrupt_artifacts_and_stale_rows(
     tmp_path: Path,
 ) -> None:
-    good, bad, gone = (f"{i:032x}" for i in range(3))
-    values = {good: np.arange(10.0), bad: Model([1.0], "m"), gone: np.arange(3)}
+    good, bad, packed, gone = (f"{i:032x}" for i in range(4))
+    big = Model([float(i) for i in range(50_000)], "big")  # a Zarr group, past the pack limit
+    values = {good: np.arange(10.0), bad: big, packed: Model([1.0], "m"), gone: np.arange(3)}
     store, catalog = stored(tmp_path, values)
     flip(chunks(artifact(tmp_path, bad))[0], 5)
+    flip(artifact(tmp_path, packed) / "data", 5)
     store.delete(gone)
     out = io.StringIO()
     assert cli.main(["verify", "--store", str(tmp_path)], out=out) == 2
     assert f"corrupt {bad}: file data/c/0 fails its checksum" in out.getvalue()
+    assert f"corrupt {packed}: file data fails its checksum" in out.getvalue()
     assert f"no artifact for catalog row {gone}" in out.getvalue()
-    assert store.contains(bad)  # reported, not touched
+    assert store.contains(bad) and store.contains(packed)  # reported, not touched
     out = io.StringIO()
     assert cli.main(["verify", "--repair", "--store", str(tmp_path)], out=out) == 0
-    assert f"quarantined {bad}" in out.getvalue()
+    assert f"quarantined {bad}" in out.getvalue() and f"quarantined {packed}" in out.getvalue()
     assert sorted(store.signatures()) == [good]
     assert [a.signature for a in catalog.artifacts()] == [good]
     assert cli.main(["verify", "--store", str(tmp_path)], out=io.StringIO()) == 0
@@ -545,8 +590,7 @@ def test_worker_killed_mid_write_releases_its_reservation_and_ends_the_run(
 ) -> None:
     import signal
 
-    fut = helix.client.compute(slow_write(3))
-    assert fut.result() == SlowToWrite(3)
+    fut = helix.client.compute(slow_write(3))  # not fetched: that would pickle it meanwhile
     deadline = time.monotonic() + 30
     while not list((helix.store / "artifacts").rglob(".tmp-*")):  # the write has begun
         assert time.monotonic() < deadline, "the write never started"
