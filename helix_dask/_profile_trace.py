@@ -19,6 +19,7 @@ Two things the Python profile function sees directly are rebuilt here afterwards
 from __future__ import annotations
 
 import cProfile
+import functools
 import gc
 import sys
 import threading
@@ -74,7 +75,7 @@ def call_profiled(
     if not removed:
         left_installed.add(profiler)  # removed by the thread's next trace
         return result, None
-    return result, scopes(ran(profiler.getstats(), import_code))
+    return result, scopes(ran(profiler.getstats(), import_code), roots=(func,))
 
 
 def ran(stats: Iterable[Any], import_code: Any) -> set[types.CodeType]:
@@ -108,27 +109,90 @@ def ran(stats: Iterable[Any], import_code: Any) -> set[types.CodeType]:
     return {code for code in callers if code not in imported and code is not import_code}
 
 
-def scopes(codes: Iterable[types.CodeType]) -> Seen:
+def scopes(codes: Iterable[types.CodeType], roots: Iterable[object] = ()) -> Seen:
     """The globals each code object ran with: its module's namespace, found by file name, or
     else (code defined by value) the globals of the function object holding it or the one it
-    is nested in. Code whose globals cannot be found is left out (it belongs to no module)."""
+    is nested in. Code whose globals cannot be found is left out (it belongs to no module).
+
+    Code defined by value is looked for first in what ``roots`` (the called function) reach
+    through the names their code reads, their closures and defaults, and the methods of the
+    classes met on the way, which is where a script's or a notebook's code pickled to a worker
+    lives; only what that misses is looked up among all objects (``gc.get_referrers``, which
+    scans the whole heap: tens of milliseconds)."""
     out: Seen = {}
-    unknown: list[types.CodeType] = []
+    unknown: set[types.CodeType] = set()
     for code in codes:
         namespace = _namespace_of(code.co_filename)
         if namespace is not None:
             out[code] = namespace
         else:
-            unknown.append(code)
+            unknown.add(code)
     if unknown:
-        owners: Seen = {}
-        for ref in gc.get_referrers(*unknown):
-            if isinstance(ref, types.FunctionType):
-                _nested_scopes(ref.__code__, ref.__globals__, owners)
+        owners = _reachable_scopes(roots, unknown)
+        missing = [code for code in unknown if code not in owners]
+        if missing:
+            for ref in gc.get_referrers(*missing):
+                if isinstance(ref, types.FunctionType):
+                    _nested_scopes(ref.__code__, ref.__globals__, owners)
         for code in unknown:
             if code in owners:
                 out[code] = owners[code]
     return out
+
+
+_REACH_LIMIT = 10_000
+"""Objects visited looking for the functions that hold code defined by value."""
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
+
+
+def _reachable_scopes(roots: Iterable[object], wanted: set[types.CodeType]) -> Seen:
+    """The scopes of the code of the functions reachable from ``roots`` (see :func:`scopes`),
+    until every code in ``wanted`` is found or the search runs out."""
+    found: Seen = {}
+    visited: set[int] = set()
+    todo = list(roots)
+    while todo and len(visited) < _REACH_LIMIT and not wanted.issubset(found):
+        obj = todo.pop()
+        if id(obj) in visited:
+            continue
+        visited.add(id(obj))
+        if isinstance(obj, types.FunctionType):
+            _nested_scopes(obj.__code__, obj.__globals__, found)
+            todo.extend(_read_globals(obj.__code__, obj.__globals__))
+            todo.extend(_cell_contents(obj.__closure__))
+            todo.extend(obj.__defaults__ or ())
+            todo.extend((obj.__kwdefaults__ or {}).values())
+        elif isinstance(obj, types.MethodType):
+            todo.append(obj.__func__)
+        elif isinstance(obj, type):
+            if obj.__flags__ & _HEAP_TYPE:  # a class defined in Python, not a builtin one
+                for member in vars(obj).values():
+                    todo.append(getattr(member, "__func__", member))  # static, class methods
+                    if isinstance(member, property):
+                        todo.extend((member.fget, member.fset, member.fdel))
+        elif isinstance(obj, functools.partial):
+            todo.append(obj.func)
+        elif type(obj).__flags__ & _HEAP_TYPE and callable(obj):
+            todo.append(type(obj))  # a callable object: its class's __call__
+    return found
+
+
+def _read_globals(code: types.CodeType, scope: Mapping[str, Any]) -> Iterable[object]:
+    """The values of the globals ``code`` and the code nested in it name."""
+    for name in code.co_names:
+        if name in scope:
+            yield scope[name]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _read_globals(const, scope)
+
+
+def _cell_contents(cells: tuple[types.CellType, ...] | None) -> Iterable[object]:
+    for cell in cells or ():
+        try:
+            yield cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
 
 
 def _nested_scopes(code: types.CodeType, scope: Mapping[str, Any], into: Seen) -> None:

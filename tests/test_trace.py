@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import helix_dask._profile_trace as profile_trace
 from helix_dask._trace import NodeCall, take_trace
 
 SCRIPT = """
@@ -96,6 +97,62 @@ def test_the_trace_finds_the_code_that_ran_and_not_what_an_import_ran(tmp_path, 
     assert not any("body_only" in d for d in alone)
     # Each dependency resolves in the globals the code ran with.
     assert all(alone[d] is scope for d in project)
+
+
+HIDDEN = """
+callbacks = []
+
+
+def hidden(x):
+    return x * 2
+
+
+callbacks.append(hidden)
+
+
+def calls_a_callback(x):
+    return callbacks[0](x)
+"""
+
+
+@contextmanager
+def _heap_scans() -> Iterator[list[int]]:
+    """Count the heap scans the trace makes to find the globals of code defined by value."""
+    scans: list[int] = []
+    real = profile_trace.gc
+
+    class CountingGC:
+        @staticmethod
+        def get_referrers(*objs: Any) -> list[Any]:
+            scans.append(len(objs))
+            return real.get_referrers(*objs)
+
+    profile_trace.gc = CountingGC  # type: ignore[assignment]
+    try:
+        yield scans
+    finally:
+        profile_trace.gc = real
+
+
+def test_code_defined_by_value_is_found_from_the_task_without_scanning_the_heap():
+    # A script's or a notebook's functions reach a worker by value: a scan of the whole heap
+    # for each task's code costs tens of milliseconds, so it is kept for what the task's own
+    # globals, closures and classes do not reach.
+    scope = _by_value()
+    with _heap_scans() as scans:
+        deps = _trace(scope["task"], 3, "json")
+    assert {"__main__.rec", "__main__.leaf", "__main__.Scaler.apply"} <= set(deps)
+    assert all(deps[d] is scope for d in deps if d.startswith("__main__."))
+    assert scans == []
+
+
+def test_code_reached_only_through_a_container_is_still_found():
+    scope: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(HIDDEN, "<another script never imported>", "exec"), scope)
+    with _heap_scans() as scans:
+        deps = _trace(scope["calls_a_callback"], 3)
+    assert deps["__main__.hidden"] is scope  # found by the scan of the heap
+    assert scans == [1]
 
 
 def _reads(path: str, listed: str) -> int:
