@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -78,12 +79,13 @@ def _add_navigation_link(scheduler: Scheduler) -> None:
     """List ``helix`` among the pages of the navigation bar every Bokeh page of the dashboard
     renders (``template_variables(scheduler)["pages"]``, memoized per scheduler and shared with
     the running Bokeh application)."""
-    try:
-        from distributed.dashboard.scheduler import template_variables
-    except ImportError:  # no bokeh: the dashboard has no pages to link from
+    # Imported by the scheduler when it serves the Bokeh dashboard; importing it here when it
+    # does not (no bokeh, or no dashboard) would cost seconds for a navigation bar nobody sees.
+    dashboard = sys.modules.get("distributed.dashboard.scheduler")
+    if dashboard is None:
         return
     try:
-        pages = template_variables(scheduler)["pages"]
+        pages = dashboard.template_variables(scheduler)["pages"]
     except Exception as exc:  # a distributed whose template changed: the page still works
         logger.warning("helix could not add /helix to the dashboard's navigation: %s", exc)
         return
