@@ -20,7 +20,6 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.protocol.pickle import dumps
 
 from . import _config
-from ._catalog_writer import WriteQueue
 from ._errors import HelixStoreError
 from ._events import (
     Decision,
@@ -38,6 +37,7 @@ from ._run import NodeProgress, Run, RunBook
 from ._settings import Settings
 from ._trace import DIST, effective_signature
 from ._wire import ANNOTATION, NodeMeta
+from ._write_queue import WriteQueue
 from .catalog import ArtifactRow, CatalogWriter
 from .costs import CostModel, compute_seconds
 from .materializer import StorageLimits, Stored, Verdict, choose_evictions
