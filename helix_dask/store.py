@@ -347,7 +347,10 @@ class ZarrArtifactStore(ArtifactStore):
         except (MemoryError, RecursionError):
             raise  # the machine's limits, not the artifact's fault
         except Exception as exc:
-            raise self._corrupt(signature, self._path(signature), exc) from exc
+            path = self._path(signature)
+            if not path.is_dir():  # deleted (evicted, collected) while it was being read
+                raise KeyError(signature) from None
+            raise self._corrupt(signature, path, exc) from exc
 
     def verify(self, signature: str, *, repair: bool = False) -> HelixCorruptArtifact | None:
         """Read and hash every file of the artifact and check its pickles' tags, unpickling

@@ -803,6 +803,21 @@ class TestPackedArtifacts(ArtifactStoreContract):
         store.put(SIG, value)
         assert_same(value, store.get(SIG))
 
+    def test_artifact_deleted_while_it_is_read_is_absent_not_corrupt(
+        self, store: ZarrArtifactStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        store.put(SIG, Point(1, 2.0))
+        read = packed_module.PackedValue.payload
+
+        def evicted_meanwhile(self: packed_module.PackedValue) -> bytes:
+            store.delete(SIG)  # another process's eviction, between the manifest and the data
+            return read(self)
+
+        monkeypatch.setattr(packed_module.PackedValue, "payload", evicted_meanwhile)
+        with pytest.raises(KeyError):
+            store.get(SIG)
+        assert not (store.root / "quarantine").exists()  # nothing was called corrupt
+
     def test_pickle_from_another_artifact_with_its_tag_does_not_verify(
         self, store: ZarrArtifactStore
     ) -> None:
