@@ -74,7 +74,7 @@ def call_profiled(
     if not removed:
         left_installed.add(profiler)  # removed by the thread's next trace
         return result, None
-    return result, scopes(ran(profiler.getstats(), import_code), near=func)
+    return result, scopes(ran(profiler.getstats(), import_code))
 
 
 def ran(stats: Iterable[Any], import_code: Any) -> set[types.CodeType]:
@@ -108,15 +108,10 @@ def ran(stats: Iterable[Any], import_code: Any) -> set[types.CodeType]:
     return {code for code in callers if code not in imported and code is not import_code}
 
 
-def scopes(codes: Iterable[types.CodeType], near: object = None) -> Seen:
+def scopes(codes: Iterable[types.CodeType]) -> Seen:
     """The globals each code object ran with: its module's namespace, found by file name, or
     else (code defined by value) the globals of the function object holding it or the one it
-    is nested in. Code whose globals cannot be found is left out (it belongs to no module).
-
-    The holders of code defined by value are looked for first among the functions ``near``
-    (the traced function) names: itself, its globals and its closure. Only code none of
-    them holds is looked for in the whole heap (``gc.get_referrers``, which visits every
-    object the collector tracks: tens of milliseconds in a large process)."""
+    is nested in. Code whose globals cannot be found is left out (it belongs to no module)."""
     out: Seen = {}
     unknown: list[types.CodeType] = []
     for code in codes:
@@ -127,34 +122,13 @@ def scopes(codes: Iterable[types.CodeType], near: object = None) -> Seen:
             unknown.append(code)
     if unknown:
         owners: Seen = {}
-        for function in _functions_near(near):
-            _nested_scopes(function.__code__, function.__globals__, owners)
-        missing = [code for code in unknown if code not in owners]
-        if missing:
-            for ref in gc.get_referrers(*missing):
-                if isinstance(ref, types.FunctionType):
-                    _nested_scopes(ref.__code__, ref.__globals__, owners)
+        for ref in gc.get_referrers(*unknown):
+            if isinstance(ref, types.FunctionType):
+                _nested_scopes(ref.__code__, ref.__globals__, owners)
         for code in unknown:
             if code in owners:
                 out[code] = owners[code]
     return out
-
-
-def _functions_near(func: object) -> list[types.FunctionType]:
-    """``func`` (when a plain function) and the functions its globals and closure name."""
-    if not isinstance(func, types.FunctionType):
-        return []
-    cells = [cell.cell_contents for cell in func.__closure__ or () if _filled(cell)]
-    named = [*list(func.__globals__.values()), *cells]
-    return [func, *(f for f in named if isinstance(f, types.FunctionType) and f is not func)]
-
-
-def _filled(cell: types.CellType) -> bool:
-    try:
-        cell.cell_contents  # noqa: B018 (an empty cell raises)
-    except ValueError:
-        return False
-    return True
 
 
 def _nested_scopes(code: types.CodeType, scope: Mapping[str, Any], into: Seen) -> None:

@@ -98,29 +98,6 @@ def test_the_trace_finds_the_code_that_ran_and_not_what_an_import_ran(tmp_path, 
     assert all(alone[d] is scope for d in project)
 
 
-def test_code_defined_by_value_is_found_from_the_traced_function_without_a_heap_scan(
-    monkeypatch,
-):
-    # A whole-heap search (gc.get_referrers) per traced task cost tens of milliseconds in a
-    # large process: the holders of the traced function's code and of the functions its
-    # globals name are known without one. (A method of a class defined by value still needs
-    # it: the first test.)
-    from types import SimpleNamespace
-
-    from helix_dask import _profile_trace
-
-    searched: list[object] = []
-    monkeypatch.setattr(
-        _profile_trace, "gc", SimpleNamespace(get_referrers=lambda *o: searched.append(o) or [])
-    )
-    scope = _by_value()
-    deps = _trace(scope["rec"], 2)
-    project = {d for d in deps if not d.startswith("dist:")}
-    assert project == {"__main__.rec", "__main__.leaf"}
-    assert all(deps[d] is scope for d in project)
-    assert searched == []
-
-
 def _reads(path: str, listed: str) -> int:
     import glob
 
