@@ -87,7 +87,7 @@ def processes_cluster(call_log: Path) -> Iterator[LocalCluster]:
 
 
 @contextmanager
-def helix_client(cluster: LocalCluster, store: Path, **settings: object) -> Iterator[Client]:
+def helix_client(cluster: LocalCluster, store: str | Path, **settings: object) -> Iterator[Client]:
     """A new client of ``cluster`` with helix set up on ``store``; on exit, checks that the
     scheduler and the plugin drained (no tasks, reservations, unfinished runs or writes)."""
     with Client(cluster) as c:
@@ -132,6 +132,40 @@ def _assert_no_leaked_tasks(c: Client) -> None:
     while (left := c.run_on_scheduler(_leftovers)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, left
+
+
+SHARED_CLUSTERS = ("threads_cluster", "processes_cluster")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
+    report = yield
+    if report.when == "call":
+        item.stash[_passed] = report.passed
+    return report
+
+
+_passed = pytest.StashKey[bool]()
+
+
+@pytest.fixture(autouse=True)
+def _shared_clusters_drained(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that passed on a shared cluster: the scheduler and its helix plugin (one
+    a module shares, see ``test_differential``) drained, as the next test expects."""
+    yield
+    if not request.node.stash.get(_passed, False):
+        return
+    for name in SHARED_CLUSTERS:
+        if name in request.fixturenames:
+            cluster = request.getfixturevalue(name)
+            deadline = time.monotonic() + 10
+            while (left := cluster.sync(_leftovers_of, cluster)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not left, f"{name}: {left}"
+
+
+async def _leftovers_of(cluster: LocalCluster) -> dict:
+    return _leftovers(cluster.scheduler)  # on the scheduler's event loop
 
 
 @pytest.fixture

@@ -345,6 +345,25 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any
     sys.modules.pop("s3_flow", None)
 
 
+class _NoPause:
+    """Stands in for ``time`` in the workflow module while this process computes what a plain
+    run returns: the tasks' pauses give them a cost for helix's plans, not their results."""
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        pass
+
+
+def _plain(flow: Any, what: str, *args: Any) -> Any:
+    """``flow.plain(*args)`` (or another plain function of the workflow) without the pauses."""
+    real = flow.time
+    flow.time = _NoPause
+    try:
+        return getattr(flow, what)(*args)
+    finally:
+        flow.time = real
+
+
 def _io_model(dask_scheduler: Any) -> tuple[str, Any]:
     """What the scheduler's cost model believed, for a failure message."""
     plugin = dask_scheduler.plugins["helix"]
@@ -357,7 +376,7 @@ def _iterate(client: Any, flow: Any, calls: Calls, url: str, warned: Any) -> Non
     def run(n: int, scale: float, C: float) -> tuple[Any, Counter[str]]:
         got = client.compute(flow.workflow(n, scale, C)).result()
         report, ran = hx.last_run(client, timeout=60), calls.take()
-        assert got == flow.plain(n, scale, C)  # what a plain run computes
+        assert got == _plain(flow, "plain", n, scale, C)  # what a plain run computes
         calls.take()  # the plain run's calls
         return report, ran
 
@@ -429,66 +448,6 @@ def test_local_cluster_with_worker_processes_iterates_on_s3(
     assert (tmp_path / "home" / ".helix" / "catalogs").is_dir()  # the catalog: local
 
 
-def test_preloaded_scheduler_and_dask_worker_processes_iterate_on_s3(
-    s3_url: str, s3_endpoint: str, user_module: Any, tmp_path: Path
-) -> None:
-    from distributed import Client
-
-    calls = Calls(tmp_path / "calls.log")
-    env = {
-        **os.environ,
-        "DASK_HELIX__STORE": s3_url,
-        "DASK_HELIX__STORAGE_OPTIONS": repr({"endpoint_url": s3_endpoint, **CREDENTIALS}),
-        "DASK_HELIX__POLICY": "all",
-        "DASK_HELIX__BUDGET": "1 GiB",
-    }
-    scheduler_file = tmp_path / "scheduler.json"
-    procs: list[subprocess.Popen] = []
-    logs = [tmp_path / f"{name}.log" for name in ("scheduler", "worker-0", "worker-1")]
-    dask_cli = [sys.executable, "-m", "dask"]
-    on_loopback = ["--host", "127.0.0.1", "--scheduler-file", str(scheduler_file)]
-    scheduler = [*dask_cli, "scheduler", "--preload", "helix_dask", *on_loopback, "--port", "0"]
-    worker = [*dask_cli, "worker", *on_loopback, "--nthreads", "1", "--no-nanny"]
-    commands = [
-        [*scheduler, "--dashboard-address", "127.0.0.1:0"],
-        [*worker, "--no-dashboard"],
-        [*worker, "--no-dashboard"],
-    ]
-    try:
-        for command, log in zip(commands, logs, strict=True):
-            with log.open("wb") as out:
-                procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=out))
-            if not procs[1:]:
-                deadline = time.monotonic() + 60
-                while not scheduler_file.exists() and time.monotonic() < deadline:
-                    time.sleep(0.1)
-        with Client(scheduler_file=str(scheduler_file), timeout=60) as client:
-            client.wait_for_workers(2, timeout=60)
-
-            def warned(text: str) -> None:
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline:
-                    if any(text in log.read_text() for log in logs[1:]):
-                        return
-                    time.sleep(0.1)
-                raise AssertionError(f"no worker logged {text!r}")
-
-            _iterate(client, user_module, calls, s3_url, warned)
-            info = client.run_on_scheduler(
-                lambda dask_scheduler: dask_scheduler.plugins["helix"].handle_info()
-            )
-            assert info["store"] == s3_url
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-
-
 def test_object_storage_starts_from_its_own_io_priors_and_budget() -> None:
     from helix_dask._config import REMOTE_BUDGET, resolve_budget
     from helix_dask.costs import IOModel, io_prior
@@ -501,16 +460,19 @@ def test_object_storage_starts_from_its_own_io_priors_and_budget() -> None:
     assert resolve_budget(None, "s3://bucket/store") == REMOTE_BUDGET
 
 
-def test_workers_with_homes_of_their_own_sign_with_the_schedulers_key_and_the_cli_asks_it(
+def test_preloaded_scheduler_and_dask_workers_with_homes_of_their_own_iterate_on_s3(
     s3_url: str, s3_endpoint: str, user_module: Any, tmp_path: Path
 ) -> None:
-    """Scheduler and workers share no home directory (as on separate machines): a pickled
-    result one worker wrote is loaded by a worker started later elsewhere, and the ``helix``
-    command here, which has no catalog, reads the versions from the scheduler."""
+    """A scheduler started with ``--preload helix_dask`` (its settings from the environment)
+    and two ``dask worker`` processes iterate on ``s3://``. Scheduler and workers share no home
+    directory (as on separate machines): a pickled result the workers wrote is loaded by a
+    worker started later elsewhere, and the ``helix`` command here, which has no catalog,
+    reads the versions from the scheduler."""
     from distributed import Client
 
     calls = Calls(tmp_path / "calls.log")
-    homes = {name: tmp_path / f"home-{name}" for name in ("scheduler", "writer", "reader")}
+    names = ("scheduler", "worker-0", "worker-1", "reader")
+    homes = {name: tmp_path / f"home-{name}" for name in names}
     for home in homes.values():
         home.mkdir()
     env = {
@@ -559,19 +521,30 @@ def test_workers_with_homes_of_their_own_sign_with_the_schedulers_key_and_the_cl
         deadline = time.monotonic() + 60
         while not scheduler_file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        start("writer", [*worker, "--no-dashboard"])
+        for name in ("worker-0", "worker-1"):
+            start(name, [*worker, "--no-dashboard"])
         with Client(scheduler_file=str(scheduler_file), timeout=60) as client:
-            client.wait_for_workers(1, timeout=60)
-            client.run(open_store, s3_url)
-            flow = user_module
-            assert client.compute(flow.workflow(2000, 1.0, 1.0)).result() == flow.plain(
-                2000, 1.0, 1.0
-            )
-            first = hx.last_run(client, timeout=60)
-            assert "train" in first.stored  # {"w": array, "tags": a set}: the set is pickled
-            calls.take()
+            client.wait_for_workers(2, timeout=60)
+            logs = [tmp_path / f"{name}.log" for name in ("worker-0", "worker-1")]
 
-            stop("writer")
+            def warned(text: str) -> None:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    if any(text in log.read_text() for log in logs):
+                        return
+                    time.sleep(0.1)
+                raise AssertionError(f"no worker logged {text!r}")
+
+            flow = user_module
+            _iterate(client, flow, calls, s3_url, warned)  # its first version stores train:
+            # {"w": array, "tags": a set}: the set is pickled
+            info = client.run_on_scheduler(
+                lambda dask_scheduler: dask_scheduler.plugins["helix"].handle_info()
+            )
+            assert info["store"] == s3_url
+
+            for name in ("worker-0", "worker-1"):
+                stop(name)
             while client.scheduler_info()["workers"]:
                 time.sleep(0.1)
             start("reader", [*worker, "--no-dashboard"])
@@ -579,23 +552,24 @@ def test_workers_with_homes_of_their_own_sign_with_the_schedulers_key_and_the_cl
             client.run(open_store, s3_url)
             features = flow.featurize(flow.load(2000), scale=1.0)
             model = client.compute(flow.train(features, C=1.0)).result()
-            second = hx.last_run(client, timeout=60)
-            assert second.loaded == ["train"] and calls.take() == Counter()
+            again = hx.last_run(client, timeout=60)
+            assert again.loaded == ["train"] and calls.take() == Counter()
             assert model["tags"] == {"C", "1.0"}
-            np.testing.assert_array_equal(model["w"], flow.plain_model(2000, 1.0, 1.0)["w"])
+            expected = _plain(flow, "plain_model", 2000, 1.0, 1.0)
+            np.testing.assert_array_equal(model["w"], expected["w"])
             dashboard = client.scheduler_info()["services"]["dashboard"]
 
             # Only the scheduler's machine holds a key and a catalog.
             held = sorted(p.name for p in (homes["scheduler"] / ".helix").iterdir())
             assert held == ["catalogs", "keys"]
-            for name in ("writer", "reader"):
+            for name in ("worker-0", "worker-1", "reader"):
                 assert not (homes[name] / ".helix" / "keys").exists(), name
             assert cli.main(["log", "--store", s3_url], out=io.StringIO()) == 2  # none here
             for address in (client.scheduler.address, f"http://127.0.0.1:{dashboard}"):
                 out = io.StringIO()
                 assert cli.main(["log", "--json", "--scheduler", address], out=out) == 0
-                rows = json.loads(out.getvalue())
-                assert [(r["version"], r["loaded"]) for r in rows] == [(2, 1), (1, 0)]
+                rows = [(r["version"], r["loaded"]) for r in json.loads(out.getvalue())]
+                assert len(rows) == 6 and rows[0] == (6, 1) and rows[-1] == (1, 0)
     finally:
         for name in list(procs)[::-1]:
             stop(name)

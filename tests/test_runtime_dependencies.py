@@ -129,6 +129,20 @@ import helix_dask as hx
 from distributed import Client, LocalCluster
 import pipeline
 
+
+def plain():
+    # Each task called directly with the code this process imported: what a fresh run computes.
+    import shapes
+    f = {n: getattr(pipeline, n).func for n in
+         ["local_import", "by_name", "method_of_argument", "imported_by_string", "from_registry"]}
+    parts = {"local_import": f["local_import"](3), "by_name": f["by_name"](3, "tree"),
+             "method_of_argument": f["method_of_argument"](3, shapes.Scaler(5)),
+             "imported_by_string": f["imported_by_string"](3, "boost"),
+             "from_registry": f["from_registry"](3, "cube")}
+    parts["total"] = sum(parts.values())
+    return parts
+
+
 if __name__ == "__main__":
     parts = pipeline.nodes()
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=sys.argv[2] == "processes",
@@ -138,7 +152,7 @@ if __name__ == "__main__":
         import dask
         values = dict(zip(parts, dask.compute(*parts.values())))
         run = hx.last_run(client)
-    print(json.dumps({"values": values, "computed": run.computed}))
+    print(json.dumps({"values": values, "computed": run.computed, "plain": plain()}))
 """
 
 
@@ -146,22 +160,6 @@ def _write(root: Path, name: str, text: str) -> None:
     path = root / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text))
-
-
-def _plain(root: Path) -> dict:
-    """Each task called directly with the current code: what a fresh run computes."""
-    code = """
-import json, pipeline, shapes
-f = {n: getattr(pipeline, n).func for n in
-     ["local_import", "by_name", "method_of_argument", "imported_by_string", "from_registry"]}
-parts = {"local_import": f["local_import"](3), "by_name": f["by_name"](3, "tree"),
-         "method_of_argument": f["method_of_argument"](3, shapes.Scaler(5)),
-         "imported_by_string": f["imported_by_string"](3, "boost"),
-         "from_registry": f["from_registry"](3, "cube")}
-parts["total"] = sum(parts.values())
-print(json.dumps(parts))
-"""
-    return json.loads(_python(root, "-c", code).strip().splitlines()[-1])
 
 
 def _python(root: Path, *args: str) -> str:
@@ -185,7 +183,7 @@ def test_edits_reached_only_at_run_time_recompute_and_never_load_a_stale_result(
     _write(root, "run.py", SCRIPT)
     store = tmp_path / "store"
     first = _iterate(root, store, mode)
-    assert first["values"] == _plain(root)
+    assert first["values"] == first["plain"]
     again = _iterate(root, store, mode)
     assert again["values"] == first["values"]
     assert again["computed"] == [], "an identical re-run must load, not compute"
@@ -196,7 +194,7 @@ def test_edits_reached_only_at_run_time_recompute_and_never_load_a_stale_result(
         path = root / module
         path.write_text(path.read_text().replace(old, new))
         result = _iterate(root, store, mode)
-        assert result["values"] == _plain(root), f"stale result after editing {module}"
+        assert result["values"] == result["plain"], f"stale result after editing {module}"
         assert task in result["computed"], f"{task} was not recomputed after editing {module}"
         assert "total" in result["computed"]
 
@@ -334,7 +332,7 @@ def test_a_worker_running_an_old_module_never_stores_its_result(
 ):
     # A long-lived worker imported the module before the user edited it: it runs the old code
     # for the new signature. Plain Dask returns that too; helix must not keep it for later.
-    from distributed import Client
+    from conftest import helix_client
 
     import helix_dask as hx
 
@@ -349,20 +347,16 @@ def test_a_worker_running_an_old_module_never_stores_its_result(
             return x * factor()
     """
     mod = module_factory("stale_worker_mod", source.format(k=2))
-    with Client(processes_cluster) as client:
-        hx.setup(client, store=tmp_path / "store", budget="1 GiB", policy="all")
-        try:
-            client.run(_add_path, str(tmp_path / "usercode"))
-            client.run(importlib.import_module, "stale_worker_mod")  # every worker holds v1
-            assert mod.double(5).compute() == 10
-            mod = module_factory("stale_worker_mod", source.format(k=3))  # edited, reloaded
-            stale = mod.double(5).compute()  # the workers still hold the old module
-            run = hx.last_run(client)
-            assert stale == 10, "the workers were expected to hold the old module"
-            assert run.node("double").materialization is not hx.Materialization.STORED
-            assert "stale_worker_mod.factor in another version" in run.node("double").reason
-        finally:
-            client.unregister_scheduler_plugin("helix")
+    with helix_client(processes_cluster, tmp_path / "store", policy="all") as client:
+        client.run(_add_path, str(tmp_path / "usercode"))
+        client.run(importlib.import_module, "stale_worker_mod")  # every worker holds v1
+        assert mod.double(5).compute() == 10
+        mod = module_factory("stale_worker_mod", source.format(k=3))  # edited, reloaded
+        stale = mod.double(5).compute()  # the workers still hold the old module
+        run = hx.last_run(client)
+        assert stale == 10, "the workers were expected to hold the old module"
+        assert run.node("double").materialization is not hx.Materialization.STORED
+        assert "stale_worker_mod.factor in another version" in run.node("double").reason
 
 
 READER = """
