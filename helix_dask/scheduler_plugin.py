@@ -36,7 +36,7 @@ from ._location import catalog_dir
 from ._owner import Owner, new_owner, retire
 from ._run import NodeProgress, Run, RunBook
 from ._settings import Settings
-from ._trace import DIST, effective_signature
+from ._trace import DIST, TRACE_NEW, effective_signature
 from ._wire import ANNOTATION, NodeMeta
 from .catalog import ArtifactRow, CatalogWriter
 from .costs import CostModel, compute_seconds
@@ -545,7 +545,12 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 # Code known to reach project code the signature misses is traced every time:
                 # another call may reach other code (a module imported by a computed name).
                 dynamic = known is not None and any(not d.startswith(DIST) for d in known)
-                _ask_trace(helix[k][0], None if always or dynamic else known)
+                if always or dynamic:
+                    _ask_trace(helix[k][0], None)
+                elif known is None:
+                    _ask_trace(helix[k][0], None, new=True)
+                else:
+                    _ask_trace(helix[k][0], known)
 
     def handle_requirements(self, signatures: list[str]) -> list[str]:
         """The run-time dependencies recorded for these signatures, for the client to digest."""
@@ -841,12 +846,13 @@ def _route(scheduler: Scheduler, handler: str, **msg: Any) -> None:
         )
 
 
-def _ask_trace(ts: TaskState, deps: list[str] | None) -> None:
-    """Tell the worker to trace a node whose code was never traced (``deps`` None), else which
-    dependencies earlier traces of its code found (to digest where it runs)."""
+def _ask_trace(ts: TaskState, deps: list[str] | None, *, new: bool = False) -> None:
+    """Tell the worker to trace a node (``deps`` None), else which dependencies earlier traces
+    of its code found (to digest where it runs). ``new``: no recorded trace has seen its code,
+    so a worker that traced it already may reuse what it found (see ``_trace.learn``)."""
     ann = dict(ts.annotations[ANNOTATION])
     if deps is None:
-        ann["trace"] = True
+        ann["trace"] = TRACE_NEW if new else True
     else:
         ann["deps"] = deps
     ts.annotations = {**ts.annotations, ANNOTATION: ann}
