@@ -42,7 +42,7 @@ from .catalog import ArtifactRow, CatalogWriter
 from .costs import CostModel, compute_seconds
 from .materializer import StorageLimits, Stored, Verdict, choose_evictions
 from .planning import plan_update
-from .rewrite import rewrite
+from .rewrite import SMALL_LOAD, rewrite
 from .worker_plugin import OFFER, VERDICT, WRITTEN, HelixWorkerPlugin
 
 if TYPE_CHECKING:
@@ -202,7 +202,10 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             run.predicted = planned.cost
             if self._record(run, keys, helix.values(), planned.loads.values()):
                 try:
-                    rewrite(scheduler, planned.loads, planned.pruned, self.store, stimulus_id)
+                    small = [k for k, sig in planned.loads.items() if self._small(sig)]
+                    tasks = rewrite(
+                        scheduler, planned.loads, planned.pruned, self.store, stimulus_id, small
+                    )
                 except Exception:  # the scheduler would swallow it into an INFO line
                     logger.warning(
                         "helix could not rewrite version %d; its graph runs unchanged as plain "
@@ -212,6 +215,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                     )
                     run = self._unplanned(run, helix, keys, recorded=True)
                 else:
+                    for k, lkey in tasks.items():
+                        run.nodes[k].load_task = lkey
                     for k, why in planned.stale.items():
                         run.event(EventKind.STALE, run.nodes[k], reason=why)
             else:
@@ -262,6 +267,11 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 exc_info=True,
             )
             return None
+
+    def _small(self, signature: str) -> bool:
+        """Whether the committed artifact ``signature`` is small enough to load with others."""
+        row = self.ledger.row(signature)
+        return row is not None and row.nbytes <= SMALL_LOAD
 
     def _sync_ledger(self) -> None:
         """Re-read the committed artifacts when the catalog's differ from the ledger's (another
@@ -347,24 +357,41 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         if node is None:
             return
         if finish == "memory" and start == "processing":
-            self._reached_memory(key, node, kwargs)
+            if node.decision is Decision.LOAD:
+                self._loaded(key, kwargs)
+            else:
+                self._reached_memory(key, node, kwargs)
         elif finish == "erred" or finish == "forgotten":
-            node.run.failed = node.run.failed or finish == "erred"
+            # A task loading several nodes settles them all.
+            while node is not None:
+                node.run.failed = node.run.failed or finish == "erred"
+                self.book.unwatch(key, node)
+                self._settle(node)
+                node = self.book.computing(key)
+
+    def _loaded(self, key: str, kwargs: Mapping[str, Any]) -> None:
+        """The load task ``key`` finished: every node it loads is in memory (a task loading
+        several shares its time between them)."""
+        nodes = self.book.loading(key)
+        seconds = compute_seconds(kwargs.get("startstops", ())) / max(len(nodes), 1)
+        for node in nodes:
+            if len(nodes) == 1:
+                node.nbytes = kwargs.get("nbytes", node.nbytes)
+            elif (row := self.ledger.row(node.identity)) is not None:
+                node.nbytes = row.nbytes
+            node.in_memory = True
+            node.load_seconds = seconds
             self.book.unwatch(key, node)
+            now, sig = time.time(), node.identity
+            self.ledger.loaded(sig, seconds, now)
+            self.writer.submit(lambda c, sig=sig: c.record_load(sig, seconds))
             self._settle(node)
 
     def _reached_memory(self, key: str, node: NodeProgress, kwargs: Mapping[str, Any]) -> None:
         seconds = compute_seconds(kwargs.get("startstops", ()))
         node.nbytes = kwargs.get("nbytes", node.nbytes)
         node.in_memory = True
-        if node.decision is Decision.LOAD:
-            node.load_seconds = seconds
-            self.book.unwatch(key, node)
-            now, sig = time.time(), node.identity
-            self.ledger.loaded(sig, seconds, now)
-            self.writer.submit(lambda c: c.record_load(sig, seconds))
-            self._settle(node)
-        elif node.compute_seconds is None:
+        if node.compute_seconds is None:
             node.compute_seconds = seconds  # the worker's offer may come first
 
     # -- materialization (called by the worker twin) --------------------------------------------
