@@ -51,6 +51,8 @@ class NodeProgress:
     """``eff`` is final for this run (children's storage waits for it)."""
     writer: str | None = None
     """Address of the worker writing its accepted result."""
+    load_task: str = ""
+    """Key of the task loading it (a loaded node), when not its own ``load-<key>``."""
     reserved: int = 0
     """Bytes of the budget reserved for its accepted write."""
     _id_waiters: list[asyncio.Future[None]] | None = None
@@ -271,7 +273,7 @@ class RunBook:
             if node.decision is Decision.COMPUTE:
                 self.watch.setdefault(node.key, []).append(node)
             elif node.decision is Decision.LOAD:
-                self.watch.setdefault(load_key(node.key), []).append(node)
+                self.watch.setdefault(node.load_task or load_key(node.key), []).append(node)
                 sig = node.identity
                 self.protected[sig] = self.protected.get(sig, 0) + 1
 
@@ -281,6 +283,10 @@ class RunBook:
             if not node.in_memory:
                 return node
         return None
+
+    def loading(self, key: str) -> list[NodeProgress]:
+        """The nodes the load task ``key`` is loading now (several for a shared read)."""
+        return [n for n in self.watch.get(key, ()) if not n.in_memory]
 
     def offered(self, key: str, signature: str) -> NodeProgress | None:
         """The node a worker's offer for ``key`` answers: the oldest that reached memory, else
@@ -319,7 +325,7 @@ class RunBook:
             if node.decision is Decision.COMPUTE:
                 self.unwatch(node.key, node)
             elif node.decision is Decision.LOAD:
-                self.unwatch(load_key(node.key), node)
+                self.unwatch(node.load_task or load_key(node.key), node)
         old = [v for v, r in self.runs.items() if r.finished and v < run.version - KEEP_FINISHED]
         for v in old:
             del self.runs[v]

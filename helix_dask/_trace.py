@@ -17,7 +17,11 @@ Cost model: tracing slows pure-Python code while it runs (Python 3.11 has no che
 monitoring: the C profiler costs about one extra run's time on call-heavy code, a Python
 profile function two to three), so a
 task's code is traced the first time it computes and its requirement set is reused by later
-computes of the same code; loads are never traced.
+computes of the same code; loads are never traced. The first time is per worker process
+within a graph too: the many calls of one never-traced task in a graph (a search's fits) are
+traced once where they run, and the others reuse what that trace found, as later graphs reuse
+it from the catalog (:func:`learn`). Code whose trace found project code the signature misses
+is traced every time, in the same graph as in later ones.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ DIST = "dist:"
 
 UNTRACEABLE = "untraceable:"
 """Stands in a trace that could not be taken (a C profiler held the thread): never stored."""
+
+TRACE_NEW = "new"
+"""Annotation ``trace`` of a node whose code no trace recorded in the catalog has seen: traced
+unless this process already traced the code (then what that trace found is reused)."""
 
 Scopes = dict[str, Mapping[str, Any]]
 """Dependency id -> the globals its code ran with (to resolve it where it ran)."""
@@ -168,7 +176,11 @@ class NodeCall:
         if self.code and (old := _outdated(self.func, self.code)):
             with _traces_lock:
                 _outdated_keys[self.key] = old
-        if not _wants_trace(self.key):
+        want, code = _wants_trace(self.key)
+        if not want:
+            return self.func(*args, **kwargs)
+        if want == TRACE_NEW and (found := learned(code)) is not None:
+            _keep_trace(self.key, {dep: {} for dep in found})  # libraries: no scopes needed
             return self.func(*args, **kwargs)
         return self.traced(args, kwargs)
 
@@ -250,16 +262,51 @@ def _set_profile(func: Callable[..., Any] | None) -> bool:
     return switch(lambda: sys.setprofile(func))
 
 
-def _wants_trace(key: str) -> bool:
+def _wants_trace(key: str) -> tuple[object, str]:
+    """The node's ``trace`` annotation (falsy: not traced) and its code digest."""
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):
-        return False
+        return False, ""
     ts = worker.state.tasks.get(key)
     ann = (ts.annotations or {}).get("helix") if ts is not None else None
-    return bool(ann and ann.get("trace"))
+    if not ann:
+        return False, ""
+    return ann.get("trace"), str(ann.get("code") or "")
+
+
+_found: dict[str, frozenset[str]] = {}
+"""Code digest -> the libraries (``dist:...``) the traces of it in this process found beyond
+its static fingerprint, for code whose traces found nothing else."""
+_dynamic: set[str] = set()
+"""Code digests whose traces in this process found project code or files: traced every time."""
+_LEARNED_CODES = 4096
+"""At most this many codes' findings are kept (a process runs few distinct task codes)."""
+
+
+def learn(code: str, traced: Iterable[str]) -> None:
+    """What a trace of ``code`` found that its static fingerprint misses (``traced``), as the
+    catalog merges it: later calls of the code in this process that the scheduler asks to
+    trace as new code reuse it when it is libraries only (:data:`TRACE_NEW`)."""
+    if not code or code in _dynamic:
+        return
+    deps = frozenset(traced)
+    if any(not d.startswith(DIST) for d in deps):
+        _dynamic.add(code)
+        _found.pop(code, None)
+        return
+    if code not in _found and len(_found) >= _LEARNED_CODES:
+        _found.pop(next(iter(_found)))
+    _found[code] = _found.get(code, frozenset()) | deps
+
+
+def learned(code: str) -> frozenset[str] | None:
+    """The libraries traces of ``code`` in this process found, or None: trace it."""
+    if not code or code in _dynamic:
+        return None
+    return _found.get(code)
 
 
 # ---------------------------------------------------------------- dependency ids

@@ -11,21 +11,46 @@ what a fresh run would.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dask._task_spec import Alias, DataNode, GraphNode, Task
+from dask._task_spec import Alias, DataNode, GraphNode, Task, TaskRef
+from dask.base import tokenize
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler, TaskState
 
 LOAD_PREFIX = "load-"
 
+SMALL_LOAD = 256 << 10
+"""Artifacts of at most this many bytes are read in one task when a graph loads several: each
+read takes well under a millisecond, so one task apiece would cost more in scheduling than in
+reading (and Dask queues dependency-free tasks, one round trip each)."""
+
 
 def load_key(key: str) -> str:
     """The key of the task that reads ``key``'s artifact: ``load-<name>-<signature>``."""
     return LOAD_PREFIX + key
+
+
+def batch_key(keys: Iterable[str]) -> str:
+    """The key of the task that reads the small artifacts of ``keys`` together."""
+    return f"{LOAD_PREFIX}batch-{tokenize(sorted(keys))}"
+
+
+def load_artifacts(
+    root: str, signatures: tuple[str, ...], fallbacks: tuple[Recompute, ...]
+) -> tuple[object, ...]:
+    """The artifacts ``signatures`` of the store at ``root``, each computed from its fallback
+    when it cannot be loaded (see :func:`helix_dask.store.load_artifact`)."""
+    from .store import load_artifact
+
+    return tuple(load_artifact(root, s, f) for s, f in zip(signatures, fallbacks, strict=True))
+
+
+def _pick(values: tuple[object, ...], index: int) -> object:
+    return values[index]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +108,12 @@ def rewrite(
     prune: Iterable[str],
     root: str,
     stimulus_id: str,
-) -> None:
+    small: Collection[str] = (),
+) -> dict[str, str]:
     """Replace each key in ``loads`` (key → signature) by an alias of a dependency-free load
-    task, then forget the pruned nodes and ancestors that nothing needs any more.
+    task, then forget the pruned nodes and ancestors that nothing needs any more. The keys in
+    ``small`` (artifacts of at most :data:`SMALL_LOAD` bytes), when there are several, are
+    read by one task instead, each key taking its item. Returns key -> its load task's key.
 
     All or nothing: every change is worked out before the first is made, and the changes
     made are undone if one fails, so an exception leaves the graph as it was submitted (it
@@ -95,20 +123,34 @@ def rewrite(
     """
     from .store import load_artifact  # Zarr loads on the scheduler only, never on import
 
-    planned: list[tuple[TaskState, str, Task | None]] = []
+    together = [k for k in loads if k in small]
+    if len(together) < 2:
+        together = []
+    planned: list[tuple[TaskState, str, Task | None, int | None]] = []
+    if together:
+        bkey = batch_key(together)
+        spec = None
+        if bkey not in scheduler.tasks:
+            signatures = tuple(loads[k] for k in together)
+            fallbacks = tuple(_recompute(scheduler.tasks[k]) for k in together)
+            spec = Task(bkey, load_artifacts, root, signatures, fallbacks)
+        for i, key in enumerate(together):
+            planned.append((scheduler.tasks[key], bkey, spec, i))
     for key, signature in loads.items():
+        if key in together:
+            continue
         ts = scheduler.tasks[key]
         lkey = load_key(key)
         spec = None
         if lkey not in scheduler.tasks:
             spec = Task(lkey, load_artifact, root, signature, _recompute(ts))
-        planned.append((ts, lkey, spec))
+        planned.append((ts, lkey, spec, None))
     pruned = [scheduler.tasks[k] for k in prune if k in scheduler.tasks]
     undo = _Undo(scheduler, stimulus_id)
     try:
         orphans: list[TaskState] = []
-        for ts, lkey, spec in planned:
-            orphans.extend(_alias(undo, ts, lkey, spec))
+        for ts, lkey, spec, index in planned:
+            orphans.extend(_alias(undo, ts, lkey, spec, index))
             _same_span(scheduler, ts, scheduler.tasks[lkey])
     except BaseException:
         undo.run()
@@ -121,6 +163,7 @@ def rewrite(
     }
     if forget:
         scheduler.transitions(forget, stimulus_id)
+    return {ts.key: lkey for ts, lkey, _, _ in planned}
 
 
 class _Undo:
@@ -137,9 +180,12 @@ class _Undo:
         self.steps.clear()
 
 
-def _alias(undo: _Undo, ts: TaskState, lkey: str, spec: Task | None) -> list[TaskState]:
-    """Make ``ts`` an alias of the load task ``lkey`` (created from ``spec`` if new); its
-    former dependencies, now orphans unless something else needs them."""
+def _alias(
+    undo: _Undo, ts: TaskState, lkey: str, spec: Task | None, index: int | None = None
+) -> list[TaskState]:
+    """Make ``ts`` an alias of the load task ``lkey`` (created from ``spec`` if new), or of
+    its item ``index`` (a task loading several); its former dependencies, now orphans unless
+    something else needs them."""
     scheduler = undo.scheduler
     lts = scheduler.tasks.get(lkey)
     if lts is None:
@@ -163,11 +209,14 @@ def _alias(undo: _Undo, ts: TaskState, lkey: str, spec: Task | None) -> list[Tas
             ts.add_dependency(dts)
 
     undo.steps.append(restore)
-    lts.priority = ts.priority
+    # A shared load runs as early as the most urgent task reading it.
+    lts.priority = ts.priority if index is None else min(lts.priority or ts.priority, ts.priority)
     for dts in old_deps:
         ts.dependencies.discard(dts)
         dts.dependents.discard(ts)
-    ts.run_spec = Alias(ts.key, lkey)
+    ts.run_spec = (
+        Alias(ts.key, lkey) if index is None else Task(ts.key, _pick, TaskRef(lkey), index)
+    )
     ts.add_dependency(lts)
     return old_deps
 

@@ -35,14 +35,14 @@ from ._location import catalog_dir
 from ._owner import Owner, new_owner, retire
 from ._run import NodeProgress, Run, RunBook
 from ._settings import Settings
-from ._trace import DIST, effective_signature
+from ._trace import DIST, TRACE_NEW, effective_signature
 from ._wire import ANNOTATION, NodeMeta
 from ._write_queue import WriteQueue
 from .catalog import ArtifactRow, CatalogWriter
 from .costs import CostModel, compute_seconds
 from .materializer import StorageLimits, Stored, Verdict, choose_evictions
 from .planning import plan_update
-from .rewrite import rewrite
+from .rewrite import SMALL_LOAD, rewrite
 from .worker_plugin import OFFER, VERDICT, WRITTEN, HelixWorkerPlugin
 
 if TYPE_CHECKING:
@@ -202,7 +202,10 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             run.predicted = planned.cost
             if self._record(run, keys, helix.values(), planned.loads.values()):
                 try:
-                    rewrite(scheduler, planned.loads, planned.pruned, self.store, stimulus_id)
+                    small = [k for k, sig in planned.loads.items() if self._small(sig)]
+                    tasks = rewrite(
+                        scheduler, planned.loads, planned.pruned, self.store, stimulus_id, small
+                    )
                 except Exception:  # the scheduler would swallow it into an INFO line
                     logger.warning(
                         "helix could not rewrite version %d; its graph runs unchanged as plain "
@@ -212,6 +215,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                     )
                     run = self._unplanned(run, helix, keys, recorded=True)
                 else:
+                    for k, lkey in tasks.items():
+                        run.nodes[k].load_task = lkey
                     for k, why in planned.stale.items():
                         run.event(EventKind.STALE, run.nodes[k], reason=why)
             else:
@@ -262,6 +267,11 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 exc_info=True,
             )
             return None
+
+    def _small(self, signature: str) -> bool:
+        """Whether the committed artifact ``signature`` is small enough to load with others."""
+        row = self.ledger.row(signature)
+        return row is not None and row.nbytes <= SMALL_LOAD
 
     def _sync_ledger(self) -> None:
         """Re-read the committed artifacts when the catalog's differ from the ledger's (another
@@ -347,24 +357,41 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         if node is None:
             return
         if finish == "memory" and start == "processing":
-            self._reached_memory(key, node, kwargs)
+            if node.decision is Decision.LOAD:
+                self._loaded(key, kwargs)
+            else:
+                self._reached_memory(key, node, kwargs)
         elif finish == "erred" or finish == "forgotten":
-            node.run.failed = node.run.failed or finish == "erred"
+            # A task loading several nodes settles them all.
+            while node is not None:
+                node.run.failed = node.run.failed or finish == "erred"
+                self.book.unwatch(key, node)
+                self._settle(node)
+                node = self.book.computing(key)
+
+    def _loaded(self, key: str, kwargs: Mapping[str, Any]) -> None:
+        """The load task ``key`` finished: every node it loads is in memory (a task loading
+        several shares its time between them)."""
+        nodes = self.book.loading(key)
+        seconds = compute_seconds(kwargs.get("startstops", ())) / max(len(nodes), 1)
+        for node in nodes:
+            if len(nodes) == 1:
+                node.nbytes = kwargs.get("nbytes", node.nbytes)
+            elif (row := self.ledger.row(node.identity)) is not None:
+                node.nbytes = row.nbytes
+            node.in_memory = True
+            node.load_seconds = seconds
             self.book.unwatch(key, node)
+            now, sig = time.time(), node.identity
+            self.ledger.loaded(sig, seconds, now)
+            self.writer.submit(lambda c, sig=sig: c.record_load(sig, seconds))
             self._settle(node)
 
     def _reached_memory(self, key: str, node: NodeProgress, kwargs: Mapping[str, Any]) -> None:
         seconds = compute_seconds(kwargs.get("startstops", ()))
         node.nbytes = kwargs.get("nbytes", node.nbytes)
         node.in_memory = True
-        if node.decision is Decision.LOAD:
-            node.load_seconds = seconds
-            self.book.unwatch(key, node)
-            now, sig = time.time(), node.identity
-            self.ledger.loaded(sig, seconds, now)
-            self.writer.submit(lambda c: c.record_load(sig, seconds))
-            self._settle(node)
-        elif node.compute_seconds is None:
+        if node.compute_seconds is None:
             node.compute_seconds = seconds  # the worker's offer may come first
 
     # -- materialization (called by the worker twin) --------------------------------------------
@@ -545,7 +572,12 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 # Code known to reach project code the signature misses is traced every time:
                 # another call may reach other code (a module imported by a computed name).
                 dynamic = known is not None and any(not d.startswith(DIST) for d in known)
-                _ask_trace(helix[k][0], None if always or dynamic else known)
+                if always or dynamic:
+                    _ask_trace(helix[k][0], None)
+                elif known is None:
+                    _ask_trace(helix[k][0], None, new=True)
+                else:
+                    _ask_trace(helix[k][0], known)
 
     def handle_requirements(self, signatures: list[str]) -> list[str]:
         """The run-time dependencies recorded for these signatures, for the client to digest."""
@@ -841,12 +873,13 @@ def _route(scheduler: Scheduler, handler: str, **msg: Any) -> None:
         )
 
 
-def _ask_trace(ts: TaskState, deps: list[str] | None) -> None:
-    """Tell the worker to trace a node whose code was never traced (``deps`` None), else which
-    dependencies earlier traces of its code found (to digest where it runs)."""
+def _ask_trace(ts: TaskState, deps: list[str] | None, *, new: bool = False) -> None:
+    """Tell the worker to trace a node (``deps`` None), else which dependencies earlier traces
+    of its code found (to digest where it runs). ``new``: no recorded trace has seen its code,
+    so a worker that traced it already may reuse what it found (see ``_trace.learn``)."""
     ann = dict(ts.annotations[ANNOTATION])
     if deps is None:
-        ann["trace"] = True
+        ann["trace"] = TRACE_NEW if new else True
     else:
         ann["deps"] = deps
     ts.annotations = {**ts.annotations, ANNOTATION: ann}

@@ -20,7 +20,15 @@ from . import _config
 from ._errors import HelixStoreError
 from ._events import Materialization
 from ._keys import withdraw_key
-from ._trace import UNTRACEABLE, Scopes, covered, requirement_digests, take_outdated, take_trace
+from ._trace import (
+    UNTRACEABLE,
+    Scopes,
+    covered,
+    learn,
+    requirement_digests,
+    take_outdated,
+    take_trace,
+)
 from ._wire import ANNOTATION
 from .costs import compute_seconds
 from .materializer import StorageLimits
@@ -152,6 +160,7 @@ class HelixWorkerPlugin(WorkerPlugin):
         uncovered = None
         if trace is not None and len(trace) <= INLINE_TRACE and UNTRACEABLE not in trace:
             uncovered = _uncovered(ann, trace)
+            learn(ann.get("code", ""), uncovered)  # before the next task of this code starts
             if not uncovered:  # a trace of covered code only: nothing to digest
                 offer["requires"], offer["traced"] = {}, []
                 self.worker.batched_send(offer)
@@ -170,6 +179,8 @@ class HelixWorkerPlugin(WorkerPlugin):
         """Digest what the result required where it ran, then send the offer."""
         try:
             offer["requires"], offer["traced"] = await _requirements(ann, trace, uncovered)
+            if offer["traced"] is not None:
+                learn(ann.get("code", ""), offer["traced"])
         except Exception:  # a dependency that cannot be digested: never stored
             logger.warning("helix could not digest what %s required", offer["key"], exc_info=True)
             offer["requires"], offer["traced"] = None, None

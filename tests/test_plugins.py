@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -340,3 +341,35 @@ def test_yaml_defaults_and_code_defaults_agree():
 
     with open(Path(_config.__file__).with_name("helix.yaml")) as f:
         assert yaml.safe_load(f)["helix"] == _config.DEFAULTS
+
+
+def _load_tasks(client: Client, outputs: list) -> list[str]:
+    """Keys of the load tasks that ran while ``outputs`` were computed."""
+    from distributed import get_task_stream
+
+    with get_task_stream(client) as stream:
+        dask.compute(*outputs)
+    return sorted(str(t["key"]) for t in stream.data if str(t["key"]).startswith("load-"))
+
+
+def test_small_artifacts_a_graph_loads_are_read_by_one_task(threaded_client, calls, tmp_path):
+    outputs = [score(make(n)) for n in (3, 4, 5)]
+    dask.compute(*outputs)
+    calls.take()
+    assert _load_tasks(threaded_client, outputs) == [helix_rewrite.batch_key(outputs_keys(outputs))]
+    run = hx.last_run(threaded_client)
+    loaded = [n for n in run.nodes if n.decision is Decision.LOAD]
+    assert [n.name for n in loaded] == ["score"] * 3 and calls.take() == {}
+    assert all(n.load_seconds is not None for n in loaded)
+    # One artifact gone: that one is computed again, the other two still read together.
+    gone = hx.Catalog(tmp_path / "store").artifact(loaded[0].stored_as)
+    assert gone is not None
+    shutil.rmtree(tmp_path / "store" / gone.location)
+    (shared,) = _load_tasks(threaded_client, outputs)  # with the input it recomputes from
+    assert shared.startswith("load-batch-")
+    assert calls.take()["score"] == 1
+    assert [r["n"] for r in dask.compute(*outputs)] == [3, 4, 5]
+
+
+def outputs_keys(outputs: list) -> list[str]:
+    return [o.key for o in outputs]

@@ -16,8 +16,10 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import dask
+import numpy as np
 import pytest
 
 import helix_dask as hx
@@ -470,7 +472,9 @@ def test_only_runs_that_may_store_ask_workers_to_trace(
     asked: list[object] = []
     real = scheduler_plugin._ask_trace
     monkeypatch.setattr(
-        scheduler_plugin, "_ask_trace", lambda ts, known: (asked.append(known), real(ts, known))
+        scheduler_plugin,
+        "_ask_trace",
+        lambda ts, known, **kw: (asked.append(known), real(ts, known, **kw)),
     )
     x = 5 + len(policy + trace)
     with (
@@ -480,3 +484,74 @@ def test_only_runs_that_may_store_ask_workers_to_trace(
         assert _stored_or_not(x).compute() == 3 * x
         hx.last_run(c)
     assert asked == ([None] if traced else [])  # None: trace it (never traced)
+
+
+@hx.task
+def _library_mean(values: Any) -> float:
+    return float(values.mean())  # numpy's code, which only a trace sees
+
+
+def _count_traces(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Keys of the calls traced from now on (in-process workers)."""
+    from helix_dask._trace import NodeCall
+
+    traced: list[str] = []
+    real = NodeCall.traced
+
+    def counting(self: NodeCall, args: tuple, kwargs: dict) -> object:
+        traced.append(self.key)
+        return real(self, args, kwargs)
+
+    monkeypatch.setattr(NodeCall, "traced", counting)
+    return traced
+
+
+def test_many_calls_of_new_library_code_in_one_graph_are_traced_once_per_worker(
+    threads_cluster, tmp_path, monkeypatch
+):
+    # A search runs one task's code in hundreds of nodes of its first graph: a worker that
+    # traced the code reuses what it found (libraries only), as later graphs do.
+    from conftest import helix_client
+
+    traced = _count_traces(monkeypatch)
+    store = tmp_path / "store"
+    calls = [_library_mean(np.arange(i, i + 2)) for i in range(12)]
+    with helix_client(threads_cluster, store, policy="all") as c:
+        assert dask.compute(*calls) == tuple(i + 0.5 for i in range(12))
+        first = hx.last_run(c)
+        assert 1 <= len(traced) <= 2  # two single-threaded workers: at most one trace each
+        assert {n.materialization for n in first.nodes} == {hx.Materialization.STORED}
+        found = hx.Catalog(store).requirements(n.signature for n in first.nodes)
+        assert len(found) == 12 and len({json.dumps(r) for r in found.values()}) == 1, found
+        assert "dist:numpy" in next(iter(found.values()))
+        traced.clear()
+        assert dask.compute(*calls) == tuple(i + 0.5 for i in range(12))
+        assert {n.decision for n in hx.last_run(c).nodes} == {hx.Decision.LOAD}
+        assert traced == []
+
+
+@hx.task
+def _call_by_name(module: str, name: str, x: int) -> int:
+    return getattr(importlib.import_module(module), name)(x)
+
+
+def test_calls_of_new_code_that_reaches_project_code_are_each_traced(
+    threads_cluster, tmp_path, monkeypatch, module_factory
+):
+    # Each call may reach other project code: none reuses another's trace, so an edit of the
+    # code only some calls reached recomputes those calls.
+    from conftest import helix_client
+
+    source = "def a(x):\n    return x + 1\n\ndef b(x):\n    return x + {b}\n"
+    module_factory("run_time_targets", source.format(b=2))
+    traced = _count_traces(monkeypatch)
+    names = ["a", "b"] * 4
+    calls = [_call_by_name("run_time_targets", name, i) for i, name in enumerate(names)]
+    with helix_client(threads_cluster, tmp_path / "store", policy="all") as c:
+        assert dask.compute(*calls) == tuple(i + {"a": 1, "b": 2}[n] for i, n in enumerate(names))
+        assert len(traced) == 8
+        module_factory("run_time_targets", source.format(b=20))
+        assert dask.compute(*calls) == tuple(i + {"a": 1, "b": 20}[n] for i, n in enumerate(names))
+        run = hx.last_run(c)
+    computed = sorted(n.key for n in run.nodes if n.decision is hx.Decision.COMPUTE)
+    assert computed == sorted(call.key for call, n in zip(calls, names, strict=True) if n == "b")

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import dask
 import numpy as np
 import pytest
+from distributed import get_task_stream
 from scipy.stats import loguniform, randint
 from sklearn import model_selection as skms
 from sklearn.compose import ColumnTransformer
@@ -275,8 +276,12 @@ def test_widening_the_last_steps_grid_computes_only_the_new_candidates(
     assert ran["Center.fit"] == 6 and ran["Shift.fit"] == 6 and ran["Classifier.fit"] == 12
 
     wider = {**grid, "clf__C": [0.1, 1.0, 10.0]}
-    GridSearchCV(pipe, wider, cv=3, refit=False).fit(X, y)
+    with get_task_stream(threaded_client) as stream:
+        GridSearchCV(pipe, wider, cv=3, refit=False).fit(X, y)
     run = hx.last_run(threaded_client)
+    # What it loads is small (scores, fitted steps of 300 rows): read by one task, not one each.
+    (loads,) = {k for t in stream.data if (k := str(t["key"])).startswith("load-")}
+    assert loads.startswith("load-batch-")
     assert tasks(run, "computed").count("score_clf") == 6  # the new C for 2 scales x 3 splits
     # An old candidate is loaded as one result; its splits' nodes are not even loaded.
     assert tasks(run, "loaded").count("candidate_clf") == 4
