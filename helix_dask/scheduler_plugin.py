@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("helix_dask")
 
 PLUGIN_NAME = "helix"
+REPLANS = 3
+"""Times a graph is planned again when loads it planned were removed before their leases."""
 
 _STARTED: weakref.WeakSet[HelixSchedulerPlugin] = weakref.WeakSet()
 """Plugin instances started in this process and not closed (to retire a replaced one)."""
@@ -196,33 +198,37 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             return
         run = Run(0, self.workflow, _message(helix, keys), None)
         run.outputs = frozenset(map(str, keys))
-        planned = self._plan(helix, keys, self._digests.pop(client, {}), stimulus_id)
+        digests = self._digests.pop(client, {})
+        planned = self._plan(helix, keys, digests, stimulus_id)
+        recorded = False
+        if planned is not None:
+            run.predicted = planned.cost
+            planned, recorded = self._record(
+                run, keys, planned, lambda: self._plan(helix, keys, digests, stimulus_id)
+            )
         if planned is not None:
             _fill(run, helix, planned.decisions, planned.estimates, planned.identities)
             run.predicted = planned.cost
-            if self._record(run, keys, helix.values(), planned.loads.values()):
-                try:
-                    small = [k for k, sig in planned.loads.items() if self._small(sig)]
-                    tasks = rewrite(
-                        scheduler, planned.loads, planned.pruned, self.store, stimulus_id, small
-                    )
-                except Exception:  # the scheduler would swallow it into an INFO line
-                    logger.warning(
-                        "helix could not rewrite version %d; its graph runs unchanged as plain "
-                        "Dask",
-                        run.version,
-                        exc_info=True,
-                    )
-                    run = self._unplanned(run, helix, keys, recorded=True)
-                else:
-                    for k, lkey in tasks.items():
-                        run.nodes[k].load_task = lkey
-                    for k, why in planned.stale.items():
-                        run.event(EventKind.STALE, run.nodes[k], reason=why)
+            self.writer.submit(_nodes(run, helix.values()))
+            try:
+                small = [k for k, sig in planned.loads.items() if self._small(sig)]
+                tasks = rewrite(
+                    scheduler, planned.loads, planned.pruned, self.store, stimulus_id, small
+                )
+            except Exception:  # the scheduler would swallow it into an INFO line
+                logger.warning(
+                    "helix could not rewrite version %d; its graph runs unchanged as plain Dask",
+                    run.version,
+                    exc_info=True,
+                )
+                run = self._unplanned(run, helix, keys, recorded=True)
             else:
-                run = self._unplanned(run, helix, keys, recorded=False)
+                for k, lkey in tasks.items():
+                    run.nodes[k].load_task = lkey
+                for k, why in planned.stale.items():
+                    run.event(EventKind.STALE, run.nodes[k], reason=why)
         else:
-            run = self._unplanned(run, helix, keys, recorded=False)
+            run = self._unplanned(run, helix, keys, recorded=recorded)
         decisions = {k: n.decision for k, n in run.nodes.items()}
         self._ask_traces(helix, decisions)
         for k, node in run.nodes.items():
@@ -280,21 +286,39 @@ class HelixSchedulerPlugin(SchedulerPlugin):
             self.ledger.reload(self.catalog.artifacts())
 
     def _record(
-        self, run: Run, keys: set, metas: Iterable[tuple[Any, NodeMeta]], loads: Iterable[str]
-    ) -> bool:
+        self, run: Run, keys: set, planned: Any, replan: Callable[[], Any]
+    ) -> tuple[Any, bool]:
         """Record the planned version (its id comes from the catalog) and leases on what it
-        loads, in one transaction, before its graph is rewritten; its code and nodes follow
-        through the write queue (off the event loop: a large graph's records take seconds to
-        write). Waits at most ``helix.catalog-timeout`` (on the event loop); False, with a
-        WARNING, if the catalog could not be written: the graph then runs unrewritten.
+        loads, in one transaction, before its graph is rewritten (its code and nodes follow
+        through the write queue). Waits at most ``helix.catalog-timeout`` (on the event loop).
 
-        The leases are what keeps ``helix gc`` in another process from removing a planned load
-        meanwhile; the node records only describe the version."""
-        version, nodes = _begin(run, keys, self.owner), _nodes(run, metas)
+        The leases keep eviction and ``helix gc`` in other processes from removing a planned
+        load. An artifact another process removed between the plan and the lease is found
+        then: the graph is planned again (``replan``) without it, up to :data:`REPLANS` times,
+        so the run computes what it can no longer load instead of failing a load.
+
+        Returns the plan to run (None: the graph runs unrewritten) and whether the version
+        was recorded; a catalog that cannot be written is a WARNING, and nothing is loaded or
+        stored then."""
+        recorded = False
         try:
             with self.catalog.batch():
-                version(self.catalog)
-                gone = self.catalog.lease(run.version, loads, self.owner)
+                _begin(run, keys, self.owner)(self.catalog)
+                gone = self.catalog.lease(run.version, planned.loads.values(), self.owner)
+            recorded = True
+            for _ in range(REPLANS):
+                if not gone:
+                    break
+                logger.info(
+                    "helix v%d planned to load %d artifacts another process removed meanwhile; "
+                    "planning again",
+                    run.version,
+                    len(gone),
+                )
+                planned = replan()
+                if planned is None:
+                    return None, recorded
+                gone = self.catalog.lease(run.version, planned.loads.values(), self.owner)
         except (sqlite3.Error, OSError, HelixStoreError) as e:
             logger.warning(
                 "helix could not record a new version in the catalog %s within %.1fs (%s); "
@@ -303,15 +327,14 @@ class HelixSchedulerPlugin(SchedulerPlugin):
                 _catalog_timeout(),
                 e,
             )
-            return False
-        self.writer.submit(nodes)
-        if gone:  # removed by another process since the plan: the load falls back
+            return None, recorded
+        if gone:  # removed again and again: these loads fall back to computing
             logger.info(
                 "helix v%d plans to load %d artifacts removed meanwhile; they are computed",
                 run.version,
                 len(gone),
             )
-        return True
+        return planned, recorded
 
     def _unplanned(
         self,

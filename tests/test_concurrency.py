@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import helix_client
+from conftest import helix_client, log_call
 
 import helix_dask as hx
+from helix_dask import scheduler_plugin
 from helix_dask import store as store_module
 from helix_dask._owner import HOST, Owner, new_owner, retire
 from helix_dask.catalog import ArtifactRow, CatalogWriter
@@ -126,6 +127,47 @@ def test_a_plugin_replaced_by_another_setup_interrupts_its_running_version(
             assert version.status == "interrupted"
         finally:
             cat.close()
+
+
+@hx.task(materialize=True)
+def stored_step(x: int) -> np.ndarray:
+    log_call("stored_step")
+    time.sleep(0.2)  # costly enough that the next plan loads it
+    return np.arange(4_000) * x
+
+
+def test_a_load_removed_by_another_process_before_its_lease_is_planned_again_not_failed(
+    threads_cluster, tmp_path: Path, calls, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    # Another process's gc or eviction may remove an artifact between a plan that loads it
+    # and that plan's lease: the plan is made again without it, so nothing fails to load.
+    root = tmp_path / "store"
+    with helix_client(threads_cluster, root) as client:
+        np.testing.assert_array_equal(stored_step(3).compute(), np.arange(4_000) * 3)
+        hx.last_run(client)
+        calls.take()
+        plan, removed = scheduler_plugin.plan_update, []
+
+        def then_removed(*args, **kwargs):
+            planned = plan(*args, **kwargs)
+            other = CatalogWriter(root)  # the other process's gc, right after the plan
+            try:
+                for signature in set(planned.loads.values()) - set(removed):
+                    removed.append(signature)
+                    other.remove_unless_leased(signature, ZarrArtifactStore(root).delete)
+            finally:
+                other.close()
+            return planned
+
+        monkeypatch.setattr(scheduler_plugin, "plan_update", then_removed)
+        with caplog.at_level("INFO", logger="helix_dask"):
+            np.testing.assert_array_equal(stored_step(3).compute(), np.arange(4_000) * 3)
+        run = hx.last_run(client)
+    assert removed, "the first plan loaded the stored result"
+    assert run.computed == ["stored_step"] and run.loaded == []
+    assert calls.take()["stored_step"] == 1
+    assert "planning again" in caplog.text
+    assert "could not load artifact" not in caplog.text
 
 
 def test_a_commit_that_finds_the_other_writers_artifact_gone_commits_its_own(
