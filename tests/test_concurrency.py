@@ -271,11 +271,9 @@ def test_three_processes_iterating_on_one_store_while_gc_loops_stay_correct_and_
     tmp_path: Path,
 ) -> None:
     rounds = 10
-    started = time.monotonic()
-    results = _run_concurrently(tmp_path, processes=3, rounds=rounds)
+    results = _run_concurrently(tmp_path, processes=3, rounds=rounds)  # a hang: its timeout
     _check(results, rounds)
     _assert_consistent(tmp_path / "store")
-    assert time.monotonic() - started < 120
 
 
 @pytest.mark.slow
