@@ -1,4 +1,5 @@
-"""Micro-benchmarks: planner latency, plugin transparency, signature throughput, artifact loads."""
+"""Micro-benchmarks: planner latency, plugin transparency, signature throughput, artifact loads
+(large arrays, and small results one by one)."""
 
 from __future__ import annotations
 
@@ -357,6 +358,60 @@ def artifact_load(array_bytes: int, repeats: int) -> dict[str, Any]:
     return out
 
 
+SMALL_VALUES: dict[str, Callable[[], object]] = {
+    "float": lambda: 0.8125,
+    "metrics dict": lambda: {"accuracy": 0.91, "f1": 0.88, "n": 1797},
+    "small array": lambda: np.arange(256, dtype="float64"),
+    "fitted scaler": lambda: _fitted_scaler(),
+}
+
+
+def _fitted_scaler() -> object:
+    from sklearn.preprocessing import StandardScaler
+
+    return StandardScaler().fit(np.arange(640, dtype="float64").reshape(-1, 64))
+
+
+def small_artifacts(count: int) -> dict[str, Any]:
+    """Put then get ``count`` small results of each kind, in the packed layout (one file
+    beside the manifest) and, in the same run, as Zarr groups (the layout they had before):
+    microseconds per put and per get, medians of three alternated passes."""
+    import helix_dask._packed as packed
+    from helix_dask.store import ZarrArtifactStore
+
+    def one_pass(limit: int, make: Callable[[], object]) -> tuple[float, float]:
+        with tempfile.TemporaryDirectory() as tmp:
+            store, value = ZarrArtifactStore(tmp), make()
+            sigs = [os.urandom(16).hex() for _ in range(count)]
+            real, packed.LIMIT = packed.LIMIT, limit  # type: ignore[misc]
+            try:
+                store.get(store.put(os.urandom(16).hex(), value).signature)  # the key, made once
+                t = time.perf_counter()
+                for sig in sigs:
+                    store.put(sig, value)
+                put = (time.perf_counter() - t) / count
+                t = time.perf_counter()
+                for sig in sigs:
+                    store.get(sig)
+                get = (time.perf_counter() - t) / count
+            finally:
+                packed.LIMIT = real  # type: ignore[misc]
+        return put * 1e6, get * 1e6
+
+    rows = []
+    for name, make in SMALL_VALUES.items():
+        runs: dict[str, list[tuple[float, float]]] = {"packed": [], "zarr": []}
+        for _ in range(3):
+            runs["packed"].append(one_pass(packed.LIMIT, make))
+            runs["zarr"].append(one_pass(-1, make))
+        row: dict[str, Any] = {"value": name}
+        for layout, samples in runs.items():
+            row[f"{layout}_put_us"] = statistics.median(p for p, _ in samples)
+            row[f"{layout}_get_us"] = statistics.median(g for _, g in samples)
+        rows.append(row)
+    return {"count": count, "rows": rows}
+
+
 def run_micro(
     size: str, log: Callable[[str], None] = print, scale: tuple[int, ...] | None = None
 ) -> dict[str, Any]:
@@ -393,4 +448,6 @@ def run_micro(
         out["signatures"] = signatures(gb, client)
     log("micro: artifact load")
     out["artifact_load"] = artifact_load(gb, 5)
+    log("micro: small artifacts")
+    out["small_artifacts"] = small_artifacts(100 if quick else 200)
     return out

@@ -97,3 +97,15 @@ def test_iterations_as_new_processes_agree_with_plain_dask(tmp_path, monkeypatch
     assert node(2, "evaluate")["signature"] != node(1, "evaluate")["signature"]
     assert node(2, "evaluate")["decision"] == "compute"
     assert node(2, "train")["signature"] == node(1, "train")["signature"]
+
+
+def test_small_artifact_micro_benchmark_reports_both_layouts_in_one_table():
+    from benchmarks._micro import SMALL_VALUES, small_artifacts
+    from benchmarks._report import _small_artifacts_section
+
+    data = small_artifacts(2)
+    assert [r["value"] for r in data["rows"]] == list(SMALL_VALUES)
+    verdicts: list[str] = []
+    table = _small_artifacts_section(data, verdicts)
+    assert sum(line.startswith("| ") for line in table) == 1 + len(SMALL_VALUES)
+    assert len(verdicts) == 1 and verdicts[0].startswith("small artifact put/get ≤ 1 ms")
