@@ -60,6 +60,30 @@ def _params(obj: Any) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in held[1]}
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def snapshot(value: Any) -> tuple | None:
+    """What :func:`_estimator` fingerprints an unfitted estimator of a scikit-learn (or other
+    installed) class from, when its parameters are all plain values: its class (with its
+    ``__init__``) and its parameters' types and reprs (``1``, ``1.0``, ``True`` and ``-0.0``
+    differ). None for anything else. Equal snapshots have equal fingerprints while the
+    installed packages stay the same, so one search's build fingerprints one of them."""
+    if not isinstance(value, BaseEstimator) or _origin(type(value)) is _LOCAL:
+        return None
+    try:
+        params = _params(value)
+    except AttributeError:
+        return None  # fingerprint_value says what is wrong
+    if not all(type(v) in _PLAIN for v in params.values()):
+        return None
+    for name in vars(value):
+        if name == "_sklearn_output_config" or (name.endswith("_") and not name.startswith("__")):
+            return None  # fitted or set_output: fingerprinted in full
+    cls = type(value)
+    return (cls, cls.__init__, *((k, type(v), repr(v)) for k, v in params.items()))
+
+
 @register(make_column_selector)
 def _column_selector(obj: make_column_selector, h: Hasher) -> None:
     """A ColumnTransformer's column selector counts by its pattern and dtypes."""

@@ -69,6 +69,7 @@ from sklearn.utils._set_output import _get_output_config
 
 from . import _sklearn_nodes as _nodes
 from ._errors import HelixConfigError
+from ._fingerprint_sklearn import snapshot as _snapshot
 from ._sklearn_nodes import Remainder, is_named, steps_of, why_one_step
 from .signature import Hasher, fingerprint_value, register
 from .task import (
@@ -135,6 +136,7 @@ class _Builder:
     def __init__(self) -> None:
         self._nodes: dict[tuple, HelixNode] = {}
         self._fingerprints: dict[int, tuple[Any, str]] = {}
+        self._by_snapshot: dict[tuple, str] = {}
         self._told: set[str] = set()
 
     def node(self, name: str, func: Callable[..., Any], *args: Any, **options: Any) -> HelixNode:
@@ -154,7 +156,12 @@ class _Builder:
             return (type(value), value)
         held = self._fingerprints.get(id(value))
         if held is None:  # keep the value alive, so its id is not reused while building
-            fingerprint = fingerprint_value(value, substitute=_node_signature)
+            snapshot = _snapshot(value)
+            fingerprint = self._by_snapshot.get(snapshot) if snapshot is not None else None
+            if fingerprint is None:
+                fingerprint = fingerprint_value(value, substitute=_node_signature)
+                if snapshot is not None:
+                    self._by_snapshot[snapshot] = fingerprint
             held = self._fingerprints[id(value)] = (value, fingerprint)
         return held[1]
 

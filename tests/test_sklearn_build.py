@@ -14,7 +14,7 @@ from sklearn.svm import SVC
 from helix_dask import _sklearn_nodes as nodes
 from helix_dask._fingerprint_sklearn import _params
 from helix_dask.signature import fingerprint_value
-from helix_dask.sklearn import _Builder, _task
+from helix_dask.sklearn import _Builder, _snapshot, _task
 from helix_dask.task import _argument_values, _shown
 
 
@@ -108,3 +108,24 @@ def test_nodes_built_by_a_search_are_signed_as_a_plain_task_call_signs_them():
         materialize=False,
     )
     assert again.node("fit_pca", nodes.fit_step, pca, rows, rows, False).key != built.key
+
+
+def test_equal_parameters_share_a_fingerprint_and_lookalike_values_do_not():
+    builder = _Builder()
+    values = [1, 1.0, True, 0.0, -0.0, "1", None]
+    for value in values:
+        for svc in (SVC(C=value), SVC(C=value)):  # two objects with an equal snapshot
+            assert builder._key(svc) == fingerprint_value(svc)
+    assert len({builder._key(SVC(C=v)) for v in values}) == len(values)
+    assert len(builder._by_snapshot) == len(values)
+
+
+def test_a_fitted_or_nested_estimator_is_fingerprinted_in_full():
+    X, y = np.arange(40.0).reshape(20, 2), np.arange(20) % 2
+    builder = _Builder()
+    fitted = StandardScaler().fit(X, y)
+    assert builder._key(fitted) == fingerprint_value(fitted) != builder._key(StandardScaler())
+    output = StandardScaler().set_output(transform="default")
+    assert builder._key(output) == fingerprint_value(output)
+    assert builder._key(_OwnParams()) == fingerprint_value(_OwnParams())
+    assert not builder._by_snapshot.keys() - {_snapshot(StandardScaler())}
