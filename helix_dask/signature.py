@@ -151,11 +151,16 @@ def fingerprint_arguments(
     *,
     task_name: str,
     is_node: Callable[[object], str | None],
+    known: Callable[[object], str | None] | None = None,
 ) -> dict[str, str]:
     """Fingerprint arguments already bound to parameter names (defaults applied), as
-    :func:`argument_fingerprints` does after binding."""
+    :func:`argument_fingerprints` does after binding; ``known`` may return the fingerprint
+    its caller has just computed for a value (with ``is_node`` substituting)."""
     result = {}
     for name, value in arguments.items():
+        if known is not None and (found := known(value)) is not None:
+            result[name] = found
+            continue
         try:
             result[name] = fingerprint_value(value, path=name, substitute=is_node)
         except CannotFingerprint as exc:

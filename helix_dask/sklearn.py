@@ -69,9 +69,17 @@ from sklearn.utils._set_output import _get_output_config
 
 from . import _sklearn_nodes as _nodes
 from ._errors import HelixConfigError
+from ._fingerprint_sklearn import snapshot as _snapshot
 from ._sklearn_nodes import Remainder, is_named, steps_of, why_one_step
 from .signature import Hasher, fingerprint_value, register
-from .task import HelixNode, HelixTask, one_submission, task
+from .task import (
+    HelixNode,
+    HelixTask,
+    _node_signature,
+    known_fingerprints,
+    one_submission,
+    task,
+)
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "fit_pipeline"]
 
@@ -128,6 +136,7 @@ class _Builder:
     def __init__(self) -> None:
         self._nodes: dict[tuple, HelixNode] = {}
         self._fingerprints: dict[int, tuple[Any, str]] = {}
+        self._by_snapshot: dict[tuple, str] = {}
         self._told: set[str] = set()
 
     def node(self, name: str, func: Callable[..., Any], *args: Any, **options: Any) -> HelixNode:
@@ -136,7 +145,8 @@ class _Builder:
         key = (name, func, *(self._key(a) for a in args))
         found = self._nodes.get(key)
         if found is None:
-            found = self._nodes[key] = _task(name, func, **options)(*args)
+            with known_fingerprints(self._known):  # signed with the fingerprints just taken
+                found = self._nodes[key] = _task(name, func, **options)(*args)
         return found
 
     def _key(self, value: Any) -> Any:
@@ -146,8 +156,19 @@ class _Builder:
             return (type(value), value)
         held = self._fingerprints.get(id(value))
         if held is None:  # keep the value alive, so its id is not reused while building
-            held = self._fingerprints[id(value)] = (value, fingerprint_value(value))
+            snapshot = _snapshot(value)
+            fingerprint = self._by_snapshot.get(snapshot) if snapshot is not None else None
+            if fingerprint is None:
+                fingerprint = fingerprint_value(value, substitute=_node_signature)
+                if snapshot is not None:
+                    self._by_snapshot[snapshot] = fingerprint
+            held = self._fingerprints[id(value)] = (value, fingerprint)
         return held[1]
+
+    def _known(self, value: object) -> str | None:
+        """The fingerprint this build took of ``value`` (the very object), if any."""
+        held = self._fingerprints.get(id(value))
+        return held[1] if held is not None and held[0] is value else None
 
     def chain(self, steps: list[tuple[str, Any]], rows: HelixNode, train_scores: bool) -> list:
         """The nodes fitting every step but the last, in order."""

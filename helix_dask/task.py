@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import inspect
@@ -183,6 +184,25 @@ def _check_unchanged(root: _Watch) -> None:
 
 def _node_signature(obj: object) -> str | None:
     return obj.signature if isinstance(obj, HelixNode) else None
+
+
+Known = Callable[[object], "str | None"]
+"""The fingerprint a caller has just computed for an argument value (with upstream nodes
+substituted by their signatures, as :func:`_node_signature` does), or None."""
+
+_KNOWN: contextvars.ContextVar[Known | None] = contextvars.ContextVar("helix_known", default=None)
+
+
+@contextlib.contextmanager
+def known_fingerprints(known: Known) -> Iterator[None]:
+    """Sign the nodes built inside with the argument fingerprints ``known`` returns, instead
+    of computing them again. Only for a caller that fingerprinted those very objects in the
+    same synchronous build: a value changed since is caught when the node is computed."""
+    token = _KNOWN.set(known)
+    try:
+        yield
+    finally:
+        _KNOWN.reset(token)
 
 
 _PLUGIN_SEEN: dict[str, bool] = {}
@@ -386,7 +406,9 @@ class HelixTask(Generic[P]):
             arguments, passed = {}, frozenset()  # not signed: Dask reports the call
         if self.deterministic:
             code = fingerprint.digest
-            argfp = fingerprint_arguments(arguments, task_name=self.name, is_node=_node_signature)
+            argfp = fingerprint_arguments(
+                arguments, task_name=self.name, is_node=_node_signature, known=_KNOWN.get()
+            )
             parent_sigs = [p.signature for p in parents.values()]
             sig = node_signature(name=self.name, code=code, args=argfp, parents=parent_sigs)
         else:
@@ -408,7 +430,7 @@ class HelixTask(Generic[P]):
             deterministic=self.deterministic,
             materialize=self.materialize,
             metrics=self.metrics,
-            arg_values=_argument_values(arguments),
+            arg_values=_argument_values(arguments, argfp),
             sources=fingerprint.sources,  # shared by every node of this code: never mutated
             packages=fingerprint.packages,
             message=str(dask.config.get("helix.message", "") or ""),
@@ -528,17 +550,40 @@ def _redacted(mode: str, name: str) -> bool:
     return mode != "none" and _SECRET.search(name) is not None
 
 
-def _argument_values(arguments: Mapping[str, object]) -> dict[str, str]:
+def _argument_values(
+    arguments: Mapping[str, object], fingerprints: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """A short readable form of each bound argument: ``<task>`` for upstream nodes; values of
-    arguments whose names look like secrets are redacted."""
+    arguments whose names look like secrets are redacted. ``fingerprints`` (the arguments'
+    signing fingerprints) let an estimator's text be reused for an equal estimator."""
     mode = str(dask.config.get("helix.redact", "secrets"))
     out = {}
     for name, value in arguments.items():
         if _redacted(mode, name) and not isinstance(value, HelixNode):
             out[name] = REDACTED
+        elif fingerprints and name in fingerprints and _is_estimator(value):
+            out[name] = _estimator_text(value, fingerprints[name])
         else:
             out[name] = _shown(value)
     return out
+
+
+_ESTIMATOR_TEXTS: dict[tuple[str, bool], str] = {}
+_ESTIMATOR_TEXTS_MAX = 4096
+
+
+def _estimator_text(value: Any, fingerprint: str) -> str:
+    """``_shown(value)`` for an estimator, pretty-printed once per fingerprint: its class
+    (code or version) and parameters, which are all its text shows."""
+    import sklearn
+
+    key = (fingerprint, bool(sklearn.get_config()["print_changed_only"]))
+    text = _ESTIMATOR_TEXTS.get(key)
+    if text is None:
+        if len(_ESTIMATOR_TEXTS) >= _ESTIMATOR_TEXTS_MAX:
+            _ESTIMATOR_TEXTS.clear()
+        text = _ESTIMATOR_TEXTS[key] = _shown(value)
+    return text
 
 
 _ESTIMATOR_REPR_CHARS = 20_000

@@ -298,6 +298,26 @@ def test_widening_the_last_steps_grid_computes_only_the_new_candidates(
     assert calls.take() == {"Classifier.fit": 6}
 
 
+def test_a_step_parameter_mutated_between_searches_refits_that_step_and_below(
+    threaded_client, module_factory, calls
+):
+    steps = module_factory("skl_mutated_steps", STEPS.replace("{shift}", "self.by"))
+    X, y = digits(300)
+    pipe = project_pipeline(steps)
+    grid = {"clf__C": [0.1, 1.0]}
+    GridSearchCV(pipe, grid, cv=3, refit=False).fit(X, y)
+    calls.take()
+
+    pipe.named_steps["shift"].by = 1.0  # the same objects, another parameter
+    GridSearchCV(pipe, grid, cv=3, refit=False).fit(X, y)
+    run = hx.last_run(threaded_client)
+    computed = tasks(run, "computed")
+    assert computed.count("fit_shift") == 3 and computed.count("score_clf") == 6
+    assert "fit_center" not in computed
+    ran = calls.take()
+    assert ran["Shift.fit"] == 3 and ran["Classifier.fit"] == 6 and "Center.fit" not in ran
+
+
 def _count_digest_messages(dask_scheduler) -> None:
     handle = dask_scheduler.handlers["helix_digests"]
     dask_scheduler.helix_digest_messages = 0
