@@ -7,6 +7,7 @@ differ from the ledger's (another process sharing the store committed or removed
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 from .catalog import ArtifactRow
@@ -79,18 +80,7 @@ class StorageLedger:
     def loaded(self, signature: str, seconds: float, now: float) -> None:
         row = self._rows.get(signature)
         if row is not None:
-            self._rows[signature] = ArtifactRow(
-                row.signature,
-                row.name,
-                row.location,
-                row.kind,
-                row.nbytes,
-                row.write_seconds,
-                seconds,
-                row.created,
-                now,
-                row.recompute_seconds,
-            )
+            self._rows[signature] = dataclasses.replace(row, load_seconds=seconds, last_used=now)
 
     def remove(self, signature: str) -> ArtifactRow | None:
         row = self._rows.pop(signature, None)
