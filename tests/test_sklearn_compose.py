@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sklearn
+from conftest import helix_client
 from sklearn import model_selection as skms
 from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.datasets import load_breast_cancer, load_wine
@@ -176,8 +177,15 @@ def cancer() -> tuple[pd.DataFrame, pd.Series]:
 
 
 def test_editing_one_branch_refits_only_that_branch_and_below(
-    threaded_client, module_factory, calls
+    threads_cluster, module_factory, calls, tmp_path
 ):
+    # Every result stored (policy "all"): what is reused then depends on the edit alone, not
+    # on the value policy's choices, which follow measured costs on a busy machine.
+    with helix_client(threads_cluster, tmp_path / "store", policy="all") as threaded_client:
+        _edit_one_branch(threaded_client, module_factory, calls)
+
+
+def _edit_one_branch(threaded_client, module_factory, calls) -> None:
     steps = module_factory("skl_steps", STEPS.replace("{shift}", "self.by"))
     X, y = cancer()
     numeric = [c for c in X.columns if c != "size"]
