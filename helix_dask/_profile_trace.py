@@ -112,7 +112,8 @@ def ran(stats: Iterable[Any], import_code: Any) -> set[types.CodeType]:
 def scopes(codes: Iterable[types.CodeType], roots: Iterable[object] = ()) -> Seen:
     """The globals each code object ran with: its module's namespace, found by file name, or
     else (code defined by value) the globals of the function object holding it or the one it
-    is nested in. Code whose globals cannot be found is left out (it belongs to no module).
+    is nested in. Code whose globals cannot be found gets an empty scope (no ``__name__``):
+    the caller decides what code of no known module means.
 
     Code defined by value is looked for first in what ``roots`` (the called function) reach
     through the names their code reads, their closures and defaults, and the methods of the
@@ -135,9 +136,12 @@ def scopes(codes: Iterable[types.CodeType], roots: Iterable[object] = ()) -> See
                 if isinstance(ref, types.FunctionType):
                     _nested_scopes(ref.__code__, ref.__globals__, owners)
         for code in unknown:
-            if code in owners:
-                out[code] = owners[code]
+            out[code] = owners.get(code, _NO_SCOPE)
     return out
+
+
+_NO_SCOPE: Mapping[str, Any] = types.MappingProxyType({})
+"""The scope of code whose globals were not found: it ran, but its module is unknown."""
 
 
 _REACH_LIMIT = 10_000
@@ -207,7 +211,7 @@ def _nested_scopes(code: types.CodeType, scope: Mapping[str, Any], into: Seen) -
 
 
 _by_file: dict[str, Mapping[str, Any]] = {}
-_modules_seen = 0
+_modules_seen: tuple[int, object, int] = (0, None, 0)
 
 
 def _namespace_of(filename: str) -> Mapping[str, Any] | None:
@@ -220,8 +224,8 @@ def _namespace_of(filename: str) -> Mapping[str, Any] | None:
     namespace = _by_file.get(filename)
     if namespace is not None and _current(namespace):
         return namespace
-    if namespace is not None or len(sys.modules) != _modules_seen:
-        _modules_seen = len(sys.modules)
+    if namespace is not None or _modules_now() != _modules_seen:
+        _modules_seen = _modules_now()
         _by_file.clear()
         for module in list(sys.modules.values()):
             path = getattr(module, "__file__", None)
@@ -231,6 +235,16 @@ def _namespace_of(filename: str) -> Mapping[str, Any] | None:
         if namespace is not None and _current(namespace):
             return namespace
     return None
+
+
+def _modules_now() -> tuple[int, object, int]:
+    """What tells ``sys.modules`` changed, cheaply: its size and its newest entry (a module
+    removed and another imported leave the size as it was)."""
+    try:
+        last = next(reversed(sys.modules))
+    except (StopIteration, RuntimeError):  # empty, or changed while read: look again
+        return (-1, None, 0)
+    return (len(sys.modules), last, id(sys.modules.get(last)))
 
 
 def _current(namespace: Mapping[str, Any]) -> bool:

@@ -34,9 +34,10 @@ import os
 import platform
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from helix_dask._file_reads import FILE, LISTING, FileReads, file_digest, listing_digest
 from helix_dask._fingerprint import Hasher, digest_of_strings
@@ -59,8 +60,29 @@ Scopes = dict[str, Mapping[str, Any]]
 """Dependency id -> the globals its code ran with (to resolve it where it ran)."""
 
 _traces: dict[str, Scopes] = {}
-"""Key -> dependencies of a traced node that finished on this worker (taken by the plugin)."""
+"""Key -> dependencies of a traced node that finished in this process (:func:`take_trace`)."""
+_ran: dict[str, dict[str, list[types.CodeType]]] = {}
+"""Key -> the project code objects its traced call ran, per dependency id."""
+_settled: dict[str, Requirements] = {}
+"""Key -> what a helix node that finished on this worker required (taken by the plugin)."""
 _traces_lock = threading.Lock()
+
+
+class Requirements(NamedTuple):
+    """What one computed node required beyond its static signature, digested in the task's
+    thread as soon as its call returned (before its result reaches anyone, so an edit made
+    after that cannot be recorded as what produced it)."""
+
+    requires: dict[str, str] | None
+    """Dependency id -> digest where it ran; None: unknown, so the result is never stored."""
+    traced: list[str] | None
+    """What its trace found beyond the static fingerprint; None: the call was not traced."""
+    seconds: float
+    """Time spent digesting, not part of the node's compute time."""
+
+
+class CodeReplaced(RuntimeError):
+    """A dependency's definition was replaced (its module reloaded) while the node ran."""
 
 
 _outdated_keys: dict[str, str] = {}
@@ -173,16 +195,27 @@ class NodeCall:
         from .worker_plugin import wait_for_room  # imported by then wherever a worker runs
 
         wait_for_room(self.key)  # write back-pressure: the worker's writes come first
+        ann = _annotation(self.key)
+        if ann is None:  # not a helix node of a worker here: a plain call
+            return self.func(*args, **kwargs)
         if self.code and (old := _outdated(self.func, self.code)):
             with _traces_lock:
                 _outdated_keys[self.key] = old
-        want, code = _wants_trace(self.key)
+            return self.func(*args, **kwargs)  # never stored: nothing to digest
+        want, code = ann.get("trace"), str(ann.get("code") or "")
         if not want:
-            return self.func(*args, **kwargs)
-        if want == TRACE_NEW and (found := learned(code)) is not None:
+            result = self.func(*args, **kwargs)
+        elif want == TRACE_NEW and (found := learned(code)) is not None:
+            result = self.func(*args, **kwargs)
             _keep_trace(self.key, {dep: {} for dep in found})  # libraries: no scopes needed
-            return self.func(*args, **kwargs)
-        return self.traced(args, kwargs)
+        else:
+            result = self.traced(args, kwargs)
+        with _traces_lock:
+            trace, ran = _traces.pop(self.key, None), _ran.pop(self.key, {})
+        settled = settle(self.key, ann, trace, ran)
+        with _traces_lock:
+            _settled[self.key] = settled
+        return result
 
     def traced(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Call the function and keep the dependencies it ran (:func:`take_trace`): the C
@@ -206,7 +239,9 @@ class NodeCall:
             if ran is None:
                 _keep_trace(self.key, {UNTRACEABLE: {}})
             else:
-                _keep_trace(self.key, {**dependencies(ran), **files.dependencies()})
+                codes: dict[str, list[types.CodeType]] = {}
+                deps = dependencies(ran, codes)
+                _keep_trace(self.key, {**deps, **files.dependencies()}, codes)
             return result
         seen: dict[types.CodeType, Mapping[str, Any]] = {}
         imports: list[types.FrameType] = []  # imports running: what they run depends on the
@@ -247,14 +282,19 @@ class NodeCall:
             )
             _keep_trace(self.key, {UNTRACEABLE: {}})
             return result
-        _keep_trace(self.key, {**dependencies(seen), **files.dependencies()})
+        codes: dict[str, list[types.CodeType]] = {}
+        _keep_trace(self.key, {**dependencies(seen, codes), **files.dependencies()}, codes)
         return result
 
 
-def _keep_trace(key: str, deps: Scopes) -> None:
+def _keep_trace(
+    key: str, deps: Scopes, codes: dict[str, list[types.CodeType]] | None = None
+) -> None:
     """Keep what ``key``'s call ran until :func:`take_trace` asks for it."""
     with _traces_lock:
         _traces[key] = deps
+        if codes:
+            _ran[key] = codes
 
 
 def _set_profile(func: Callable[..., Any] | None) -> bool:
@@ -262,19 +302,69 @@ def _set_profile(func: Callable[..., Any] | None) -> bool:
     return switch(lambda: sys.setprofile(func))
 
 
-def _wants_trace(key: str) -> tuple[object, str]:
-    """The node's ``trace`` annotation (falsy: not traced) and its code digest."""
+def _annotation(key: str) -> dict[str, Any] | None:
+    """The helix annotation of the task ``key`` running on this worker, or None (not in a
+    worker: ``scheduler="sync"``, threads without distributed)."""
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):
-        return False, ""
+        return None
     ts = worker.state.tasks.get(key)
     ann = (ts.annotations or {}).get("helix") if ts is not None else None
-    if not ann:
-        return False, ""
-    return ann.get("trace"), str(ann.get("code") or "")
+    return ann or None
+
+
+def take_requirements(key: str) -> Requirements | None:
+    """What the node ``key`` that finished on this worker required, once (None: its call
+    did not run here as a helix node)."""
+    with _traces_lock:
+        return _settled.pop(key, None)
+
+
+def settle(
+    key: str,
+    ann: Mapping[str, Any],
+    trace: Scopes | None,
+    ran: Mapping[str, list[types.CodeType]] | None = None,
+) -> Requirements:
+    """What a node's call required beyond its static signature (annotation ``ann``), with
+    digests taken now, in the thread that ran it: the dependencies its ``trace`` found
+    (``ran``: their code objects, checked to be the definitions digested), or when it was
+    not traced, those recorded for its code (annotation ``deps``)."""
+    t0 = time.perf_counter()
+    if trace is not None and UNTRACEABLE in trace:
+        return Requirements(None, None, 0.0)  # what it ran is unknown: never stored
+    if trace is None:
+        deps: Mapping[str, Mapping[str, Any] | None] = dict.fromkeys(ann.get("deps") or ())
+    else:
+        deps = uncovered(ann, trace)
+        learn(str(ann.get("code") or ""), deps)  # before the next call of this code starts
+    traced = None if trace is None else list(deps)
+    if not deps:
+        return Requirements({}, traced, time.perf_counter() - t0)
+    ran = ran or {}
+    try:
+        requires = {d: dependency_digest(d, s, ran.get(d)) for d, s in deps.items()}
+    except CodeReplaced as e:
+        logger.warning(
+            "helix: %s was redefined (its module reloaded) while %s ran; its result is not stored",
+            e,
+            key,
+        )
+        return Requirements(None, traced, time.perf_counter() - t0)
+    except Exception:  # a dependency that cannot be digested: never stored
+        logger.warning("helix could not digest what %s required", key, exc_info=True)
+        return Requirements(None, traced, time.perf_counter() - t0)
+    return Requirements(requires, traced, time.perf_counter() - t0)
+
+
+def uncovered(ann: Mapping[str, Any], trace: Scopes) -> Scopes:
+    """What a trace found that the node's static code fingerprint does not cover."""
+    sources = {*(ann.get("sources") or {}), *(ann.get("covers") or ())}
+    packages = ann.get("packages") or {}
+    return {d: s for d, s in trace.items() if not covered(d, sources, packages)}
 
 
 _found: dict[str, frozenset[str]] = {}
@@ -312,10 +402,14 @@ def learned(code: str) -> frozenset[str] | None:
 # ---------------------------------------------------------------- dependency ids
 
 
-def dependencies(seen: Mapping[types.CodeType, Mapping[str, Any]]) -> Scopes:
+def dependencies(
+    seen: Mapping[types.CodeType, Mapping[str, Any]],
+    codes: dict[str, list[types.CodeType]] | None = None,
+) -> Scopes:
     """Dependency ids of the code objects that ran: ``module.qualname`` of each project
     function, method or class body, ``dist:<distribution>`` for each installed distribution
-    (``dist:python`` for the standard library) whose code ran."""
+    (``dist:python`` for the standard library) whose code ran. ``codes``, when given, gets
+    the code objects that ran of each project dependency."""
     from helix_dask._origin import _is_project_path, is_project_local
     from helix_dask._origin import package_versions as _package_versions
 
@@ -323,7 +417,12 @@ def dependencies(seen: Mapping[types.CodeType, Mapping[str, Any]]) -> Scopes:
     libraries: set[str] = set()
     for code, scope in seen.items():
         module = scope.get("__name__")
-        if not isinstance(module, str) or module.partition(".")[0] in _IGNORED_PACKAGES:
+        if not isinstance(module, str):
+            name = code.co_filename
+            if not scope and not name.startswith("<") and _is_project_path(name):
+                found[UNTRACEABLE] = {}  # project code of no module found: what it is is unknown
+            continue
+        if module.partition(".")[0] in _IGNORED_PACKAGES:
             continue
         loaded = sys.modules.get(module)
         if loaded is None:
@@ -335,7 +434,10 @@ def dependencies(seen: Mapping[types.CodeType, Mapping[str, Any]]) -> Scopes:
         if not project:
             libraries.add(module.partition(".")[0])
         elif code.co_name != "<module>":  # an import ran a module body: values reach us
-            found.setdefault(f"{module}.{code.co_qualname}", scope)  # through functions
+            dep = f"{module}.{code.co_qualname}"  # through functions
+            found.setdefault(dep, scope)
+            if codes is not None:
+                codes.setdefault(dep, []).append(code)
     for top in libraries:
         for dist, _ in _package_versions(top):
             found.setdefault(DIST + dist, {})
@@ -382,10 +484,16 @@ def _as_set(values: Iterable[str]) -> Collection[str]:
 # ---------------------------------------------------------------- digests
 
 
-def dependency_digest(dep: str, scope: Mapping[str, Any] | None = None) -> str:
+def dependency_digest(
+    dep: str,
+    scope: Mapping[str, Any] | None = None,
+    ran: Iterable[types.CodeType] | None = None,
+) -> str:
     """The current digest of one dependency: a distribution's version, or the code
     fingerprint of a project function/class (everything it reaches), resolved in ``scope``
-    (the globals it ran with) or else by importing its module."""
+    (the globals it ran with) or else by importing its module. ``ran``: code objects of it
+    that ran; :class:`CodeReplaced` if the definition found now holds other code objects
+    of the same names (its module was reloaded since)."""
     if dep.startswith(DIST):
         return _distribution_version(dep[len(DIST) :])
     if dep.startswith(FILE):
@@ -397,9 +505,45 @@ def dependency_digest(dep: str, scope: Mapping[str, Any] | None = None) -> str:
         return _hexdigest("missing", dep)
     if isinstance(obj, _WholeModule):
         return _module_digest(obj.namespace)
+    if ran and _replaced(obj, ran):
+        raise CodeReplaced(dep)
     from helix_dask._code import code_fingerprint
 
     return code_fingerprint(obj).digest
+
+
+def _replaced(obj: Any, ran: Iterable[types.CodeType]) -> bool:
+    """Whether a code object that ran is not among ``obj``'s, though one of the same name is
+    (a definition whose name reaches no code of that name, an opaque wrapper, is unknown)."""
+    reachable: dict[str, list[types.CodeType]] = {}
+
+    def walk(code: types.CodeType) -> None:
+        reachable.setdefault(code.co_qualname, []).append(code)
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                walk(const)
+
+    roots = [obj] if not isinstance(obj, type) else list(vars(obj).values())
+    for root in roots:
+        if isinstance(root, property):
+            parts = [root.fget, root.fset, root.fdel]
+        else:
+            parts = [root]
+        for part in parts:
+            for _ in range(8):  # a wrapper's wrapped function (functools.wraps), a few deep
+                if isinstance(part, staticmethod | classmethod | types.MethodType):
+                    part = part.__func__
+                if isinstance(part, types.FunctionType):
+                    walk(part.__code__)
+                own = getattr(part, "__dict__", None)  # no __getattr__ of arbitrary objects
+                part = own.get("__wrapped__") if isinstance(own, dict) else None
+                if part is None:
+                    break
+    for code in ran:
+        same = reachable.get(code.co_qualname)
+        if same and not any(c is code for c in same):
+            return True
+    return False
 
 
 def _distribution_version(dist: str) -> str:

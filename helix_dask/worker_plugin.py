@@ -20,15 +20,7 @@ from . import _config
 from ._errors import HelixStoreError
 from ._events import Materialization
 from ._keys import withdraw_key
-from ._trace import (
-    UNTRACEABLE,
-    Scopes,
-    covered,
-    learn,
-    requirement_digests,
-    take_outdated,
-    take_trace,
-)
+from ._trace import take_outdated, take_requirements
 from ._wire import ANNOTATION
 from .costs import compute_seconds
 from .materializer import StorageLimits
@@ -119,8 +111,11 @@ class HelixWorkerPlugin(WorkerPlugin):
         ts = self.worker.state.tasks.get(key)
         ann = ts.annotations.get(ANNOTATION) if ts is not None and ts.annotations else None
         waited = self._waited.pop(key, 0.0)
+        found = take_requirements(key)
         if ann is None or key not in self.worker.data:
             return
+        if found is not None:
+            waited += found.seconds  # digesting what it required is not computing it
         value = self.worker.data[key]
         nbytes = int(getattr(value, "nbytes", 0)) if is_dask_collection(value) else ts.nbytes or 0
         offer: dict[str, Any] = {
@@ -131,7 +126,6 @@ class HelixWorkerPlugin(WorkerPlugin):
             "nbytes": nbytes,
             "metrics": _metrics(value) if ann.get("metrics") else None,
         }
-        trace = take_trace(key)
         outdated = take_outdated(key)
         if outdated is not None:
             logger.warning(
@@ -153,37 +147,11 @@ class HelixWorkerPlugin(WorkerPlugin):
         else:
             offer["skip"] = [never.outcome.value, never.reason]
         del value  # a result that cannot be stored is not kept alive by its offer
-        if trace is None and not ann.get("deps"):
-            offer["requires"], offer["traced"] = {}, None
-            self.worker.batched_send(offer)  # nothing to digest: no coroutine
-            return
-        uncovered = None
-        if trace is not None and len(trace) <= INLINE_TRACE and UNTRACEABLE not in trace:
-            uncovered = _uncovered(ann, trace)
-            learn(ann.get("code", ""), uncovered)  # before the next task of this code starts
-            if not uncovered:  # a trace of covered code only: nothing to digest
-                offer["requires"], offer["traced"] = {}, []
-                self.worker.batched_send(offer)
-                return
-        task = asyncio.ensure_future(self._offer(offer, ann, trace, uncovered))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _offer(
-        self,
-        offer: dict[str, Any],
-        ann: dict[str, Any],
-        trace: Scopes | None,
-        uncovered: Scopes | None = None,
-    ) -> None:
-        """Digest what the result required where it ran, then send the offer."""
-        try:
-            offer["requires"], offer["traced"] = await _requirements(ann, trace, uncovered)
-            if offer["traced"] is not None:
-                learn(ann.get("code", ""), offer["traced"])
-        except Exception:  # a dependency that cannot be digested: never stored
-            logger.warning("helix could not digest what %s required", offer["key"], exc_info=True)
-            offer["requires"], offer["traced"] = None, None
+        if found is None:  # its call did not run here as a helix node: nothing was traced
+            found_requires = {} if not ann.get("deps") else None
+            offer["requires"], offer["traced"] = found_requires, None
+        else:
+            offer["requires"], offer["traced"] = found.requires, found.traced
         self.worker.batched_send(offer)
 
     def _put(self, signature: str, value: object, name: str) -> ArtifactInfo:
@@ -377,39 +345,6 @@ def _on_verdict(worker: Worker, offer: int, **answer: Any) -> None:
     held = _held.pop(offer, None)
     if held is not None:
         held.plugin.verdict(held, answer)
-
-
-async def _requirements(
-    ann: dict[str, Any], trace: Scopes | None, uncovered: Scopes | None = None
-) -> tuple[dict[str, str] | None, list[str] | None]:
-    """What a node's result required beyond its static signature, with digests taken here
-    (where the code ran), and the dependencies its trace found (``None``: not traced).
-    ``uncovered``: what of the trace the static fingerprint misses, when already known."""
-    if trace is not None and UNTRACEABLE in trace:
-        return None, None  # what it ran is unknown: never stored
-    if trace is None:
-        deps: Scopes | dict[str, None] = dict.fromkeys(ann.get("deps") or ())
-    elif uncovered is not None:
-        deps = uncovered
-    else:
-        deps = await asyncio.to_thread(_uncovered, ann, trace)
-    if not deps:
-        return {}, None if trace is None else []
-    scopes = {d: s for d, s in deps.items() if s is not None}
-    requires = await asyncio.to_thread(requirement_digests, list(deps), scopes)
-    return requires, None if trace is None else list(deps)
-
-
-INLINE_TRACE = 64
-"""Traces up to this many entries are filtered on the event loop, in the transition hook
-(microseconds), sparing a coroutine and a thread hop per task; longer ones in a thread."""
-
-
-def _uncovered(ann: dict[str, Any], trace: Scopes) -> Scopes:
-    """What a trace found that the node's static code fingerprint does not cover."""
-    sources = {*(ann.get("sources") or {}), *(ann.get("covers") or ())}
-    packages = ann.get("packages") or {}
-    return {d: s for d, s in trace.items() if not covered(d, sources, packages)}
 
 
 def _metrics(value: object) -> dict[str, float] | None:

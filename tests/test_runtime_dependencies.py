@@ -555,3 +555,54 @@ def test_calls_of_new_code_that_reaches_project_code_are_each_traced(
         run = hx.last_run(c)
     computed = sorted(n.key for n in run.nodes if n.decision is hx.Decision.COMPUTE)
     assert computed == sorted(call.key for call, n in zip(calls, names, strict=True) if n == "b")
+
+
+@hx.task
+def _call_then_edit(module: str, name: str, edited: str, x: int) -> int:
+    """Calls ``module.name``, then the user's edit lands (the module file rewritten and
+    reloaded) before the call returns, as an edit saved while a long task runs would."""
+    mod = importlib.import_module(module)
+    result = getattr(mod, name)(x)
+    path = Path(mod.__file__)
+    path.write_text(edited)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    importlib.invalidate_caches()
+    importlib.reload(mod)
+    return result
+
+
+def test_an_edit_that_lands_right_after_a_call_is_never_recorded_as_what_it_ran(
+    threads_cluster, tmp_path, module_factory
+):
+    # What a result required is digested in the task's own thread as its call returns, and a
+    # definition found redefined by then keeps the result from being stored: the new code's
+    # digest is never recorded next to the old code's result.
+    from conftest import helix_client
+
+    old, new = "def b(x):\n    return x + 2\n", "def b(x):\n    return x + 20\n"
+    module_factory("edited_while_running", old)
+    call = _call_then_edit("edited_while_running", "b", new, 1)
+    with helix_client(threads_cluster, tmp_path / "store", policy="all") as c:
+        assert call.compute() == 3  # what ran: the old code
+        first = hx.last_run(c)
+        assert [n.materialization for n in first.nodes] != [hx.Materialization.STORED]
+        module_factory("edited_while_running", new)
+        assert call.compute() == 21  # the new code, never the old result
+        assert [n.decision for n in hx.last_run(c).nodes] == [hx.Decision.COMPUTE]
+
+
+def test_requirements_of_a_call_are_unknown_when_its_code_was_replaced():
+    # The pure check under the worker path: a trace's code objects against the definitions
+    # its dependency ids resolve to now.
+    from helix_dask._trace import settle
+
+    scope: dict[str, Any] = {"__name__": "replaced_scope"}
+    exec("def helper(x):\n    return x + 1\n", scope)
+    ran = {"replaced_scope.helper": [scope["helper"].__code__]}
+    ann: dict[str, Any] = {"code": "", "sources": {}}
+    trace = {"replaced_scope.helper": scope}
+    same = settle("k", ann, trace, ran)
+    assert same.requires is not None and set(same.requires) == {"replaced_scope.helper"}
+    exec("def helper(x):\n    return x + 2\n", scope)  # redefined in place, as a reload does
+    assert settle("k", ann, trace, ran).requires is None

@@ -425,3 +425,28 @@ def test_a_distribution_version_follows_its_metadata(tmp_path, monkeypatch):
     meta = tmp_path / f"{name}-2.0.dist-info" / "METADATA"
     meta.write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 2.0.post1\n")  # in place
     assert dependency_digest(f"dist:{name}") == "2.0.post1"
+
+
+def test_code_of_a_module_imported_as_another_is_removed_is_found_by_its_file(
+    module_factory,
+):
+    # ``sys.modules`` keeps its size when one module goes and another comes: the new module's
+    # code is still found by its file (code of no known module is never digested).
+    gone = module_factory("trace_gone_module", "def f():\n    return 1\n")
+    came = module_factory("trace_new_module", "def g():\n    return 2\n")
+    del sys.modules["trace_new_module"]
+    assert profile_trace.scopes([gone.f.__code__])[gone.f.__code__] is vars(gone)
+    del sys.modules["trace_gone_module"]
+    sys.modules["trace_new_module"] = came  # as an import of it would, with nothing else
+    code = came.g.__code__
+    del came.g  # no function holds the code any more (a module reloaded since it ran)
+    assert profile_trace.scopes([code])[code] is vars(came)
+
+
+def test_project_code_of_no_known_module_makes_the_trace_untraceable(tmp_path):
+    # Its globals could not be found, so what it is cannot be digested: never stored.
+    from helix_dask._trace import UNTRACEABLE, dependencies
+
+    code = compile("def lost():\n    return 1\n", str(tmp_path / "lost.py"), "exec")
+    lost = next(c for c in code.co_consts if hasattr(c, "co_qualname"))
+    assert UNTRACEABLE in dependencies(profile_trace.scopes([lost]))
