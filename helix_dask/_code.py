@@ -307,6 +307,8 @@ class _CodeWalker:
                 if self.guards.attr(builtins, name) is MISSING:
                     h.tag("unresolved")
                     h.field(name.encode())
+                elif name in _NAMESPACE_READERS:
+                    h.field(self._namespace_digest(name, module, owner).encode())
                 continue
             h.field(name.encode())
             if (
@@ -320,6 +322,16 @@ class _CodeWalker:
                     h.field(self._chain_digest(obj, chain[1:], owner).encode())
                 continue
             h.field(self.reference_digest(obj, qualified, owner, name).encode())
+
+    def _namespace_digest(self, reader: str, module: str, owner: str) -> str:
+        """Code that calls ``globals()``, ``vars()``, ``eval`` or ``exec`` may read any name
+        of its module, chosen at run time: the whole module counts (as a module used as a
+        value does)."""
+        found = self.guards.item(sys.modules, module)
+        if isinstance(found, types.ModuleType) and is_project_local(found):
+            return _digest("namespace", reader, self.module_digest(found, owner))
+        self.guards.unknown()
+        return _digest("namespace", reader, module)
 
     def _imports(
         self, h: Hasher, code: types.CodeType, func: types.FunctionType, owner: str
@@ -498,6 +510,9 @@ class _CodeWalker:
             found = self.value_digest(value, where, owner, what, untrack)
         return _digest("member", kind, found)
 
+
+_NAMESPACE_READERS = frozenset({"globals", "vars", "eval", "exec"})
+"""Built-ins through which code reads its module's names by a computed name."""
 
 _CLASS_MACHINERY = frozenset(
     {

@@ -365,7 +365,8 @@ def _dispatch(obj: object, h: Hasher) -> None:
     elif origin:
         h.tag("package")
         h.field(str(origin).encode())
-    if isinstance(obj, _ATOMS):
+    extra = _subclass_state(obj, cls, base) if origin is _LOCAL and base is not cls else ()
+    if isinstance(obj, _ATOMS) and not extra:
         handler(obj, h)
         return
     key = id(obj)  # only guards against self-reference; never part of the digest
@@ -374,8 +375,42 @@ def _dispatch(obj: object, h: Hasher) -> None:
     h._active.add(key)
     try:
         handler(obj, h)
+        if extra:
+            # A project subclass of a type with a rule (dict, list, ndarray, DataFrame): the
+            # base's rule sees the base's content only; what the subclass adds is state too.
+            h.tag("subclass state")
+            _attributes(obj, extra, h)
     finally:
         h._active.discard(key)
+
+
+_SUBCLASS_STATE: dict[type, Callable[[Any], Iterable[str]]] = {}
+"""Base type -> the names of the state a subclass adds, for bases whose instances keep a
+``__dict__`` of their own (pandas' ``_metadata``)."""
+
+
+def subclass_state(base: type) -> Callable[[Callable[[Any], Iterable[str]]], Any]:
+    """Register how to find the attributes a subclass of ``base`` adds to its instances."""
+
+    def decorator(func: Callable[[Any], Iterable[str]]) -> Callable[[Any], Iterable[str]]:
+        _SUBCLASS_STATE[base] = func
+        return func
+
+    return decorator
+
+
+def _subclass_state(obj: object, cls: type, base: type) -> list[str]:
+    """Attributes an instance of ``cls`` keeps beyond what the rule for ``base`` writes: its
+    slots below ``base`` and, when ``base`` instances have no ``__dict__``, its ``__dict__``."""
+    names = [n for n in _slot_names(cls) if n not in set(_slot_names(base))]
+    for klass in base.__mro__:
+        if klass in _SUBCLASS_STATE:
+            names.extend(_SUBCLASS_STATE[klass](obj))
+            break
+    else:
+        if base.__dictoffset__ == 0:
+            names.extend(getattr(obj, "__dict__", ()))
+    return names
 
 
 def fingerprint_value(

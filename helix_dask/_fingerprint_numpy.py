@@ -94,8 +94,12 @@ def _dtype(obj: np.dtype[Any], h: Hasher) -> None:
 
 @register(np.ufunc, type(np.mean))
 def _numpy_function(obj: Any, h: Hasher) -> None:
+    module = getattr(obj, "__module__", None)
+    if module is None:
+        # np.frompyfunc's ufuncs name no module and hide the Python function they call.
+        raise h.fail(obj, f"a ufunc made by np.frompyfunc ({obj.__name__}); use np.vectorize")
     h.tag("numpy.function")
-    h.field(f"{obj.__module__}.{obj.__name__}".encode())
+    h.field(f"{module}.{obj.__name__}".encode())
 
 
 @register(np.vectorize)

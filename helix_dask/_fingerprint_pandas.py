@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helix_dask._fingerprint import Hasher, _simple, register
+from helix_dask._fingerprint import Hasher, _simple, register, subclass_state
 
 
 def _values(arr: Any, h: Hasher, step: str) -> None:
@@ -36,6 +36,12 @@ def _values(arr: Any, h: Hasher, step: str) -> None:
 def _metadata(obj: pd.Series | pd.DataFrame, h: Hasher) -> None:
     h.nested(obj.attrs, ".attrs")
     h.nested(obj.flags.allows_duplicate_labels, ".flags.allows_duplicate_labels")
+
+
+@subclass_state(pd.core.generic.NDFrame)
+def _subclass_metadata(obj: pd.Series | pd.DataFrame) -> list[str]:
+    # pandas' convention: a subclass lists the attributes it adds in ``_metadata``.
+    return [n for n in getattr(obj, "_metadata", ()) if n != "_name"]
 
 
 @register(pd.Index)

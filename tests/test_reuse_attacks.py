@@ -1,0 +1,94 @@
+"""Adversarial specifications: after any change that changes what a fresh run computes, the
+next run never loads the old result.
+
+Each attack runs a workflow, changes one thing (code on disk, a value in a module, an argument
+that a shallow fingerprint would miss, the environment), runs again, and checks the result
+against a plain call of the current code; where it matters, that the changed task ran again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import dask
+import pytest
+
+import helix_dask as hx
+from conftest import helix_client
+
+
+def _add_path(path: str) -> None:
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+# ---------------------------------------------------------------- long-lived worker processes
+
+STATE_EDITS = {
+    "module constant": ("OFFSET = 1", "OFFSET = 5"),
+    "helper default": ("def shifted(x, by=1):", "def shifted(x, by=5):"),
+    "class attribute": ("    STEP = 1", "    STEP = 5"),
+    "dict item": ('TABLE = {"k": 1}', 'TABLE = {"k": 5}'),
+}
+
+STATE_SOURCE = """
+import helix_dask as hx
+
+OFFSET = 1
+TABLE = {"k": 1}
+
+
+class Stepper:
+    STEP = 1
+
+
+def shifted(x, by=1):
+    return x + by
+
+
+@hx.task
+def module_constant(x):
+    return x + OFFSET
+
+
+@hx.task
+def helper_default(x):
+    return shifted(x)
+
+
+@hx.task
+def class_attribute(x):
+    return x + Stepper.STEP
+
+
+@hx.task
+def dict_item(x):
+    return x + TABLE["k"]
+"""
+
+
+@pytest.mark.parametrize("edit", sorted(STATE_EDITS))
+def test_a_worker_holding_old_module_state_never_stores_its_result(
+    processes_cluster, threads_cluster, tmp_path: Path, module_factory: Callable, edit: str
+) -> None:
+    # Worker processes imported the module before the user edited a value in it (no code
+    # changed): they compute with the old value under the new signature. That result must
+    # not be kept: a fresh run (threads, which see the new module) gets the new value.
+    name = f"attack_state_{edit.replace(' ', '_')}"
+    task = edit.replace(" ", "_")
+    mod = module_factory(name, STATE_SOURCE)
+    store = tmp_path / "store"
+    with helix_client(processes_cluster, store, policy="all") as client:
+        client.run(_add_path, str(tmp_path / "usercode"))
+        client.run(importlib.import_module, name)  # every worker holds the old values
+        assert getattr(mod, task)(10).compute() == 11
+        old, new = STATE_EDITS[edit]
+        mod = module_factory(name, STATE_SOURCE.replace(old, new))
+        assert getattr(mod, task)(10).compute() == 11, "the workers were expected to be stale"
+        hx.last_run(client)
+    with helix_client(threads_cluster, store, policy="all") as client:
+        assert getattr(mod, task)(10).compute() == 15
+        assert hx.last_run(client).computed == [task]
