@@ -95,28 +95,47 @@ def take_outdated(key: str) -> str | None:
         return _outdated_keys.pop(key, None)
 
 
-def code_versions(func: Callable[..., Any], names: Iterable[str]) -> dict[str, str]:
-    """Bytecode digests of the task function and of the project functions and classes
-    ``names`` (as the signature's sources name them), for :class:`NodeCall` to compare."""
+CONSTANT = "="
+"""Prefix of a module-level value in :func:`code_versions` (``=module.NAME``)."""
+
+
+def code_versions(
+    func: Callable[..., Any], names: Iterable[str], constants: Iterable[str] = ()
+) -> dict[str, str]:
+    """Digests of the task function and of the project functions and classes ``names`` (as
+    the signature's sources name them): their bytecode and the state that is no bytecode
+    (defaults, closure cells, function attributes, class attributes), and of the module-level
+    values ``constants`` (``module.NAME``) they read, for :class:`NodeCall` to compare: a
+    worker that imported a module before it was edited holds its old values too."""
     out = {}
     inner = getattr(func, "__code__", None)
     if isinstance(inner, types.CodeType):
-        out[""] = bytecode_digest(inner)
+        out[""] = _object_bytecode(func) or bytecode_digest(inner)
     for name in names:
         obj = _resolve(name, None) if "<" not in name else None
         digest = _object_bytecode(obj)
         if digest is not None:
             out[name] = digest
+    scope = getattr(func, "__globals__", None)
+    for name in constants:
+        found = _constant(name, scope, loaded_only=False)
+        if found is not _MISSING:
+            out[CONSTANT + name] = _state_digest(found)
     return out
 
 
 def _outdated(func: Callable[..., Any], expected: Mapping[str, str]) -> str | None:
-    """The first signed code whose bytecode here differs from the client's, or None."""
+    """The first signed code or value that differs here from the client's, or None."""
     for name, digest in expected.items():
         if name == "":
-            inner = getattr(func, "__code__", None)
-            mine = bytecode_digest(inner) if isinstance(inner, types.CodeType) else None
+            mine = _object_bytecode(func)
+            if mine is None and isinstance(getattr(func, "__code__", None), types.CodeType):
+                mine = bytecode_digest(func.__code__)
             name = getattr(func, "__qualname__", "task")
+        elif name.startswith(CONSTANT):
+            name = name[len(CONSTANT) :]
+            found = _constant(name, getattr(func, "__globals__", None), loaded_only=True)
+            mine = None if found is _MISSING else _state_digest(found)
         else:
             module = name.rpartition(".")[0]
             if module.partition(".")[0] not in sys.modules and module not in sys.modules:
@@ -127,17 +146,56 @@ def _outdated(func: Callable[..., Any], expected: Mapping[str, str]) -> str | No
     return None
 
 
+def _constant(name: str, scope: Mapping[str, Any] | None, *, loaded_only: bool) -> Any:
+    """The value ``module.NAME`` names: in ``scope`` (the task's globals, which a function
+    pickled by value brings along) when that is its module, else in the loaded module."""
+    module, _, attr = name.rpartition(".")
+    if scope is not None and scope.get("__name__") == module:
+        return scope.get(attr, _MISSING)
+    found = sys.modules.get(module)
+    if found is None:
+        if loaded_only:
+            return _MISSING  # not loaded here: it will be imported fresh from its source
+        try:
+            found = importlib.import_module(module)
+        except ImportError:
+            return _MISSING
+    return getattr(found, attr, _MISSING)
+
+
+def _state_digest(value: Any) -> str:
+    """A value's fingerprint, or what stands for one that has none (compared by type)."""
+    from helix_dask._fingerprint import fingerprint_value
+
+    try:
+        return fingerprint_value(value)
+    except Exception:  # no rule (the signature untracked it): its type at least
+        return _hexdigest("opaque", type(value).__module__, type(value).__qualname__)
+
+
 def _object_bytecode(obj: Any) -> str | None:
     if isinstance(obj, types.FunctionType):
-        return bytecode_digest(obj.__code__)
+        cells = tuple(_cell(c) for c in obj.__closure__ or ())
+        attrs = {k: v for k, v in vars(obj).items() if not k.startswith("__")}
+        state = (obj.__defaults__, obj.__kwdefaults__, cells, attrs)
+        return _hexdigest("function", bytecode_digest(obj.__code__), _state_digest(state))
     if isinstance(obj, type):
         parts = []
         for attr, value in sorted(vars(obj).items()):
             value = getattr(value, "__func__", value)
             if isinstance(value, types.FunctionType):
                 parts.append(f"{attr}={bytecode_digest(value.__code__)}")
+            elif not (attr.startswith("__") and attr.endswith("__")):
+                parts.append(f"{attr}:{_state_digest(value)}")
         return _hexdigest("class", *parts)
     return None
+
+
+def _cell(cell: types.CellType) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:
+        return _MISSING
 
 
 @functools.lru_cache(maxsize=16384)

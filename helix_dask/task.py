@@ -343,7 +343,7 @@ class HelixTask(Generic[P]):
         digest: the worker compares them with the code it has loaded."""
         found = self._versions.get(fingerprint.digest)
         if found is None:
-            found = code_versions(self.func, fingerprint.sources)
+            found = code_versions(self.func, fingerprint.sources, fingerprint.constants)
             self._versions = {fingerprint.digest: found}  # only the current code's
         return found
 
