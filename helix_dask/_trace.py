@@ -39,6 +39,7 @@ import types
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
+from helix_dask._env_reads import ENV, EnvReads, env_digest
 from helix_dask._file_reads import FILE, LISTING, FileReads, file_digest, listing_digest
 from helix_dask._fingerprint import Hasher, digest_of_strings
 from helix_dask._profile_trace import call_profiled, left_installed, switch
@@ -261,16 +262,24 @@ class NodeCall:
                 _outdated_keys[self.key] = old
             return self.func(*args, **kwargs)  # never stored: nothing to digest
         want, code = ann.get("trace"), str(ann.get("code") or "")
-        if not want:
+        reads: Scopes = {}
+        found = learned(code) if want == TRACE_NEW else None
+        if not want and "deps" not in ann:  # nothing will be stored: nothing to record
             result = self.func(*args, **kwargs)
-        elif want == TRACE_NEW and (found := learned(code)) is not None:
-            result = self.func(*args, **kwargs)
-            _keep_trace(self.key, {dep: {} for dep in found})  # libraries: no scopes needed
+        elif not want or found is not None:
+            # Not traced (earlier traces of the code found libraries only), but the data files
+            # and environment variables this call reads are still recorded (cheap: the calls
+            # that read them are few): another call of the code may take another branch.
+            with FileReads(args, kwargs) as files, EnvReads() as env:
+                result = self.func(*args, **kwargs)
+            reads = {**files.dependencies(), **env.dependencies()}
+            if found is not None:
+                _keep_trace(self.key, {**{dep: {} for dep in found}, **reads})
         else:
             result = self.traced(args, kwargs)
         with _traces_lock:
             trace, ran = _traces.pop(self.key, None), _ran.pop(self.key, {})
-        settled = settle(self.key, ann, trace, ran)
+        settled = settle(self.key, ann, trace, ran, reads)
         with _traces_lock:
             _settled[self.key] = settled
         return result
@@ -292,14 +301,15 @@ class NodeCall:
             _keep_trace(self.key, {UNTRACEABLE: {}})
             return result
         if previous is None:  # the thread has no profiler: the C profiler records, faster
-            with FileReads(args, kwargs) as files:
+            with FileReads(args, kwargs) as files, EnvReads() as env:
                 result, ran = call_profiled(self.func, args, kwargs, _IMPORT_CODE)
             if ran is None:
                 _keep_trace(self.key, {UNTRACEABLE: {}})
             else:
                 codes: dict[str, list[types.CodeType]] = {}
                 deps = dependencies(ran, codes)
-                _keep_trace(self.key, {**deps, **files.dependencies()}, codes)
+                reads = {**files.dependencies(), **env.dependencies()}
+                _keep_trace(self.key, {**deps, **reads}, codes)
             return result
         seen: dict[types.CodeType, Mapping[str, Any]] = {}
         imports: list[types.FrameType] = []  # imports running: what they run depends on the
@@ -322,7 +332,7 @@ class NodeCall:
             if previous is not None:
                 previous(frame, event, arg)
 
-        with FileReads(args, kwargs) as files:
+        with FileReads(args, kwargs) as files, EnvReads() as env:
             if not _set_profile(record):
                 result = self.func(*args, **kwargs)
                 _keep_trace(self.key, {UNTRACEABLE: {}})
@@ -341,7 +351,8 @@ class NodeCall:
             _keep_trace(self.key, {UNTRACEABLE: {}})
             return result
         codes: dict[str, list[types.CodeType]] = {}
-        _keep_trace(self.key, {**dependencies(seen, codes), **files.dependencies()}, codes)
+        reads = {**files.dependencies(), **env.dependencies()}
+        _keep_trace(self.key, {**dependencies(seen, codes), **reads}, codes)
         return result
 
 
@@ -386,16 +397,21 @@ def settle(
     ann: Mapping[str, Any],
     trace: Scopes | None,
     ran: Mapping[str, list[types.CodeType]] | None = None,
+    reads: Scopes | None = None,
 ) -> Requirements:
     """What a node's call required beyond its static signature (annotation ``ann``), with
     digests taken now, in the thread that ran it: the dependencies its ``trace`` found
     (``ran``: their code objects, checked to be the definitions digested), or when it was
-    not traced, those recorded for its code (annotation ``deps``)."""
+    not traced, those recorded for its code (annotation ``deps``) and the files and
+    environment variables the call read (``reads``)."""
     t0 = time.perf_counter()
     if trace is not None and UNTRACEABLE in trace:
         return Requirements(None, None, 0.0)  # what it ran is unknown: never stored
     if trace is None:
-        deps: Mapping[str, Mapping[str, Any] | None] = dict.fromkeys(ann.get("deps") or ())
+        deps: Mapping[str, Mapping[str, Any] | None] = {
+            **dict.fromkeys(ann.get("deps") or ()),
+            **(reads or {}),
+        }
     else:
         deps = uncovered(ann, trace)
         learn(str(ann.get("code") or ""), deps)  # before the next call of this code starts
@@ -528,7 +544,7 @@ def covered(dep: str, sources: Iterable[str], packages: Iterable[str]) -> bool:
     or its distribution's version was recorded."""
     if dep.startswith(DIST):
         return dep[len(DIST) :] in _as_set(packages)
-    if dep.startswith((FILE, LISTING)):
+    if dep.startswith((FILE, LISTING, ENV)):
         return False
     names = _as_set(sources)
     parts = dep.split(".")
@@ -558,6 +574,8 @@ def dependency_digest(
         return file_digest(dep[len(FILE) :])
     if dep.startswith(LISTING):
         return listing_digest(dep[len(LISTING) :])
+    if dep.startswith(ENV):
+        return env_digest(dep[len(ENV) :])
     obj = _resolve(dep, scope)
     if obj is None:
         return _hexdigest("missing", dep)

@@ -92,3 +92,45 @@ def test_a_worker_holding_old_module_state_never_stores_its_result(
         hx.last_run(client)
     with helix_client(threads_cluster, store, policy="all") as client:
         assert getattr(mod, task)(10).compute() == 15
+
+
+# ---------------------------------------------------------------- the environment
+
+ENV_SOURCE = """
+import os
+
+import helix_dask as hx
+from conftest import log_call
+
+
+def mode():
+    return os.environ.get("HELIX_ATTACK_MODE", "plain")
+
+
+@hx.task
+def greet(name, check):
+    log_call("greet")
+    if not check:
+        return name  # the first call reads nothing from the environment
+    return f"{name}:{mode()}:{'HELIX_ATTACK_FLAG' in os.environ}"
+"""
+
+
+def test_environment_variables_read_by_project_code_are_verified_before_reuse(
+    threaded_client, calls, module_factory: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mod = module_factory("attack_env", ENV_SOURCE)
+    monkeypatch.delenv("HELIX_ATTACK_FLAG", raising=False)
+    monkeypatch.setenv("HELIX_ATTACK_MODE", "a")
+    assert mod.greet("x", False).compute() == "x"  # traced: reads no variable
+    assert mod.greet("x", True).compute() == "x:a:False"  # not traced again: still recorded
+    assert mod.greet("x", True).compute() == "x:a:False"
+    assert calls.take() == {"greet": 2}
+    monkeypatch.setenv("HELIX_ATTACK_MODE", "b")
+    assert mod.greet("x", True).compute() == "x:b:False"
+    monkeypatch.setenv("HELIX_ATTACK_FLAG", "")  # a variable only tested for presence
+    assert mod.greet("x", True).compute() == "x:b:True"
+    assert calls.take() == {"greet": 2}
+    assert mod.greet("x", True).compute() == "x:b:True"
+    assert mod.greet("x", False).compute() == "x"
+    assert calls.take() == {}

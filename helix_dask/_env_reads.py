@@ -1,0 +1,108 @@
+"""Environment variables a call's project code read.
+
+A task whose code reads ``os.environ["MODE"]`` (or ``os.getenv``, ``os.environ.get``, ``in``)
+computes something else when the variable changes, and neither its code nor its arguments
+show it. Python raises no audit event for these reads, so while a node's call runs, reads of
+``os.environ`` made by project code in the calling thread are recorded: ``os.environ`` gets a
+subclass of its own class once per process (the same object, the same behaviour; one
+thread-local check per read when nothing is recorded). The variables read become requirements
+``env:<NAME>`` (digest: the value, or its absence), verified before reuse like files and code.
+
+Reads made by libraries (a thread-count setting, a config directory) count no more than the
+libraries' own code does: their versions stand for them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from helix_dask._fingerprint import digest_of_strings
+
+ENV = "env:"
+"""Prefix of an environment variable the node's project code read: ``env:<NAME>``, its digest
+the variable's value (or its absence) where it is verified."""
+
+
+class _Recording(threading.local):
+    reads: EnvReads | None = None
+
+
+_recording = _Recording()
+_install_lock = threading.Lock()
+_ENVIRON_MODULES = frozenset({"os", "_collections_abc", "collections.abc"})
+"""``os.getenv``, ``os.environ.get`` and ``in`` reach ``__getitem__`` through these (frozen
+modules: their code names no file)."""
+
+
+class _RecordingEnviron(os._Environ):  # type: ignore[name-defined,misc]
+    """``os.environ``'s own class, with reads passed to the calling thread's recorder."""
+
+    def __getitem__(self, key: Any) -> Any:
+        reads = _recording.reads
+        if reads is not None:
+            reads.read(key, sys._getframe(1))
+        return super().__getitem__(key)
+
+
+def _install() -> None:
+    """Give ``os.environ`` its recording class (once per process; the object stays)."""
+    environ: Any = os.environ
+    if type(environ) is _RecordingEnviron:
+        return
+    with _install_lock:
+        if type(environ) is os._Environ:  # type: ignore[attr-defined]
+            environ.__class__ = _RecordingEnviron
+        # Another replacement (a test's mock, a library's): left alone, nothing recorded.
+
+
+class EnvReads:
+    """The environment variables the project code of a call read, in the calling thread."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, None] = {}
+
+    def __enter__(self) -> EnvReads:
+        _install()
+        self.outer = _recording.reads
+        _recording.reads = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _recording.reads = self.outer
+
+    def read(self, key: Any, frame: Any) -> None:
+        """Record ``key`` if the first caller outside ``os.environ``'s code is the project's.
+        Never raises: an exception here would fail the user's read."""
+        try:
+            while frame is not None and frame.f_globals.get("__name__") in _ENVIRON_MODULES:
+                frame = frame.f_back
+            if frame is None or not isinstance(key, str) or key in self.names:
+                return
+            if _project_frame(frame):
+                self.names[key] = None
+        except Exception:  # a read is never failed by its recording
+            pass
+
+    def dependencies(self) -> dict[str, Mapping[str, Any]]:
+        return {ENV + name: {} for name in self.names}
+
+
+def _project_frame(frame: Any) -> bool:
+    from helix_dask._origin import _is_project_path
+
+    module = frame.f_globals.get("__name__")
+    if isinstance(module, str) and module.partition(".")[0] == "helix_dask":
+        return False
+    return _is_project_path(frame.f_code.co_filename)
+
+
+def env_digest(name: str) -> str:
+    """The digest of environment variable ``name`` here: its value, or its absence."""
+    value = os.environ.get(name)
+    if value is None:
+        return digest_of_strings("env unset", name)
+    return digest_of_strings("env", name, value)
