@@ -263,6 +263,12 @@ def normalized_function(
         node.decorator_list = []
     _strip_docstrings(node)
     dump = ast.dump(node, annotate_fields=False, include_attributes=False)
+    # The source is read from the file now, which may have been edited since the code object
+    # was compiled (a module not reloaded): the code that runs counts too, so a result of the
+    # old code is never signed as the new source's. Cosmetic edits change neither.
+    h = Hasher()
+    _write_code(code, h)
+    dump = f"{dump}\nbytecode:{h.hexdigest()}"
     bare = tuple(sorted(_bare_names(node).intersection(names)))
     return Normalized(dump, ast.unparse(node), _attribute_chains(node), names, bare)
 

@@ -213,6 +213,8 @@ def bytecode_digest(code: types.CodeType) -> str:
     for const in consts:
         if isinstance(const, types.CodeType):
             h.field(bytecode_digest(const).encode())
+        elif isinstance(const, frozenset):  # its repr's order follows the process's hash seed
+            h.field(repr(sorted(map(repr, const))).encode())
         else:
             h.field(repr(const).encode())
     return h.hexdigest()

@@ -9,6 +9,7 @@ against a plain call of the current code; where it matters, that the changed tas
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -134,3 +135,60 @@ def test_environment_variables_read_by_project_code_are_verified_before_reuse(
     assert mod.greet("x", True).compute() == "x:b:True"
     assert mod.greet("x", False).compute() == "x"
     assert calls.take() == {}
+
+
+# ---------------------------------------------------------------- source on disk, code in memory
+
+UNRELOADED_TASK = """
+import helix_dask as hx
+from attack_unreloaded_helper import bump
+
+
+@hx.task
+def bumped(x):
+    return bump(x)
+"""
+
+
+def test_a_module_saved_but_not_reloaded_never_signs_its_old_code_as_the_new(
+    threaded_client, module_factory: Callable
+) -> None:
+    # A notebook user saves an edit of a helper without reloading it: this process still runs
+    # the old code, while the file holds the new. What it computes must not be stored as
+    # what the new code computes (a fresh process would load it).
+    helper = module_factory("attack_unreloaded_helper", "def bump(x):\n    return x + 1\n")
+    mod = module_factory("attack_unreloaded_task", UNRELOADED_TASK)
+    path = Path(helper.__file__)
+    path.write_text("def bump(x):\n    return x + 2\n")
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert mod.bumped(1).compute() == 2  # the old code, as plain Python runs it here
+    hx.last_run(threaded_client)
+    module_factory("attack_unreloaded_helper", "def bump(x):\n    return x + 2\n")
+    mod = module_factory("attack_unreloaded_task", UNRELOADED_TASK)
+    assert mod.bumped(1).compute() == 3
+    assert hx.last_run(threaded_client).computed == ["bumped"]
+
+
+SET_LITERAL = """
+import helix_dask as hx
+
+
+@hx.task
+def known(word):
+    return word in {"alpha", "beta", "gamma", "delta", "epsilon"}
+"""
+
+
+def test_code_with_a_set_literal_is_stored_from_worker_processes(
+    processes_cluster, tmp_path: Path, module_factory: Callable
+) -> None:
+    # The set's order follows each process's hash seed; the code is the same everywhere.
+    mod = module_factory("attack_set_literal", SET_LITERAL)
+    with helix_client(processes_cluster, tmp_path / "store", policy="all") as client:
+        client.run(_add_path, str(tmp_path / "usercode"))
+        assert mod.known("beta").compute() is True
+        node = hx.last_run(client).node("known")
+        assert node.materialization is hx.Materialization.STORED, node.reason
+        assert mod.known("beta").compute() is True
+        assert hx.last_run(client).loaded == ["known"]
