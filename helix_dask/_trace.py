@@ -80,6 +80,9 @@ class Requirements(NamedTuple):
     """What its trace found beyond the static fingerprint; None: the call was not traced."""
     seconds: float
     """Time spent digesting, not part of the node's compute time."""
+    result: str | None = None
+    """Content digest of the result as the call returned it (None: it has none): what is
+    written must still be that (see :func:`result_digest`)."""
 
 
 class CodeReplaced(RuntimeError):
@@ -282,6 +285,11 @@ class NodeCall:
         with _traces_lock:
             trace, ran = _traces.pop(self.key, None), _ran.pop(self.key, {})
         settled = settle(self.key, ann, trace, ran, reads)
+        if want or "deps" in ann:  # it may be stored: what it is now is what must be written
+            t0 = time.perf_counter()
+            digest = result_digest(result)
+            seconds = settled.seconds + time.perf_counter() - t0
+            settled = settled._replace(result=digest, seconds=seconds)
         with _traces_lock:
             _settled[self.key] = settled
         return result
@@ -356,6 +364,23 @@ class NodeCall:
         reads = {**files.dependencies(), **env.dependencies()}
         _keep_trace(self.key, {**dependencies(seen, codes), **reads}, codes)
         return result
+
+
+def result_digest(value: Any) -> str | None:
+    """The content digest of a result, or None when it has none (no fingerprint rule, a lazy
+    collection). A result is written after its task returned, while others hold it (the
+    client of an in-process cluster, a task downstream): modified in place meanwhile, it
+    would be stored as what the task computed."""
+    from dask import is_dask_collection
+
+    from helix_dask._fingerprint import fingerprint_value
+
+    if is_dask_collection(value):
+        return None
+    try:
+        return fingerprint_value(value)
+    except Exception:  # no rule for it: unchecked, as before
+        return None
 
 
 def _keep_trace(

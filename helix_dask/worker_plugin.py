@@ -20,7 +20,7 @@ from . import _config
 from ._errors import HelixStoreError
 from ._events import Materialization
 from ._keys import withdraw_key
-from ._trace import take_outdated, take_requirements
+from ._trace import result_digest, take_outdated, take_requirements
 from ._wire import ANNOTATION
 from .costs import compute_seconds
 from .materializer import StorageLimits
@@ -144,6 +144,7 @@ class HelixWorkerPlugin(WorkerPlugin):
         never = self.limits.never(nbytes, ann.get("materialize"), ann.get("deterministic", True))
         if never is None:
             offer["offer"] = self._hold(key, value, ann["name"], nbytes)
+            self._keeping[key].digest = found.result if found is not None else None
         else:
             offer["skip"] = [never.outcome.value, never.reason]
         del value  # a result that cannot be stored is not kept alive by its offer
@@ -154,8 +155,23 @@ class HelixWorkerPlugin(WorkerPlugin):
             offer["requires"], offer["traced"] = found.requires, found.traced
         self.worker.batched_send(offer)
 
-    def _put(self, signature: str, value: object, name: str) -> ArtifactInfo:
-        """Runs in a plain thread: a dask array's chunk writes run as tasks on this cluster."""
+    def _put(
+        self, signature: str, value: object, name: str, digest: str | None = None
+    ) -> ArtifactInfo:
+        """Runs in a plain thread: a dask array's chunk writes run as tasks on this cluster.
+        ``digest``: the result's content as its task returned it; a result modified in place
+        since (by whoever holds it) is not what the task computed, and is not kept."""
+        info = self._write_value(signature, value, name)
+        if digest is not None and result_digest(value) != digest:
+            self.artifacts.delete(signature)
+            raise HelixStoreError(
+                f"the result of {name!r} was modified in place after its task returned (by "
+                "the code that received it, or a task downstream); it is not stored. Copy a "
+                "result before modifying it to keep it reusable"
+            )
+        return info
+
+    def _write_value(self, signature: str, value: object, name: str) -> ArtifactInfo:
         scheduler = None
         if is_dask_collection(value):
             scheduler = self.worker.client
@@ -260,7 +276,9 @@ class HelixWorkerPlugin(WorkerPlugin):
 
     async def _write(self, held: _Held, report: dict[str, Any]) -> None:
         try:
-            info = await asyncio.to_thread(self._put, report["signature"], held.value, held.name)
+            info = await asyncio.to_thread(
+                self._put, report["signature"], held.value, held.name, held.digest
+            )
         except HelixStoreError as e:
             self.worker.batched_send({**report, "ok": False, "error": str(e)})
             return
@@ -282,7 +300,9 @@ class HelixWorkerPlugin(WorkerPlugin):
 class _Held:
     """A result helix keeps on a worker: awaiting its verdict (``offer``), or being written."""
 
-    __slots__ = ("beyond", "key", "name", "nbytes", "offer", "plugin", "released", "value")
+    __slots__ = (
+        "beyond", "digest", "key", "name", "nbytes", "offer", "plugin", "released", "value"
+    )  # fmt: skip
 
     def __init__(
         self, plugin: HelixWorkerPlugin, key: str, value: object, name: str, nbytes: int, offer: int
@@ -293,6 +313,8 @@ class _Held:
         """Dask released the key."""
         self.beyond = False
         """Counted in the bytes kept beyond Dask (released, and still kept)."""
+        self.digest: str | None = None
+        """The result's content digest as its task returned it (None: unchecked)."""
 
 
 WRITE_WAIT = 60.0

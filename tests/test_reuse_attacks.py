@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import helix_client
 
@@ -192,3 +193,26 @@ def test_code_with_a_set_literal_is_stored_from_worker_processes(
         assert node.materialization is hx.Materialization.STORED, node.reason
         assert mod.known("beta").compute() is True
         assert hx.last_run(client).loaded == ["known"]
+
+
+# ---------------------------------------------------------------- results modified in place
+
+
+@hx.task
+def ramp(n: int) -> np.ndarray:
+    return np.arange(n, dtype=float)
+
+
+def test_a_result_modified_in_place_by_its_receiver_is_never_stored_as_computed(
+    threads_cluster, tmp_path: Path
+) -> None:
+    # An in-process cluster hands the client the very array the worker writes later.
+    with helix_client(threads_cluster, tmp_path / "store", policy="all") as client:
+        first = ramp(1 << 20).compute()
+        first[:] = -1.0  # the user's own post-processing, before the write
+        run = hx.last_run(client)
+        again = ramp(1 << 20).compute()
+        assert again[:3].tolist() == [0.0, 1.0, 2.0]
+        if run.node("ramp").materialization is not hx.Materialization.STORED:
+            assert "modified in place" in run.node("ramp").reason
+            assert hx.last_run(client).computed == ["ramp"]
