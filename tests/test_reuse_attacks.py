@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import helix_client
 
@@ -216,3 +217,92 @@ def test_a_result_modified_in_place_by_its_receiver_is_never_stored_as_computed(
         if run.node("ramp").materialization is not hx.Materialization.STORED:
             assert "modified in place" in run.node("ramp").reason
             assert hx.last_run(client).computed == ["ramp"]
+
+
+# ---------------------------------------------------------------- arguments
+
+
+class Tagged(dict):
+    """A dict that carries a setting of its own."""
+
+
+class Measured(pd.DataFrame):
+    _metadata = ["scale"]
+
+    @property
+    def _constructor(self) -> type:
+        return Measured
+
+
+class Weight(int):
+    pass
+
+
+def _tagged(scale: int) -> Tagged:
+    value = Tagged(a=1, b=2)
+    value.scale = scale
+    return value
+
+
+def _measured(scale: int) -> Measured:
+    value = Measured({"a": [1.0, 2.0]})
+    value.scale = scale
+    return value
+
+
+def _weight(scale: int) -> Weight:
+    value = Weight(3)
+    value.scale = scale
+    return value
+
+
+@hx.task
+def scaled_total(value: object) -> float:
+    total = (
+        value.sum().sum()
+        if hasattr(value, "sum")
+        else sum(value.values())
+        if isinstance(value, dict)
+        else int(value)
+    )
+    return float(total) * value.scale
+
+
+@pytest.mark.parametrize("make", [_tagged, _measured, _weight])
+def test_state_a_project_subclass_adds_to_a_known_type_counts(
+    threaded_client, make: Callable[[int], object]
+) -> None:
+    expected = scaled_total.func(make(2))
+    assert scaled_total(make(2)).compute() == expected
+    assert scaled_total(make(2)).compute() == expected
+    assert hx.last_run(threaded_client).loaded == ["scaled_total"]
+    assert scaled_total(make(5)).compute() == scaled_total.func(make(5)) != expected
+    assert hx.last_run(threaded_client).computed == ["scaled_total"]
+
+
+# ---------------------------------------------------------------- names read at run time
+
+NAMESPACE_SOURCE = """
+import helix_dask as hx
+
+FACTOR = {factor}
+
+
+def setting(name):
+    return globals()[name]
+
+
+@hx.task
+def by_name(x, name):
+    return x * setting(name)
+"""
+
+
+def test_code_reading_its_module_by_computed_name_follows_the_module(
+    threaded_client, module_factory: Callable
+) -> None:
+    mod = module_factory("attack_namespace", NAMESPACE_SOURCE.format(factor=2))
+    assert mod.by_name(3, "FACTOR").compute() == 6
+    mod = module_factory("attack_namespace", NAMESPACE_SOURCE.format(factor=5))
+    assert mod.by_name(3, "FACTOR").compute() == 15
+    assert hx.last_run(threaded_client).computed == ["by_name"]
