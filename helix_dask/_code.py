@@ -188,6 +188,8 @@ class _CodeWalker:
             what = f"the function wrapped by {where!r}"
             inner = self.value_digest(wrapped, f"{where}.__wrapped__", owner, what)
         cls = self.guards.attr(obj, "__class__")
+        if cls is _LRU_WRAPPER:
+            _memo_follows(obj, inner)
         if cls.__module__.partition(".")[0] == "helix_dask":
             return _digest("wrapped", inner)  # a helix task: its own code is the function's
         if _is_local_object(cls):
@@ -509,6 +511,29 @@ class _CodeWalker:
             what = f"class attribute {where!r}" if untrack else where
             found = self.value_digest(value, where, owner, what, untrack)
         return _digest("member", kind, found)
+
+
+_LRU_WRAPPER = type(functools.lru_cache(lambda: None))
+
+_memos: collections.OrderedDict[int, tuple[object, str]] = collections.OrderedDict()
+"""id of a ``functools.lru_cache``/``cache`` wrapper -> (it, the digest of the code it wraps
+when last fingerprinted)."""
+_memos_lock = threading.Lock()
+
+
+def _memo_follows(wrapper: Any, inner: str) -> None:
+    """Empty a memoizing wrapper whose code or state changed since it was last fingerprinted
+    (a constant it reads set anew): what it holds is what the old code returned, which a
+    fresh process would not; it fills again with what the current code returns."""
+    with _memos_lock:
+        known = _memos.get(id(wrapper))
+        _memos[id(wrapper)] = (wrapper, inner)
+        _memos.move_to_end(id(wrapper))
+        while len(_memos) > _CACHE_SIZE:
+            _memos.popitem(last=False)
+    if known is not None and known[0] is wrapper and known[1] != inner:
+        logger.info("helix emptied the cache of %s: the code it wraps changed", wrapper)
+        wrapper.cache_clear()
 
 
 _NAMESPACE_READERS = frozenset({"globals", "vars", "eval", "exec"})

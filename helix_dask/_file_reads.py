@@ -29,6 +29,11 @@ LISTING = "listing:"
 covers the names in it."""
 
 
+CWD = "cwd:"
+"""The working directory, a requirement of a node that read or listed a relative path: its
+digest is the directory's path (the same relative path names another file elsewhere)."""
+
+
 class _Recording(threading.local):
     files: FileReads | None = None
 
@@ -82,6 +87,8 @@ class FileReads:
         self.read: dict[str, None] = {}
         self.written: set[str] = set()
         self.dirs: dict[str, None] = {}
+        self.relative: set[str] = set()
+        """Paths among those read or listed that were given relative to the working dir."""
         self.declared = _declared_files([*args, *kwargs.values()])
 
     def __enter__(self) -> FileReads:
@@ -102,6 +109,8 @@ class FileReads:
         if not isinstance(path, str | bytes):
             return  # a file descriptor: its file was opened (and recorded) before
         name = os.path.abspath(os.fsdecode(path))
+        if not os.path.isabs(path):
+            self.relative.add(name)
         if isinstance(flags, int):
             access = flags & os.O_ACCMODE
             reads, writes = access != os.O_WRONLY, access != os.O_RDONLY
@@ -118,7 +127,10 @@ class FileReads:
         if path is None:
             path = "."
         if isinstance(path, str | bytes):
-            self.dirs.setdefault(os.path.abspath(os.fsdecode(path)), None)
+            name = os.path.abspath(os.fsdecode(path))
+            if not os.path.isabs(path):
+                self.relative.add(name)
+            self.dirs.setdefault(name, None)
 
     def dependencies(self) -> dict[str, Mapping[str, Any]]:
         out: dict[str, Mapping[str, Any]] = {}
@@ -129,6 +141,8 @@ class FileReads:
         for name in self.dirs:
             if _data_path(name, self.declared) and not os.path.isfile(name):
                 out[LISTING + name] = {}
+        if any(dep.partition(":")[2] in self.relative for dep in out):
+            out[CWD] = {}
         return out
 
 
@@ -197,6 +211,11 @@ def file_digest(path: str) -> str:
     if os.path.isfile(path):
         return file_fingerprint(path)
     return _hexdigest("directory" if os.path.isdir(path) else "missing", path)
+
+
+def cwd_digest() -> str:
+    """The working directory here."""
+    return _hexdigest("cwd", os.getcwd())
 
 
 def listing_digest(path: str) -> str:

@@ -40,7 +40,15 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from helix_dask._env_reads import ENV, EnvReads, env_digest
-from helix_dask._file_reads import FILE, LISTING, FileReads, file_digest, listing_digest
+from helix_dask._file_reads import (
+    CWD,
+    FILE,
+    LISTING,
+    FileReads,
+    cwd_digest,
+    file_digest,
+    listing_digest,
+)
 from helix_dask._fingerprint import Hasher, digest_of_strings
 from helix_dask._profile_trace import call_profiled, left_installed, switch
 
@@ -571,7 +579,7 @@ def covered(dep: str, sources: Iterable[str], packages: Iterable[str]) -> bool:
     or its distribution's version was recorded."""
     if dep.startswith(DIST):
         return dep[len(DIST) :] in _as_set(packages)
-    if dep.startswith((FILE, LISTING, ENV)):
+    if dep.startswith((FILE, LISTING, ENV, CWD)):
         return False
     names = _as_set(sources)
     parts = dep.split(".")
@@ -603,6 +611,8 @@ def dependency_digest(
         return listing_digest(dep[len(LISTING) :])
     if dep.startswith(ENV):
         return env_digest(dep[len(ENV) :])
+    if dep == CWD:
+        return cwd_digest()
     obj = _resolve(dep, scope)
     if obj is None:
         return _hexdigest("missing", dep)

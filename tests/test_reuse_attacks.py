@@ -306,3 +306,66 @@ def test_code_reading_its_module_by_computed_name_follows_the_module(
     mod = module_factory("attack_namespace", NAMESPACE_SOURCE.format(factor=5))
     assert mod.by_name(3, "FACTOR").compute() == 15
     assert hx.last_run(threaded_client).computed == ["by_name"]
+
+
+# ---------------------------------------------------------------- memoized helpers
+
+MEMO_SOURCE = """
+import functools
+
+import helix_dask as hx
+
+FACTOR = 2
+
+
+@functools.lru_cache
+def factor():
+    return FACTOR
+
+
+@hx.task
+def times(x):
+    return x * factor()
+"""
+
+
+def test_a_memoized_helper_never_serves_what_older_state_computed(
+    threaded_client, module_factory: Callable
+) -> None:
+    # A notebook user sets a constant anew: the helper's cache still holds the old value,
+    # which a fresh process (empty cache) would not return.
+    mod = module_factory("attack_memo", MEMO_SOURCE)
+    assert mod.times(3).compute() == 6
+    mod.FACTOR = 5
+    assert mod.times(3).compute() == 15
+    mod = module_factory("attack_memo", MEMO_SOURCE.replace("FACTOR = 2", "FACTOR = 5"))
+    assert mod.times(3).compute() == 15
+
+
+# ---------------------------------------------------------------- data read by relative path
+
+READER_SOURCE = """
+import helix_dask as hx
+
+
+@hx.task
+def read_text(path):
+    with open(path) as f:
+        return f.read()
+"""
+
+
+def test_a_relative_path_read_from_another_working_directory_recomputes(
+    threaded_client, module_factory: Callable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mod = module_factory("attack_relative", READER_SOURCE)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "data.txt").write_text(name.upper())
+    monkeypatch.chdir(tmp_path / "a")
+    assert mod.read_text("data.txt").compute() == "A"
+    assert mod.read_text("data.txt").compute() == "A"
+    assert hx.last_run(threaded_client).loaded == ["read_text"]
+    monkeypatch.chdir(tmp_path / "b")  # the same script, run from another directory
+    assert mod.read_text("data.txt").compute() == "B"
+    assert hx.last_run(threaded_client).computed == ["read_text"]
