@@ -9,7 +9,9 @@ against a plain call of the current code; where it matters, that the changed tas
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -101,6 +103,7 @@ def test_a_worker_holding_old_module_state_never_stores_its_result(
 
 ENV_SOURCE = """
 import os
+import subprocess
 
 import helix_dask as hx
 from conftest import log_call
@@ -369,3 +372,92 @@ def test_a_relative_path_read_from_another_working_directory_recomputes(
     monkeypatch.chdir(tmp_path / "b")  # the same script, run from another directory
     assert mod.read_text("data.txt").compute() == "B"
     assert hx.last_run(threaded_client).computed == ["read_text"]
+
+
+# ---------------------------------------------------------------- a new process per iteration
+
+PROJECT = {
+    "conf.py": "OFFSET = 1\n",
+    "helpers.py": "from conf import OFFSET\n\n\ndef shift(v):\n    return v + OFFSET\n",
+    "data/values.txt": "1 2 3\n",
+    "pipeline.py": """
+import json
+import os
+import subprocess
+import sys
+
+import dask
+from distributed import Client, LocalCluster
+
+import helix_dask as hx
+from helpers import shift
+
+
+@hx.task
+def load(path):
+    with open(path) as f:
+        return [int(v) for v in f.read().split()]
+
+
+@hx.task
+def mode():
+    return os.environ.get("HELIX_ATTACK_MODE", "plain")
+
+
+@hx.task
+def combine(values, mode):
+    return [f"{mode}:{shift(v)}" for v in values]
+
+
+def nodes():
+    return {"load": load("data/values.txt"), "mode": mode()}
+
+
+if __name__ == "__main__":
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            hx.setup(client, store=sys.argv[1], budget="1 GiB", policy="all")
+            parts = nodes()
+            parts["combine"] = combine(parts["load"], parts["mode"])
+            values = dict(zip(parts, dask.compute(*parts.values()), strict=True))
+            run = hx.last_run(client)
+    values_now = load.func("data/values.txt")
+    plain = {"load": values_now, "mode": mode.func()}
+    plain["combine"] = combine.func(values_now, plain["mode"])
+    print(json.dumps({"values": values, "plain": plain, "computed": sorted(run.computed)}))
+""",
+}
+
+
+def test_each_iteration_in_a_new_process_gets_what_a_fresh_run_computes(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    for name, text in PROJECT.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    store = tmp_path / "store"
+
+    def iterate(mode: str) -> list[str]:
+        env = {**os.environ, "HELIX_ATTACK_MODE": mode, "PYTHONDONTWRITEBYTECODE": "1"}
+        env["PYTHONPATH"] = os.pathsep.join([str(root), *sys.path])
+        done = subprocess.run(
+            [sys.executable, "pipeline.py", str(store)],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        assert out["values"] == out["plain"]
+        return out["computed"]
+
+    assert iterate("a") == ["combine", "load", "mode"]
+    data = root / "data/values.txt"
+    st = data.stat()
+    data.write_text("4 5 6\n")  # same size, mtime restored: the content still decides
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert iterate("b") == ["combine", "load", "mode"]  # and an environment variable
+    (root / "conf.py").write_text("OFFSET = 7\n")  # a constant imported by name elsewhere
+    assert iterate("b") == ["combine"]
