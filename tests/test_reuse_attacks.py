@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import dask
 import numpy as np
 import pandas as pd
 import pytest
@@ -461,3 +462,118 @@ def test_each_iteration_in_a_new_process_gets_what_a_fresh_run_computes(tmp_path
     assert iterate("b") == ["combine", "load", "mode"]  # and an environment variable
     (root / "conf.py").write_text("OFFSET = 7\n")  # a constant imported by name elsewhere
     assert iterate("b") == ["combine"]
+
+
+# ---------------------------------------------------------------- edits of code reached indirectly
+
+BASE_MODULE = """
+class Base:
+    def __init_subclass__(cls, **kwargs):
+        cls.level = {subclass_level}
+
+    def bonus(self):
+        return {base_bonus}
+"""
+
+INDIRECT = """
+import dataclasses
+import enum
+import functools
+
+import helix_dask as hx
+from attack_indirect_base import Base
+
+
+class Child(Base):
+    pass
+
+
+class Meta(type):
+    def __call__(cls, *args):
+        return {meta_value}
+
+
+class Made(metaclass=Meta):
+    pass
+
+
+@dataclasses.dataclass
+class Settings:
+    depth: int = {dataclass_default}
+
+
+class Color(enum.Enum):
+    RED = {enum_value}
+
+
+OPS = {{"double": lambda x: x * {lambda_factor}}}
+SCALED = functools.partial(lambda x, k: x * k, k={partial_keyword})
+
+
+@hx.task
+def uses_base(x):
+    return x + Child().bonus()
+
+
+@hx.task
+def uses_init_subclass(x):
+    return x + Child.level
+
+
+@hx.task
+def uses_metaclass(x):
+    return x + Made()
+
+
+@hx.task
+def uses_dataclass_default(x):
+    return x + Settings().depth
+
+
+@hx.task
+def uses_enum(x):
+    return x + Color.RED.value
+
+
+@hx.task
+def uses_dispatch_table(x, op):
+    return OPS[op](x)
+
+
+@hx.task
+def uses_partial(x):
+    return SCALED(x)
+"""
+
+INDIRECT_VALUES = {
+    "base_bonus": ("uses_base", 1, 2),
+    "subclass_level": ("uses_init_subclass", 1, 2),
+    "meta_value": ("uses_metaclass", 1, 2),
+    "dataclass_default": ("uses_dataclass_default", 1, 2),
+    "enum_value": ("uses_enum", 1, 2),
+    "lambda_factor": ("uses_dispatch_table", 2, 3),
+    "partial_keyword": ("uses_partial", 2, 3),
+}
+
+
+def test_edits_of_code_a_task_reaches_indirectly_recompute_its_callers(
+    threaded_client, module_factory: Callable
+) -> None:
+    values = {field: old for field, (_, old, _) in INDIRECT_VALUES.items()}
+
+    def iterate() -> list[str]:
+        module_factory("attack_indirect_base", BASE_MODULE.format(**values))
+        mod = module_factory("attack_indirect", INDIRECT.format(**values))
+        names = [task for task, _, _ in INDIRECT_VALUES.values()]
+        args = {"uses_dispatch_table": (10, "double")}
+        nodes = [getattr(mod, n)(*args.get(n, (10,))) for n in names]
+        plain = [getattr(mod, n).func(*args.get(n, (10,))) for n in names]
+        assert list(dask.compute(*nodes)) == plain
+        return hx.last_run(threaded_client).computed
+
+    assert len(iterate()) == len(INDIRECT_VALUES)
+    for field, (task, _, new) in INDIRECT_VALUES.items():
+        values[field] = new
+        # (Lambdas count with their module, classes with their bases: a caller of the same
+        # class or module may recompute too; never a stale one.)
+        assert task in iterate(), f"editing {field}"
