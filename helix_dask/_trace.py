@@ -176,13 +176,25 @@ def _constant(name: str, scope: Mapping[str, Any] | None, *, loaded_only: bool) 
 
 
 def _state_digest(value: Any) -> str:
-    """A value's fingerprint, or what stands for one that has none (compared by type)."""
+    """A value's fingerprint, or what stands for one that has none (compared by type).
+    Functions and classes in it count by bytecode and name: cheap enough for every call,
+    and those the signature reached are compared on their own."""
     from helix_dask._fingerprint import fingerprint_value
 
     try:
-        return fingerprint_value(value)
+        return fingerprint_value(value, substitute=_code_by_name)
     except Exception:  # no rule (the signature untracked it): its type at least
         return _hexdigest("opaque", type(value).__module__, type(value).__qualname__)
+
+
+def _code_by_name(value: Any) -> str | None:
+    if isinstance(value, types.FunctionType):
+        return _hexdigest("function", value.__qualname__, bytecode_digest(value.__code__))
+    if isinstance(value, types.ModuleType):
+        return _hexdigest("module", value.__name__)
+    if isinstance(value, type):
+        return _hexdigest("class", value.__module__, value.__qualname__)
+    return None
 
 
 def _object_bytecode(obj: Any) -> str | None:

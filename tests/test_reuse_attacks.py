@@ -37,6 +37,7 @@ STATE_EDITS = {
     "helper default": ("def shifted(x, by=1):", "def shifted(x, by=5):"),
     "class attribute": ("    STEP = 1", "    STEP = 5"),
     "dict item": ('TABLE = {"k": 1}', 'TABLE = {"k": 5}'),
+    "closure cell": ("add = make_adder(1)", "add = make_adder(5)"),
 }
 
 STATE_SOURCE = """
@@ -52,6 +53,21 @@ class Stepper:
 
 def shifted(x, by=1):
     return x + by
+
+
+def make_adder(k):
+    def adder(x):
+        return x + k
+
+    return adder
+
+
+add = make_adder(1)
+
+
+@hx.task
+def closure_cell(x):
+    return add(x)
 
 
 @hx.task
