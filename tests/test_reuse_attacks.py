@@ -593,3 +593,45 @@ def test_edits_of_code_a_task_reaches_indirectly_recompute_its_callers(
         # (Lambdas count with their module, classes with their bases: a caller of the same
         # class or module may recompute too; never a stale one.)
         assert task in iterate(), f"editing {field}"
+
+
+MEMO_ENV_SOURCE = """
+import functools
+import os
+
+import helix_dask as hx
+
+
+@functools.lru_cache
+def mode():
+    return os.environ.get("HELIX_ATTACK_MEMO_MODE", "plain")
+
+
+@hx.task
+def first(x):
+    return f"{x}:{mode()}"
+
+
+@hx.task
+def second(x):
+    return f"{x}:{mode()}"
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a memoized helper's cache hit reads nothing: a task that only hits the cache "
+    "records no environment (or file) read, so its result is stored without that "
+    "requirement; attributing the reads of a cache miss to the memoized function, and to "
+    "the later callers the signature shows reaching it, is not implemented",
+)
+def test_a_memoized_helper_that_reads_the_environment_is_verified_for_every_caller(
+    threaded_client, module_factory: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mod = module_factory("attack_memo_env", MEMO_ENV_SOURCE)
+    monkeypatch.setenv("HELIX_ATTACK_MEMO_MODE", "a")
+    assert mod.first(1).compute() == "1:a"  # fills the cache: its read is recorded
+    assert mod.second(1).compute() == "1:a"  # a cache hit: no read recorded
+    monkeypatch.setenv("HELIX_ATTACK_MEMO_MODE", "b")
+    mod = module_factory("attack_memo_env", MEMO_ENV_SOURCE)  # a fresh module, empty cache
+    assert mod.second(1).compute() == "1:b"
