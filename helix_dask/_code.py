@@ -313,7 +313,16 @@ class _CodeWalker:
                     h.field(self._namespace_digest(name, module, owner).encode())
                 continue
             h.field(name.encode())
-            if (
+            if isinstance(obj, types.ModuleType) and name in chains and not is_project_local(obj):
+                # Plain data a library module holds is process state (``sys.argv``): its
+                # value counts, as a constant of the project's does.
+                for chain in chains[name]:
+                    value = self._library_data(obj, chain[1:])
+                    if value is not MISSING:
+                        h.field(".".join(chain).encode())
+                        what = f"the value of {'.'.join(chain)!r}"
+                        h.field(self.value_digest(value, ".".join(chain), owner, what).encode())
+            elif (
                 isinstance(obj, types.ModuleType)
                 and is_project_local(obj)
                 and name in chains
@@ -334,6 +343,18 @@ class _CodeWalker:
             return _digest("namespace", reader, self.module_digest(found, owner))
         self.guards.unknown()
         return _digest("namespace", reader, module)
+
+    def _library_data(self, module: types.ModuleType, attrs: Sequence[str]) -> object:
+        """The plain data (strings, numbers, and lists, tuples and dicts of them) that
+        ``module.a.b`` names through library modules, or MISSING."""
+        obj: object = module
+        for attr in attrs:
+            if not isinstance(obj, types.ModuleType):
+                break
+            obj = self.guards.attr(obj, attr)
+            if obj is MISSING:
+                return MISSING
+        return obj if _plain_data(obj) else MISSING
 
     def _imports(
         self, h: Hasher, code: types.CodeType, func: types.FunctionType, owner: str
@@ -534,6 +555,19 @@ def _memo_follows(wrapper: Any, inner: str) -> None:
     if known is not None and known[0] is wrapper and known[1] != inner:
         logger.info("helix emptied the cache of %s: the code it wraps changed", wrapper)
         wrapper.cache_clear()
+
+
+_PLAIN = (str, bytes, int, float, bool, type(None))
+
+
+def _plain_data(value: object, depth: int = 0) -> bool:
+    """Whether ``value`` is plain data: built-in scalars and containers of them."""
+    if type(value) in _PLAIN:
+        return True
+    if depth > 2 or type(value) not in (list, tuple, dict) or len(value) > 10_000:  # type: ignore[arg-type]
+        return False
+    items = value.items() if isinstance(value, dict) else enumerate(value)  # type: ignore[union-attr]
+    return all(_plain_data(k, depth + 1) and _plain_data(v, depth + 1) for k, v in items)
 
 
 _NAMESPACE_READERS = frozenset({"globals", "vars", "eval", "exec"})

@@ -635,3 +635,26 @@ def test_a_memoized_helper_that_reads_the_environment_is_verified_for_every_call
     monkeypatch.setenv("HELIX_ATTACK_MEMO_MODE", "b")
     mod = module_factory("attack_memo_env", MEMO_ENV_SOURCE)  # a fresh module, empty cache
     assert mod.second(1).compute() == "1:b"
+
+
+ARGV_SOURCE = """
+import sys
+
+import helix_dask as hx
+
+
+@hx.task
+def last_argument(x):
+    return f"{x}:{sys.argv[-1]}"
+"""
+
+
+def test_data_a_library_module_holds_counts_like_a_constant(
+    threaded_client, module_factory: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same script run with other command-line arguments, read through ``sys.argv``.
+    mod = module_factory("attack_argv", ARGV_SOURCE)
+    monkeypatch.setattr(sys, "argv", ["script.py", "first"])
+    assert mod.last_argument(1).compute() == "1:first"
+    monkeypatch.setattr(sys, "argv", ["script.py", "second"])
+    assert mod.last_argument(1).compute() == "1:second"
