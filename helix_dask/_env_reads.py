@@ -14,6 +14,7 @@ libraries' own code does: their versions stand for them.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -78,11 +79,11 @@ class EnvReads:
         """Record ``key`` if the first caller outside ``os.environ``'s code is the project's.
         Never raises: an exception here would fail the user's read."""
         try:
+            if not isinstance(key, str) or key in self.names:
+                return
             while frame is not None and frame.f_globals.get("__name__") in _ENVIRON_MODULES:
                 frame = frame.f_back
-            if frame is None or not isinstance(key, str) or key in self.names:
-                return
-            if _project_frame(frame):
+            if frame is not None and _project_frame(frame):
                 self.names[key] = None
         except Exception:  # a read is never failed by its recording
             pass
@@ -92,12 +93,17 @@ class EnvReads:
 
 
 def _project_frame(frame: Any) -> bool:
-    from helix_dask._origin import _is_project_path
-
     module = frame.f_globals.get("__name__")
     if isinstance(module, str) and module.partition(".")[0] == "helix_dask":
         return False
-    return _is_project_path(frame.f_code.co_filename)
+    return _project_file(frame.f_code.co_filename)
+
+
+@functools.lru_cache(maxsize=4096)
+def _project_file(filename: str) -> bool:
+    from helix_dask._origin import _is_project_path
+
+    return _is_project_path(filename)
 
 
 def env_digest(name: str) -> str:

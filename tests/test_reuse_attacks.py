@@ -658,3 +658,30 @@ def test_data_a_library_module_holds_counts_like_a_constant(
     assert mod.last_argument(1).compute() == "1:first"
     monkeypatch.setattr(sys, "argv", ["script.py", "second"])
     assert mod.last_argument(1).compute() == "1:second"
+
+
+EXISTS_SOURCE = """
+import os
+
+import helix_dask as hx
+
+
+@hx.task
+def flag(path):
+    return "on" if os.path.exists(path) else "off"
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a file only tested with os.stat/os.path.exists (never opened) leaves no trace: "
+    "Python raises no audit event for stat calls, so the file's existence is no requirement",
+)
+def test_a_file_only_tested_for_existence_is_verified_before_reuse(
+    threaded_client, module_factory: Callable, tmp_path: Path
+) -> None:
+    mod = module_factory("attack_exists", EXISTS_SOURCE)
+    path = tmp_path / "flag"
+    assert mod.flag(str(path)).compute() == "off"
+    path.write_text("")
+    assert mod.flag(str(path)).compute() == "on"
