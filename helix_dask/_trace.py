@@ -130,7 +130,7 @@ def code_versions(
             out[name] = digest
     scope = getattr(func, "__globals__", None)
     for name in constants:
-        found = _constant(name, scope, loaded_only=False)
+        found = _constant(name, scope)
         if found is not _MISSING:
             out[CONSTANT + name] = _state_digest(found)
     return out
@@ -146,8 +146,11 @@ def _outdated(func: Callable[..., Any], expected: Mapping[str, str]) -> str | No
             name = getattr(func, "__qualname__", "task")
         elif name.startswith(CONSTANT):
             name = name[len(CONSTANT) :]
-            found = _constant(name, getattr(func, "__globals__", None), loaded_only=True)
-            mine = None if found is _MISSING else _state_digest(found)
+            scope = getattr(func, "__globals__", None)
+            for found in _constants_here(name, scope):
+                if _state_digest(found) != digest:
+                    return name
+            continue
         else:
             module = name.rpartition(".")[0]
             if module.partition(".")[0] not in sys.modules and module not in sys.modules:
@@ -158,16 +161,28 @@ def _outdated(func: Callable[..., Any], expected: Mapping[str, str]) -> str | No
     return None
 
 
-def _constant(name: str, scope: Mapping[str, Any] | None, *, loaded_only: bool) -> Any:
-    """The value ``module.NAME`` names: in ``scope`` (the task's globals, which a function
-    pickled by value brings along) when that is its module, else in the loaded module."""
+def _constants_here(name: str, scope: Mapping[str, Any] | None) -> list[Any]:
+    """The values ``module.NAME`` has here: in the task's globals (a function pickled by
+    value brings the names it reads along) and in the loaded module, which the module's other
+    functions read."""
+    module, _, attr = name.rpartition(".")
+    found = []
+    if scope is not None and scope.get("__name__") == module and attr in scope:
+        found.append(scope[attr])
+    loaded = sys.modules.get(module)
+    if loaded is not None and hasattr(loaded, attr) and vars(loaded) is not scope:
+        found.append(getattr(loaded, attr))
+    return found
+
+
+def _constant(name: str, scope: Mapping[str, Any] | None) -> Any:
+    """The value ``module.NAME`` names on the client: in ``scope`` (the task's globals) when
+    that is its module, else in its module (imported if need be)."""
     module, _, attr = name.rpartition(".")
     if scope is not None and scope.get("__name__") == module:
         return scope.get(attr, _MISSING)
     found = sys.modules.get(module)
     if found is None:
-        if loaded_only:
-            return _MISSING  # not loaded here: it will be imported fresh from its source
         try:
             found = importlib.import_module(module)
         except ImportError:

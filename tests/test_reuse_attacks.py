@@ -38,6 +38,7 @@ STATE_EDITS = {
     "class attribute": ("    STEP = 1", "    STEP = 5"),
     "dict item": ('TABLE = {"k": 1}', 'TABLE = {"k": 5}'),
     "closure cell": ("add = make_adder(1)", "add = make_adder(5)"),
+    "helper constant": ("BIAS = 1", "BIAS = 5"),
 }
 
 STATE_SOURCE = """
@@ -68,6 +69,18 @@ add = make_adder(1)
 @hx.task
 def closure_cell(x):
     return add(x)
+
+
+BIAS = 1
+
+
+def biased(x):
+    return x + BIAS
+
+
+@hx.task
+def helper_constant(x):
+    return biased(x)
 
 
 @hx.task
