@@ -212,7 +212,14 @@ def _code_by_name(value: Any) -> str | None:
     return None
 
 
-def _object_bytecode(obj: Any) -> str | None:
+def _object_bytecode(obj: Any, depth: int = 0) -> str | None:
+    if not isinstance(obj, types.FunctionType | type) and depth < 8:
+        # A wrapper that is no function (lru_cache, a decorator class): the code it wraps.
+        wrapped = getattr(obj, "__wrapped__", None) if callable(obj) else None
+        if wrapped is not None and wrapped is not obj:
+            inner = _object_bytecode(wrapped, depth + 1)
+            return None if inner is None else _hexdigest("wrapped", inner)
+        return None
     if isinstance(obj, types.FunctionType):
         cells = tuple(_cell(c) for c in obj.__closure__ or ())
         attrs = {k: v for k, v in vars(obj).items() if not k.startswith("__")}

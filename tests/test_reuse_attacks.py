@@ -39,9 +39,12 @@ STATE_EDITS = {
     "dict item": ('TABLE = {"k": 1}', 'TABLE = {"k": 5}'),
     "closure cell": ("add = make_adder(1)", "add = make_adder(5)"),
     "helper constant": ("BIAS = 1", "BIAS = 5"),
+    "memoized helper": ("return 1  # memoized", "return 5  # memoized"),
 }
 
 STATE_SOURCE = """
+import functools
+
 import helix_dask as hx
 
 OFFSET = 1
@@ -81,6 +84,16 @@ def biased(x):
 @hx.task
 def helper_constant(x):
     return biased(x)
+
+
+@functools.lru_cache
+def step():
+    return 1  # memoized
+
+
+@hx.task
+def memoized_helper(x):
+    return x + step()
 
 
 @hx.task
