@@ -179,7 +179,9 @@ def cancer() -> tuple[pd.DataFrame, pd.Series]:
 @pytest.mark.xfail(
     strict=False,
     reason="in some full-suite runs the second search recomputes the unchanged branch's "
-    "fit_ct.center (it passes alone); under investigation, see the issue notes",
+    "fit_ct.center (it passes alone and in every subset tried); a version the catalog could not "
+    "record in time runs as plain Dask and shows this symptom; the assertion names the run's "
+    "status and the node's reasons",
 )
 def test_editing_one_branch_refits_only_that_branch_and_below(
     threads_cluster, module_factory, calls, tmp_path
@@ -225,7 +227,8 @@ def _edit_one_branch(threaded_client, module_factory, calls) -> None:
     assert computed.count("fit_ct.shifted.shift") == 3
     assert computed.count("fit_ct.shifted.scale") == 3
     assert computed.count("fit_ct") == 3 and computed.count("score_clf") == 6
-    assert "fit_ct.center" not in computed and "fit_ct.cat" not in computed
+    why = [(n.name, n.decision.value, n.reason) for n in run.nodes if n.name == "fit_ct.center"]
+    assert "fit_ct.center" not in computed and "fit_ct.cat" not in computed, (run.status, why)
     assert tasks(run, "loaded").count("fit_ct.center") == 3
     assert calls.take() == {"Shift.fit": 3, "Shift.transform": 3 * 2, "Classifier.fit": 6}
     with without_pauses(steps):
