@@ -194,21 +194,10 @@ def fit_and_score(
     return result
 
 
-def candidate(
-    estimator: Any,
-    upstreams: list[Stage],
-    folds: list[Stage],
-    scoring: Any,
-    error_score: Any,
-    train_scores: bool,
-) -> list[dict[str, Any]]:
-    """One candidate's last step fitted and scored on every split (``upstreams[i]`` its input
-    on split ``folds[i]``), in split order: what a later search that has the same candidate
-    loads as one result."""
-    return [
-        fit_and_score(estimator, upstream, rows, scoring, error_score, train_scores)
-        for upstream, rows in zip(upstreams, folds, strict=True)
-    ]
+def candidate(splits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One candidate's results on every split, in split order: a later search that has the
+    same candidate loads this one result and prunes the nodes of its splits."""
+    return list(splits)
 
 
 def _scorer(estimator: Any, scoring: Any, error_score: Any) -> Any:

@@ -19,15 +19,13 @@ one. Node names show paths with dots (``fit_outer.inner`` for a nested pipeline'
 :class:`GridSearchCV` and :class:`RandomizedSearchCV` take the constructor arguments of
 scikit-learn's and expand candidates x splits into such chains: the splits are a node computed
 from ``cv`` as scikit-learn computes them (``check_cv``, stratification, groups), each
-candidate's last step is fitted and scored on every split in one node (``candidate_svc``: what
-a later search loads for a candidate it has seen), and candidates that agree on a prefix of
-steps share its nodes, because their signatures are equal. One node per candidate rather than
-per candidate and split: a node costs the scheduler, the worker and the catalog a few
-milliseconds, against a last step's fit of tens of milliseconds or more, and the splits of a
-candidate differ only in their inputs; the price is coarser load balancing when a search has
-fewer candidates than the cluster has threads. The same signatures across runs let helix load
-what an earlier search stored: widening a grid computes only the new candidates, and changing
-only the last step's parameters reuses every fitted preprocessing step.
+candidate's last step is fitted and scored in one node per split, one node per candidate
+gathers its splits' results (what a later search loads for a candidate it has seen; the split
+nodes' results are stored only in it), and
+candidates that agree on a prefix of steps share its nodes, because their signatures are
+equal. The same signatures across runs let helix load what an earlier search stored: widening
+a grid computes only the new candidates, and changing only the last step's parameters reuses
+every fitted preprocessing step.
 
 Cost model: a node costs what its step's fit and transform cost; whether it is stored or
 recomputed later is helix's usual decision (measured compute time against load time), so a
@@ -379,22 +377,24 @@ class _HelixSearch(BaseSearchCV):
         for candidate in candidates:  # candidate-major, as scikit-learn orders its fits
             steps = _final_steps(clone(base).set_params(**clone(candidate, safe=False)))
             path, last = steps[-1]
-            upstreams = []  # the last step's input on each split
+            scores = []
             for rows in folds:
                 stages = builder.chain(steps, rows, train_scores)
-                upstreams.append(stages[-1] if stages else rows)
-            nodes.append(
-                builder.node(
-                    f"candidate_{_readable(path)}",
-                    _nodes.candidate,
-                    last,
-                    upstreams,
-                    folds,
-                    self.scoring,
-                    self.error_score,
-                    train_scores,
+                upstream = stages[-1] if stages else rows
+                scores.append(
+                    builder.node(
+                        f"score_{_readable(path)}",
+                        _nodes.fit_and_score,
+                        last,
+                        upstream,
+                        rows,
+                        self.scoring,
+                        self.error_score,
+                        train_scores,
+                        materialize=False,  # stored in its candidate's result
+                    )
                 )
-            )
+            nodes.append(builder.node(f"candidate_{_readable(path)}", _nodes.candidate, scores))
         out = [split for splits in _gather(client, nodes) for split in splits]
 
         _warn_or_raise_about_fit_failures(out, self.error_score)

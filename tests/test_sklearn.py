@@ -268,10 +268,10 @@ def test_widening_the_last_steps_grid_computes_only_the_new_candidates(
     # Candidates share each split's preprocessing: 2 Center x 3 splits, once each.
     assert tasks(run, "computed").count("fit_center") == 6
     assert tasks(run, "computed").count("fit_shift") == 6
-    # A candidate is one node: its last step fitted and scored on every split.
-    assert tasks(run, "computed").count("candidate_clf") == 4
+    assert tasks(run, "computed").count("score_clf") == 12
+    # A candidate's split results are stored once, in the candidate's node.
     stored = sorted(n.name for n in run.nodes if n.materialization is hx.Materialization.STORED)
-    assert stored.count("candidate_clf") == 4
+    assert stored.count("candidate_clf") == 4 and "score_clf" not in stored
     ran = calls.take()
     assert ran["Center.fit"] == 6 and ran["Shift.fit"] == 6 and ran["Classifier.fit"] == 12
 
@@ -282,8 +282,10 @@ def test_widening_the_last_steps_grid_computes_only_the_new_candidates(
     # What it loads is small (scores, fitted steps of 300 rows): read by one task, not one each.
     (loads,) = {k for t in stream.data if (k := str(t["key"])).startswith("load-")}
     assert loads.startswith("load-batch-")
-    assert tasks(run, "computed").count("candidate_clf") == 2  # the new C for 2 scales
-    assert tasks(run, "loaded").count("candidate_clf") == 4  # an old candidate: one result
+    assert tasks(run, "computed").count("score_clf") == 6  # the new C for 2 scales x 3 splits
+    # An old candidate is loaded as one result; its splits' nodes are not even loaded.
+    assert tasks(run, "loaded").count("candidate_clf") == 4
+    assert tasks(run, "pruned").count("score_clf") == 12
     assert "fit_center" not in tasks(run, "computed") and "fit_shift" not in tasks(run, "computed")
     ran = calls.take()
     assert ran == {"Classifier.fit": 6}
@@ -291,7 +293,7 @@ def test_widening_the_last_steps_grid_computes_only_the_new_candidates(
     # Changing only the last step's grid reuses every fitted preprocessing step.
     GridSearchCV(pipe, {**grid, "clf__C": [3.0]}, cv=3, refit=False).fit(X, y)
     run = hx.last_run(threaded_client)
-    assert tasks(run, "computed").count("candidate_clf") == 2
+    assert tasks(run, "computed").count("score_clf") == 6
     assert "fit_center" not in tasks(run, "computed") and "fit_shift" not in tasks(run, "computed")
     assert calls.take() == {"Classifier.fit": 6}
 
@@ -310,7 +312,7 @@ def test_a_step_parameter_mutated_between_searches_refits_that_step_and_below(
     GridSearchCV(pipe, grid, cv=3, refit=False).fit(X, y)
     run = hx.last_run(threaded_client)
     computed = tasks(run, "computed")
-    assert computed.count("fit_shift") == 3 and computed.count("candidate_clf") == 2
+    assert computed.count("fit_shift") == 3 and computed.count("score_clf") == 6
     assert "fit_center" not in computed
     ran = calls.take()
     assert ran["Shift.fit"] == 3 and ran["Classifier.fit"] == 6 and "Center.fit" not in ran
@@ -446,7 +448,7 @@ def test_editing_a_project_transformer_recomputes_its_step_and_below_in_a_fresh_
     edited = run("self.by + 0.0 * X.std()")  # Shift.transform edited, same results
     assert "fit_center" not in edited["computed"]
     assert edited["computed"].count("fit_shift") == 2
-    assert edited["computed"].count("candidate_clf") == 2
+    assert edited["computed"].count("score_clf") == 4
     ran = calls.take()
     assert "Center.fit" not in ran and ran["Shift.fit"] == 2 and ran["Classifier.fit"] == 4
     assert edited["scores"] == first["scores"]

@@ -224,7 +224,7 @@ def _edit_one_branch(threaded_client, module_factory, calls) -> None:
     computed = tasks(run, "computed")
     assert computed.count("fit_ct.shifted.shift") == 3
     assert computed.count("fit_ct.shifted.scale") == 3
-    assert computed.count("fit_ct") == 3 and computed.count("candidate_clf") == 2
+    assert computed.count("fit_ct") == 3 and computed.count("score_clf") == 6
     assert "fit_ct.center" not in computed and "fit_ct.cat" not in computed
     assert tasks(run, "loaded").count("fit_ct.center") == 3
     assert calls.take() == {"Shift.fit": 3, "Shift.transform": 3 * 2, "Classifier.fit": 6}
