@@ -154,27 +154,50 @@ def _distributions() -> Mapping[str, list[str]]:
     return importlib.metadata.packages_distributions()
 
 
-def _provides(meta: Path, top: str) -> bool:
-    """Whether the ``*.dist-info`` / ``*.egg-info`` directory ``meta`` provides import name
-    ``top``: by its ``top_level.txt`` if it has one, else by the ``.py`` files its file list
+def _provided(meta: Path) -> frozenset[str]:
+    """The import names the ``*.dist-info`` / ``*.egg-info`` directory ``meta`` provides: its
+    ``top_level.txt`` if it has one, else the top-level names of the ``.py`` files its file list
     names (the rule of :func:`importlib.metadata.packages_distributions`)."""
     declared = meta / "top_level.txt"
     if declared.is_file() and (names := declared.read_text(errors="replace").split()):
-        return top in names
+        return frozenset(names)
     for listing in ("RECORD", "installed-files.txt", "SOURCES.txt"):
         if not (meta / listing).is_file():
             continue
-        text = (meta / listing).read_text(errors="replace")
-        if f"{top}/" not in text and f"{top}.py" not in text:
-            return False
-        for line in text.splitlines():
+        tops = set()
+        for line in (meta / listing).read_text(errors="replace").splitlines():
             path = line.split(",", 1)[0].strip()
             if path.endswith(".py") and not path.startswith(("..", "/")):
                 head, _, rest = path.partition("/")
-                if (head if rest else head[: -len(".py")]) == top:
-                    return True
-        return False
-    return False
+                tops.add(head if rest else head[: -len(".py")])
+        return frozenset(tops)
+    return frozenset()
+
+
+_PROVIDERS: dict[Path, tuple[int, dict[str, list[Path]]]] = {}
+"""Site directory -> (its modification time, import name -> metadata directories there that
+provide it)."""
+
+
+def _providers(where: Path) -> dict[str, list[Path]] | None:
+    """Import name -> the metadata directories in ``where`` that provide it, in directory order;
+    read once while the directory is unchanged (installing or removing a distribution there
+    changes its modification time). None when ``where`` cannot be read."""
+    try:
+        stamp = where.stat().st_mtime_ns
+        held = _PROVIDERS.get(where)
+        if held is not None and held[0] == stamp:
+            return held[1]
+        metas = [e for e in where.iterdir() if e.suffix in (".dist-info", ".egg-info")]
+    except OSError:
+        return None
+    index: dict[str, list[Path]] = {}
+    for meta in metas:
+        if meta.is_dir():
+            for top in _provided(meta):
+                index.setdefault(top, []).append(meta)
+    _PROVIDERS[where] = (stamp, index)
+    return index
 
 
 def _metadata_name(meta: Path) -> str | None:
@@ -211,20 +234,16 @@ def _site_distributions(top: str) -> list[str] | None:
     None when that cannot be told this way (namespace package, module not found).
 
     Reads only that directory's metadata, where ``packages_distributions()`` reads the file lists
-    of every installed distribution (about a second in a data-science environment).
+    of every installed distribution (about a second in a data-science environment), and reads it
+    once for every name looked up there (see :func:`_providers`).
     """
     where = _install_dir(top)
     if where is None:
         return None
-    try:
-        metas = [e for e in where.iterdir() if e.suffix in (".dist-info", ".egg-info")]
-    except OSError:
+    providers = _providers(where)
+    if providers is None:
         return None
-    found = [
-        name
-        for meta in metas
-        if meta.is_dir() and _provides(meta, top) and (name := _metadata_name(meta))
-    ]
+    found = [name for meta in providers.get(top, ()) if (name := _metadata_name(meta))]
     return found or None
 
 

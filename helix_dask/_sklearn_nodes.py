@@ -85,14 +85,15 @@ def split(cv: Any, data: tuple[Any, Any], groups: Any, n_splits: int) -> list:
     return splits
 
 
-def fold(data: tuple[Any, Any], splits: list, i: int) -> Stage:
-    """The rows of split ``i``."""
+def fold(data: tuple[Any, Any], splits: list, i: int, train_scores: bool) -> Stage:
+    """The rows of split ``i``; the training rows twice only for train scores (a copy, as a
+    step fitted with ``copy=False`` may change its input in place)."""
     X, y = data
     train, test = splits[i]
     return Stage(
         train=_safe_indexing(X, train),
         test=_safe_indexing(X, test),
-        train_t=_safe_indexing(X, train),
+        train_t=_safe_indexing(X, train) if train_scores else None,
         y_train=None if y is None else _safe_indexing(y, train),
         y_test=None if y is None else _safe_indexing(y, test),
     )

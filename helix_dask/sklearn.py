@@ -370,7 +370,7 @@ class _HelixSearch(BaseSearchCV):
         data = builder.node("sklearn_data", _nodes.data, X, y, materialize=False)
         splits = builder.node("cv_split", _nodes.split, cv, data, groups, n_splits)
         folds = [
-            builder.node("cv_fold", _nodes.fold, data, splits, i, materialize=False)
+            builder.node("cv_fold", _nodes.fold, data, splits, i, train_scores, materialize=False)
             for i in range(n_splits)
         ]
         nodes = []

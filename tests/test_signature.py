@@ -388,6 +388,41 @@ def test_package_lookup_reads_one_directory_and_agrees_with_importlib(top: str) 
     assert sorted(set(_origin._site_distributions(top) or [])) == expected
 
 
+def test_package_lookup_reads_a_site_directory_once_until_a_distribution_is_installed(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def install(name: str, module: str) -> None:
+        (tmp_path / module).mkdir()
+        (tmp_path / module / "__init__.py").write_text("")
+        meta = tmp_path / f"{name}-1.0.dist-info"
+        meta.mkdir()
+        (meta / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        (meta / "top_level.txt").write_text(f"{module}\n")
+        later = tmp_path.stat().st_mtime_ns + 10**9  # a tick later, however coarse the clock
+        os.utime(tmp_path, ns=(later, later))
+        importlib.invalidate_caches()
+        monkeypatch.setitem(sys.modules, module, None)  # removed from sys.modules afterwards
+        del sys.modules[module]
+        importlib.import_module(module)
+
+    install("hx-site-one", "hx_site_one")
+    install("hx-site-two", "hx_site_two")
+    read: list[pathlib.Path] = []
+    provided = _origin._provided
+    monkeypatch.setattr(_origin, "_provided", lambda meta: read.append(meta) or provided(meta))
+
+    assert _origin._site_distributions("hx_site_one") == ["hx-site-one"]
+    assert len(read) == 2  # every distribution of the directory, once
+    assert _origin._site_distributions("hx_site_two") == ["hx-site-two"]
+    assert len(read) == 2  # the second name is looked up in what was read
+
+    install("hx-site-three", "hx_site_three")
+    assert _origin._site_distributions("hx_site_three") == ["hx-site-three"]
+    assert len(read) == 5  # the directory changed: read again
+
+
 def test_package_lookup_falls_back_for_modules_without_a_file() -> None:
     assert _origin._site_distributions("helix_no_such_module_loaded") is None
     assert _origin.package_versions("sys") == (("python", sys.version.split()[0]),)
