@@ -427,6 +427,28 @@ def test_a_distribution_version_follows_its_metadata(tmp_path, monkeypatch):
     assert dependency_digest(f"dist:{name}") == "2.0.post1"
 
 
+def test_a_distribution_version_follows_an_install_that_shadows_it(tmp_path, monkeypatch):
+    from helix_dask._trace import dependency_digest
+
+    name = f"helixfake{uuid.uuid4().hex[:8]}"
+    first, later = tmp_path / "first", tmp_path / "later"
+    first.mkdir(), later.mkdir()
+    monkeypatch.syspath_prepend(str(later))
+    _install(later, name, "1.0")
+    assert dependency_digest(f"dist:{name}") == "1.0"
+    monkeypatch.syspath_prepend(str(first))  # a new entry ahead of it: found there first
+    _install(first, name, "2.0")
+    assert dependency_digest(f"dist:{name}") == "2.0"
+    _install(first, name, "3.0")  # an upgrade in the entry ahead, the one behind unchanged
+    assert dependency_digest(f"dist:{name}") == "3.0"
+    for old in first.glob(f"{name}-*.dist-info"):  # uninstalled ahead: the one behind again
+        (old / "METADATA").unlink()
+        old.rmdir()
+    assert dependency_digest(f"dist:{name}") == "1.0"
+    _install(first, name, "4.0")  # into an entry ahead, ``sys.path`` unchanged
+    assert dependency_digest(f"dist:{name}") == "4.0"
+
+
 def test_code_of_a_module_imported_as_another_is_removed_is_found_by_its_file(
     module_factory,
 ):
