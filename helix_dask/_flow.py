@@ -21,6 +21,9 @@ CHILDREN_TIMEOUT = 600.0
 """Seconds a result's storage decision waits for its children's (then decides without)."""
 
 Evict = Callable[[list[Stored], str, "Run | None"], None]
+_Memo = dict[frozenset[str], tuple[Candidate, Verdict]]
+"""Children kept -> the candidate and its verdict, within one decision (nothing is reserved
+between the verdicts it holds, so the free bytes they were judged with are the same)."""
 
 
 class MaterializationFlow:
@@ -82,21 +85,20 @@ class MaterializationFlow:
             return skip
         model = self._model()
         children = self.book_children(node)
+        names = [c.meta.name for c in children]
         # One walk over the ancestors per decision (a fan-in's root has the whole graph above).
         recompute = recompute_seconds(node.run, node.key)
+        memo: _Memo = {}
         if any(not c.decided for c in children):
-            names = [c.meta.name for c in children]
-            free = self.ledger.free
-            alone = self.policy.decide(self._candidate(node, (), model, names, recompute), free)
+            alone = self._judged(node, (), model, names, recompute, memo)[1]
             if alone.outcome is Materialization.NO_SPACE and not self.policy.evicts:
                 return alone
-            with_children = self._candidate(node, names, model, names, recompute)
             if (
                 alone.outcome is not Materialization.SKIPPED
-                and not self.policy.decide(with_children, free).store
+                and not self._judged(node, names, model, names, recompute, memo)[1].store
             ):
                 return None
-        return self._final(node, model, children, recompute)
+        return self._final(node, model, children, recompute, memo)
 
     async def decide_later(self, node: NodeProgress) -> Verdict:
         """The verdict for ``node`` once its children computed in this run are decided."""
@@ -122,10 +124,11 @@ class MaterializationFlow:
         model: CostModel,
         children: list[NodeProgress],
         recompute: float | None = None,
+        memo: _Memo | None = None,
     ) -> Verdict:
         """The policy's verdict with what is known of the children, evicting to make room when
         the policy may; reserves the bytes of an accepted result. ``recompute``: its
-        recreation cost, when just computed."""
+        recreation cost, when just computed; ``memo``: the verdicts judged so far."""
         run, meta, nbytes, identity = node.run, node.meta, node.nbytes or 0, node.identity
         names = [c.meta.name for c in children]
         kept = set(model.stored)
@@ -134,8 +137,9 @@ class MaterializationFlow:
                 kept.add(c.meta.name)
             elif c.materialization is not None:
                 kept.discard(c.meta.name)  # decided in this run: not kept
-        candidate = self._candidate(node, kept, model, names, recompute)
-        verdict = self.policy.decide(candidate, self.ledger.free)
+        if recompute is None:
+            recompute = recompute_seconds(run, node.key)
+        candidate, verdict = self._judged(node, kept, model, names, recompute, memo or {})
         if verdict.outcome is Materialization.NO_SPACE and self.policy.evicts:
             victims = choose_evictions(
                 self.stored_values(model),
@@ -155,6 +159,24 @@ class MaterializationFlow:
             self.book.writing[identity] = node
             node.decide()
         return verdict
+
+    def _judged(
+        self,
+        node: NodeProgress,
+        kept: Collection[str],
+        model: CostModel,
+        names: list[str],
+        recompute: float,
+        memo: _Memo,
+    ) -> tuple[Candidate, Verdict]:
+        """``node`` as a candidate and the policy's verdict on it now, judged once per set of
+        its children kept (the only part of ``kept`` the reuse probability reads)."""
+        key = frozenset(kept).intersection(names)
+        found = memo.get(key)
+        if found is None:
+            candidate = self._candidate(node, key, model, names, recompute)
+            found = memo[key] = (candidate, self.policy.decide(candidate, self.ledger.free))
+        return found
 
     def _candidate(
         self,

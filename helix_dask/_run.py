@@ -108,6 +108,21 @@ class NodeProgress:
             self._id_waiters.append(fut)
         return fut
 
+    def measured(self) -> bool:
+        """Whether its run measured or settled anything of it since its plan was recorded: a
+        node that is neither computed nor loaded, and was never offered, keeps its planned row."""
+        return (
+            self.decision is Decision.COMPUTE
+            or self.decision is Decision.LOAD
+            or self.materialization is not None
+            or self.reason != ""
+            or self.compute_seconds is not None
+            or self.load_seconds is not None
+            or self.write_seconds is not None
+            or self.nbytes is not None
+            or self.metrics is not None
+        )
+
     def record(self) -> NodeRecord:
         m = self.meta
         return NodeRecord(

@@ -8,7 +8,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 
 from ._catalog_writer import CatalogWriter
@@ -36,6 +35,8 @@ class WriteQueue:
         self._applied = 0
         self._cond = threading.Condition()
         self._waiters = 0
+        self._hurry = threading.Event()
+        """Set by :meth:`flush` and :meth:`close`: end the wait for more writes now."""
         self._thread = threading.Thread(target=self._loop, name="helix-catalog", daemon=True)
         self._thread.start()
 
@@ -46,18 +47,14 @@ class WriteQueue:
     def _loop(self) -> None:
         while True:
             batch = [self._queue.get()]
-            # Collect what arrives for a moment (a busy scheduler sends a write per finished
+            # Let writes pile up for a moment (a busy scheduler sends a write per finished
             # task: one transaction each would keep this thread, and the GIL, busy), unless
-            # someone waits for the writes (flush) or the queue is closing.
-            until = time.monotonic() + LINGER
-            while batch[-1] is not _STOP and batch[-1] is not _WAKE and not self._waiters:
-                left = until - time.monotonic()
-                try:
-                    batch.append(
-                        self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-                    )
-                except queue.Empty:
-                    break
+            # someone waits for the writes (flush) or the queue is closing. The thread sleeps
+            # on an event, not on the queue: a write submitted meanwhile wakes nothing, so the
+            # event loop hands the GIL over once per batch instead of once per write.
+            if batch[0] is not _STOP and batch[0] is not _WAKE and not self._waiters:
+                self._hurry.wait(LINGER)
+            self._hurry.clear()
             while True:  # and whatever queued meanwhile
                 try:
                     batch.append(self._queue.get_nowait())
@@ -87,7 +84,8 @@ class WriteQueue:
         with self._cond:
             self._waiters += 1
             try:
-                self._queue.put(_WAKE)  # ends a batch that is waiting for more writes
+                self._queue.put(_WAKE)  # wakes an idle writer
+                self._hurry.set()  # ends a batch that is waiting for more writes
                 return self._cond.wait_for(lambda: self._applied >= target, timeout)
             finally:
                 self._waiters -= 1
@@ -100,4 +98,5 @@ class WriteQueue:
 
     def close(self) -> None:
         self._queue.put(_STOP)
+        self._hurry.set()
         self._thread.join(timeout=60)

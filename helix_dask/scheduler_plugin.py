@@ -799,7 +799,9 @@ class HelixSchedulerPlugin(SchedulerPlugin):
 
         def write(c: CatalogWriter) -> None:
             # run.version is read here: an unrecorded run gets its id when its row is written.
-            records = [n.record() for n in nodes]  # on the writer thread, off the event loop
+            # On the writer thread, off the event loop; the rows of nodes nothing measured
+            # (pruned, held on the cluster) were written whole when the run was planned.
+            records = [n.record() for n in nodes if n.measured()]
             c.update_measurements(run.version, records)
             c.record_events(dataclasses.replace(e, version=run.version) for e in events)
             c.finish_version(run.version, str(status), run.time_saved, run.measured)
