@@ -759,12 +759,7 @@ def _still(where: _Where) -> bool:
         return False
     if any(_dir_stamp(e) != s for e, s in zip(where.path, where.dirs, strict=True)):
         return False
-    name = str(where.metadata[1])
-    try:
-        st = os.stat(os.path.join(str(where.metadata[0]), name))
-    except OSError:
-        return False
-    return where.metadata == (where.metadata[0], name, st.st_size, st.st_mtime_ns, st.st_ino)
+    return where.metadata == _file_stamp(str(where.metadata[0]), str(where.metadata[1]))
 
 
 def _metadata_stamp(found: importlib.metadata.Distribution) -> tuple[object, ...] | None:
@@ -774,12 +769,18 @@ def _metadata_stamp(found: importlib.metadata.Distribution) -> tuple[object, ...
     if path is None:
         return None
     for name in ("METADATA", "PKG-INFO"):
-        try:
-            st = os.stat(os.path.join(path, name))
-        except OSError:
-            continue
-        return (os.fspath(path), name, st.st_size, st.st_mtime_ns, st.st_ino)
+        if (stamp := _file_stamp(os.fspath(path), name)) is not None:
+            return stamp
     return None
+
+
+def _file_stamp(directory: str, name: str) -> tuple[object, ...] | None:
+    """(directory, name, size, modification time, inode) of a file; None when it is gone."""
+    try:
+        st = os.stat(os.path.join(directory, name))
+    except OSError:
+        return None
+    return (directory, name, st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def _resolve(dep: str, scope: Mapping[str, Any] | None) -> Any:
