@@ -1,8 +1,9 @@
 """``python -m benchmarks [--quick]``: run the workflows and micro-benchmarks, write the results.
 
-Full mode (about 30-40 min on 2 cores): full sizes, 10 iterations per workflow, 3 repeats, each
-iteration a new Python process connected to a per-strategy LocalCluster(n_workers=2,
-threads_per_worker=1); graphchain in a virtual environment of its own (``_graphchain``).
+Full mode (about 30-35 min on 2 cores): full sizes, 10 iterations per workflow, 3 repeats
+(diagnostic strategies in the first only), each iteration a new Python process connected to
+a per-strategy LocalCluster(n_workers=2, threads_per_worker=1); graphchain in a virtual
+environment of its own (``_graphchain``).
 ``--size large``: 3-4x the data, one repeat. ``--size paper``: sizes where plain Dask takes
 20 s or more per iteration here, one repeat (hours; run once per release). Quick mode
 (≤ 3 min): small sizes, 4 iterations per workflow, iterations in the driver process on threaded

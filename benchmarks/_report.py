@@ -259,8 +259,10 @@ def _header(data: dict[str, Any]) -> list[str]:
         "",
         f"`helix_dask` below means the default policy `{data['default_policy']}`; every "
         "registered policy runs (`helix:<policy>`); `@tight` runs use a budget of "
-        f"{data['tight_fraction']:.0%} of what policy `all` stored in the same repeat; "
-        "`helix:none@trace` is `helix:none` with `helix.trace: always` (every compute traced).",
+        f"{data['tight_fraction']:.0%} of what policy `all` stored in the first repeat; "
+        "`helix:none@trace` is `helix:none` with `helix.trace: always` (every compute traced). "
+        "Diagnostics no target is judged on (unbounded policies other than the default and "
+        "`none`, and `helix:none@trace`) run in the first repeat only.",
         "",
         "Reference costs (`benchmarks/_oracle.py`): per-node compute costs are the fastest "
         "computes measured in the `helix:none` runs (they write nothing, so no write competed "

@@ -183,7 +183,7 @@ WORKFLOW = Workflow(
     sizes={
         "smoke": {"rows": 4_000, "max_iter": 10},
         "quick": {"rows": 100_000, "max_iter": 20},
-        "full": {"rows": 250_000, "max_iter": 30},
+        "full": {"rows": 200_000, "max_iter": 30},
         "large": {"rows": 1_000_000, "max_iter": 30},
         "paper": {"rows": 4_000_000, "max_iter": 30},
     },

@@ -141,7 +141,7 @@ WORKFLOW = Workflow(
     sizes={
         "smoke": {"docs": 1_500, "vocabulary": 500},
         "quick": {"docs": 8_000, "vocabulary": 2000},
-        "full": {"docs": 20_000, "vocabulary": 4000},
+        "full": {"docs": 16_000, "vocabulary": 4000},
         "large": {"docs": 80_000, "vocabulary": 4000},
         "paper": {"docs": 200_000, "vocabulary": 4000},
     },

@@ -1,0 +1,42 @@
+"""Which strategies the benchmark runs in which repeat, and how the tight budget is sized.
+
+The driver's loop is exercised with the per-strategy run replaced by a recorder, so this checks
+the schedule (every target's strategies in every repeat, diagnostics once), not timings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import _driver
+from benchmarks._report import default_policy
+
+JUDGED = {"dask", "joblib", f"helix:{default_policy()}", "helix:none"}
+"""Strategies a target is judged on, besides the tight-budget runs."""
+
+
+def test_targets_run_every_repeat_and_diagnostics_only_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[tuple[str, Any]] = []
+
+    def record(name, size, n, strategy, sdir, in_process, processes, log):
+        ran.append((strategy["id"], strategy.get("budget")))
+        stored = 1000 + len(ran)  # differs per run: the tight budget must come from repeat 0
+        return 0.0, [{"index": i, "seconds": 0.1, "storage_bytes": stored} for i in range(n)]
+
+    monkeypatch.setattr(_driver, "_run_strategy", record)
+    result = _driver.run_workflow("tabular", "smoke", 2, 3, tmp_path, in_process=True)
+    runs = result["runs"]
+    for sid in JUDGED | {s for s in runs if s.endswith("@tight")}:
+        assert [r["repeat"] for r in runs[sid]] == [0, 1, 2], sid
+    diagnostics = {"helix:none@trace", "helix:all"} | {
+        f"helix:{p}" for p in _driver.POLICIES if p not in (default_policy(), "none")
+    }
+    for sid in diagnostics:
+        assert [r["repeat"] for r in runs[sid]] == [0], sid
+    all_stored = runs["helix:all"][0]["iterations"][-1]["storage_bytes"]
+    tight = {b for sid, b in ran if sid.endswith("@tight")}
+    assert tight == {int(all_stored * _driver.TIGHT_FRACTION)}
