@@ -123,7 +123,7 @@ def scopes(codes: Iterable[types.CodeType], roots: Iterable[object] = ()) -> See
     out: Seen = {}
     unknown: set[types.CodeType] = set()
     for code in codes:
-        namespace = _namespace_of(code.co_filename)
+        namespace = _namespace_of(code.co_filename, code)
         if namespace is not None:
             out[code] = namespace
         else:
@@ -211,30 +211,86 @@ def _nested_scopes(code: types.CodeType, scope: Mapping[str, Any], into: Seen) -
 
 
 _by_file: dict[str, Mapping[str, Any]] = {}
+_twins: dict[str, list[Mapping[str, Any]]] = {}
+"""File -> every module namespace loaded from it, for files loaded as more than one module
+(a script run as ``python -m pkg.script`` that imports ``pkg.script``; a worker process's
+``__mp_main__`` and the same file imported by name to unpickle a task)."""
 _modules_seen: tuple[int, object, int] = (0, None, 0)
 
 
-def _namespace_of(filename: str) -> Mapping[str, Any] | None:
+def _namespace_of(filename: str, code: types.CodeType | None = None) -> Mapping[str, Any] | None:
     """The namespace of the module loaded from ``filename`` now (checked against
-    ``sys.modules`` on every use: a module imported again has a new namespace)."""
+    ``sys.modules`` on every use: a module imported again has a new namespace); of a file
+    loaded as several modules, the one holding ``code``."""
     global _modules_seen
     if filename.startswith("<frozen "):
         module = sys.modules.get(filename[len("<frozen ") : -1])
         return getattr(module, "__dict__", None)
     namespace = _by_file.get(filename)
     if namespace is not None and _current(namespace):
-        return namespace
+        return _holder(filename, code) or namespace
     if namespace is not None or _modules_now() != _modules_seen:
         _modules_seen = _modules_now()
         _by_file.clear()
+        _twins.clear()
         for module in list(sys.modules.values()):
             path = getattr(module, "__file__", None)
-            if isinstance(path, str):
-                _by_file.setdefault(path, vars(module))
+            if not isinstance(path, str):
+                continue
+            first = _by_file.setdefault(path, vars(module))
+            if first is not vars(module) and not any(
+                vars(module) is n for n in _twins.get(path, ())
+            ):
+                _twins.setdefault(path, [first]).append(vars(module))
         namespace = _by_file.get(filename)
         if namespace is not None and _current(namespace):
+            return _holder(filename, code) or namespace
+    return None
+
+
+def _holder(filename: str, code: types.CodeType | None) -> Mapping[str, Any] | None:
+    """Of the modules loaded from ``filename`` (when more than one), the one whose
+    definitions hold ``code``; None when the file is one module's or none holds it."""
+    twins = _twins.get(filename)
+    if not twins or code is None:
+        return None
+    for namespace in twins:
+        if _current(namespace) and _holds(namespace, code):
             return namespace
     return None
+
+
+def _holds(namespace: Mapping[str, Any], code: types.CodeType) -> bool:
+    """Whether ``code`` is the code of the top-level definition its qualified name starts
+    with in ``namespace``, or nested in it (functions, methods, wrapped functions)."""
+    top = namespace.get(code.co_qualname.split(".", 1)[0])
+    todo, seen = [top], set()
+    while todo:
+        obj = todo.pop()
+        if obj is None or id(obj) in seen or len(seen) > 1000:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, staticmethod | classmethod | types.MethodType):
+            todo.append(obj.__func__)
+        elif isinstance(obj, property):
+            todo.extend((obj.fget, obj.fset, obj.fdel))
+        elif isinstance(obj, types.FunctionType):
+            if _nests(obj.__code__, code):
+                return True
+            todo.append(obj.__dict__.get("__wrapped__"))
+        elif isinstance(obj, type):
+            todo.extend(vars(obj).values())
+        else:  # a wrapper object (a task): the function it holds
+            own = getattr(obj, "__dict__", None)
+            if isinstance(own, dict):
+                todo.extend(v for v in own.values() if isinstance(v, types.FunctionType))
+    return False
+
+
+def _nests(outer: types.CodeType, code: types.CodeType) -> bool:
+    if outer is code:
+        return True
+    return any(isinstance(c, types.CodeType) and _nests(c, code) for c in outer.co_consts)
 
 
 def _modules_now() -> tuple[int, object, int]:
