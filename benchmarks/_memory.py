@@ -1,7 +1,7 @@
 """Memory: a worker's peak RSS on a chain of large intermediates, helix against plain Dask.
 
 ``python -m benchmarks._memory [MB]`` runs a chain of seven tasks, each passing a ~``MB`` MB
-(default 400) float64 array to the next, on a one-worker, one-thread cluster of worker
+(default 400) float64 array to the next, on a cluster of two one-thread worker
 processes: plain ``dask.delayed``, then helix with a budget too small for any result
 (100 MB), then helix with a 10 GB budget (the requested output is written). Each
 configuration gets a fresh cluster; a thread in the worker samples its RSS every 2 ms. It
@@ -98,9 +98,24 @@ def peak(mb: int, budget: str | None) -> tuple[int, int]:
     return before, top
 
 
+BUDGETS = ("100 MB", "10 GB")
+"""Too small for any intermediate, and large enough for all (only the output is wanted)."""
+
+
+def measure(mb: int) -> dict[str, object]:
+    """The peaks of plain Dask and of helix under each of :data:`BUDGETS`, for the report."""
+    rows = [{"config": "plain", "budget": None, **_row(peak(mb, None))}]
+    rows += [{"config": f"helix {b}", "budget": b, **_row(peak(mb, b))} for b in BUDGETS]
+    return {"mb": mb, "steps": STEPS, "rows": rows}
+
+
+def _row(sample: tuple[int, int]) -> dict[str, int]:
+    return {"before_bytes": sample[0], "peak_bytes": sample[1]}
+
+
 def main(mb: int) -> None:
     rows = {"plain": peak(mb, None)}
-    for budget in ("100 MB", "10 GB"):
+    for budget in BUDGETS:
         rows[f"helix {budget}"] = peak(mb, budget)
     plain = rows["plain"][1]
     for name, (before, top) in rows.items():

@@ -450,4 +450,9 @@ def run_micro(
     out["artifact_load"] = artifact_load(gb, 5)
     log("micro: small artifacts")
     out["small_artifacts"] = small_artifacts(100 if quick else 200)
+    mb = 100 if quick else 400
+    log(f"micro: peak worker memory, a chain of {mb} MB intermediates")
+    from . import _memory
+
+    out["memory"] = _memory.measure(mb)
     return out

@@ -555,6 +555,36 @@ def _micro_section(micro: dict[str, Any], verdicts: list[str]) -> list[str]:
         verdicts.append(f"Zarr load {c}: {r:.2f}x np.load speed (≥ 1.0): {_ok(r >= 1.0)}")
     if "small_artifacts" in micro:
         lines += _small_artifacts_section(micro["small_artifacts"], verdicts)
+    if "memory" in micro:
+        lines += _memory_section(micro["memory"], verdicts)
+    return lines
+
+
+def _memory_section(memory: dict[str, Any], verdicts: list[str]) -> list[str]:
+    lines = [
+        "",
+        "### Peak worker memory on large intermediates",
+        "",
+        f"`benchmarks/_memory.py`: a chain of {memory['steps']} tasks passing "
+        f"{memory['mb']} MB float64 arrays on two worker processes of one thread, a fresh "
+        "cluster per row; the larger worker RSS, sampled every 2 ms. Under 100 MB no result can be "
+        "stored; under 10 GB the requested output is.",
+        "",
+        "| configuration | RSS before (GiB) | peak RSS (GiB) | peak / plain |",
+        "|---|---|---|---|",
+    ]
+    plain = next(r["peak_bytes"] for r in memory["rows"] if r["budget"] is None)
+    for r in memory["rows"]:
+        lines.append(
+            f"| {r['config']} | {r['before_bytes'] / 2**30:.2f} | {r['peak_bytes'] / 2**30:.2f} "
+            f"| {r['peak_bytes'] / plain:.2f} |"
+        )
+        if r["budget"] is not None:
+            ratio = r["peak_bytes"] / plain
+            verdicts.append(
+                f"peak worker memory, helix {r['budget']} / plain: {ratio:.2f}x (≤ 1.15): "
+                f"{_ok(ratio <= 1.15)}"
+            )
     return lines
 
 

@@ -1,4 +1,5 @@
-"""Which strategies the benchmark runs in which repeat, and how the tight budget is sized.
+"""Which strategies the benchmark runs in which repeat, how the tight budget is sized, and how
+the peak-memory table judges its target.
 
 The driver's loop is exercised with the per-strategy run replaced by a recorder, so this checks
 the schedule (every target's strategies in every repeat, diagnostics once), not timings."""
@@ -40,3 +41,18 @@ def test_targets_run_every_repeat_and_diagnostics_only_the_first(
     all_stored = runs["helix:all"][0]["iterations"][-1]["storage_bytes"]
     tight = {b for sid, b in ran if sid.endswith("@tight")}
     assert tight == {int(all_stored * _driver.TIGHT_FRACTION)}
+
+
+def test_peak_memory_verdict_compares_each_helix_budget_with_plain() -> None:
+    from benchmarks._report import _memory_section
+
+    gib = 2**30
+    rows = [
+        {"config": "plain", "budget": None, "before_bytes": gib // 10, "peak_bytes": gib},
+        {"config": "helix 100 MB", "budget": "100 MB", "before_bytes": 0, "peak_bytes": gib},
+        {"config": "helix 10 GB", "budget": "10 GB", "before_bytes": 0, "peak_bytes": 2 * gib},
+    ]
+    verdicts: list[str] = []
+    table = _memory_section({"mb": 400, "steps": 7, "rows": rows}, verdicts)
+    assert sum(line.startswith("| ") for line in table) == 1 + len(rows)
+    assert [v.rsplit(": ", 1)[1] for v in verdicts] == ["met", "**missed**"]
