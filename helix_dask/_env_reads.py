@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from helix_dask._fingerprint import digest_of_strings
+from helix_dask._memo_reads import memo_frames, remember
 
 ENV = "env:"
 """Prefix of an environment variable the node's project code read: ``env:<NAME>``, its digest
@@ -79,12 +80,14 @@ class EnvReads:
         """Record ``key`` if the first caller outside ``os.environ``'s code is the project's.
         Never raises: an exception here would fail the user's read."""
         try:
-            if not isinstance(key, str) or key in self.names:
+            if not isinstance(key, str):
                 return
             while frame is not None and frame.f_globals.get("__name__") in _ENVIRON_MODULES:
                 frame = frame.f_back
             if frame is not None and _project_frame(frame):
                 self.names[key] = None
+                # A memoized function's later calls will not read it again: it remembers.
+                remember(memo_frames(frame), ENV + key)
         except Exception:  # a read is never failed by its recording
             pass
 

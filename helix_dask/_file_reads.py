@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from helix_dask._fingerprint import digest_of_strings
+from helix_dask._memo_reads import memo_frames, remember
 
 FILE = "file:"
 """Prefix of a data file the node read by path: ``file:<absolute path>``, its digest the
@@ -52,12 +53,13 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     if files is None:
         return
     try:
-        if _import_system(sys._getframe(1).f_code.co_filename):
+        frame = sys._getframe(1)
+        if _import_system(frame.f_code.co_filename):
             return  # looking for modules or distributions: versions stand for what it finds
         if event == "open":
-            files.opened(args[0], args[2] if len(args) > 2 else None, args[1])
+            files.opened(args[0], args[2] if len(args) > 2 else None, args[1], frame)
         elif event in ("os.listdir", "os.scandir"):
-            files.listed(args[0])
+            files.listed(args[0], frame)
     except Exception:  # a path that cannot be decoded is simply not recorded
         pass
 
@@ -89,6 +91,8 @@ class FileReads:
         self.dirs: dict[str, None] = {}
         self.relative: set[str] = set()
         """Paths among those read or listed that were given relative to the working dir."""
+        self.memo: dict[str, tuple[str, ...]] = {}
+        """Path read or listed -> the memoized functions running when it was (``_memo_reads``)."""
         self.declared = _declared_files([*args, *kwargs.values()])
 
     def __enter__(self) -> FileReads:
@@ -105,10 +109,11 @@ class FileReads:
     def __exit__(self, *exc: object) -> None:
         _recording.files = self.outer
 
-    def opened(self, path: Any, flags: Any, mode: Any) -> None:
+    def opened(self, path: Any, flags: Any, mode: Any, frame: Any = None) -> None:
         if not isinstance(path, str | bytes):
             return  # a file descriptor: its file was opened (and recorded) before
         name = os.path.abspath(os.fsdecode(path))
+        self._under(name, frame)
         if not os.path.isabs(path):
             self.relative.add(name)
         if isinstance(flags, int):
@@ -123,11 +128,17 @@ class FileReads:
         if reads:
             self.read.setdefault(name, None)
 
-    def listed(self, path: Any) -> None:
+    def _under(self, name: str, frame: Any) -> None:
+        memo = memo_frames(frame)
+        if memo:
+            self.memo[name] = (*self.memo.get(name, ()), *memo)
+
+    def listed(self, path: Any, frame: Any = None) -> None:
         if path is None:
             path = "."
         if isinstance(path, str | bytes):
             name = os.path.abspath(os.fsdecode(path))
+            self._under(name, frame)
             if not os.path.isabs(path):
                 self.relative.add(name)
             self.dirs.setdefault(name, None)
@@ -143,6 +154,12 @@ class FileReads:
                 out[LISTING + name] = {}
         if any(dep.partition(":")[2] in self.relative for dep in out):
             out[CWD] = {}
+        for dep in out:
+            under = self.memo.get(dep.partition(":")[2])
+            if under:
+                remember(under, dep)
+                if dep.partition(":")[2] in self.relative:
+                    remember(under, CWD)
         return out
 
 

@@ -50,6 +50,7 @@ from helix_dask._file_reads import (
     listing_digest,
 )
 from helix_dask._fingerprint import Hasher, digest_of_strings
+from helix_dask._memo_reads import recalled
 from helix_dask._profile_trace import call_profiled, left_installed, switch
 
 logger = logging.getLogger("helix_dask.signature")
@@ -485,6 +486,10 @@ def settle(
         deps = uncovered(ann, trace)
         learn(str(ann.get("code") or ""), deps)  # before the next call of this code starts
     traced = None if trace is None else list(deps)
+    # What memoized functions it reaches read when their cache was filled (a call answered
+    # from the cache reads nothing itself).
+    reaches = [*(ann.get("sources") or ()), *(trace or ()), *(ann.get("deps") or ())]
+    deps = {**recalled(reaches), **deps}
     if not deps:
         return Requirements({}, traced, time.perf_counter() - t0)
     ran = ran or {}

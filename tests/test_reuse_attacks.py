@@ -434,13 +434,6 @@ def second(x):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a memoized helper's cache hit reads nothing: a task that only hits the cache "
-    "records no environment (or file) read, so its result is stored without that "
-    "requirement; attributing the reads of a cache miss to the memoized function, and to "
-    "the later callers the signature shows reaching it, is not implemented",
-)
 def test_a_memoized_helper_that_reads_the_environment_is_verified_for_every_caller(
     threaded_client, module_factory: Callable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -451,6 +444,96 @@ def test_a_memoized_helper_that_reads_the_environment_is_verified_for_every_call
     monkeypatch.setenv("HELIX_ATTACK_MEMO_MODE", "b")
     mod = module_factory("attack_memo_env", MEMO_ENV_SOURCE)  # a fresh module, empty cache
     assert mod.second(1).compute() == "1:b"
+
+
+MEMO_FILE_SOURCE = """
+import functools
+import os
+
+import helix_dask as hx
+
+
+class Settings:
+    @staticmethod
+    @functools.cache
+    def flavour():
+        return os.environ.get("HELIX_ATTACK_MEMO_FLAVOUR", "plain")
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
+@functools.lru_cache(maxsize=8)
+def load(path):
+    return _read(path)  # the read is made below the memoized function
+
+
+def describe(path):
+    return f"{load(path)}/{Settings.flavour()}"
+
+
+@hx.task
+def fill(path):
+    return describe(path)
+
+
+@hx.task
+def hit(path):
+    return describe(path)
+"""
+
+
+def test_reads_below_memoized_functions_and_methods_are_verified_for_cache_hits(
+    threaded_client, module_factory: Callable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "table.txt"
+    path.write_text("v1")
+    monkeypatch.setenv("HELIX_ATTACK_MEMO_FLAVOUR", "sweet")
+    mod = module_factory("attack_memo_file", MEMO_FILE_SOURCE)
+    assert mod.fill(str(path)).compute() == "v1/sweet"  # fills both caches
+    assert mod.hit(str(path)).compute() == "v1/sweet"  # answered from the caches
+    assert hx.last_run(threaded_client).stored == ["hit"]
+    path.write_text("v2")
+    mod = module_factory("attack_memo_file", MEMO_FILE_SOURCE)  # a new run: empty caches
+    assert mod.hit(str(path)).compute() == "v2/sweet"
+    monkeypatch.setenv("HELIX_ATTACK_MEMO_FLAVOUR", "sour")
+    mod = module_factory("attack_memo_file", MEMO_FILE_SOURCE)
+    assert mod.hit(str(path)).compute() == "v2/sour"
+
+
+PLAIN_LOADER_SOURCE = """
+import helix_dask as hx
+
+
+def load(path):
+    with open(path) as f:
+        return f.read()
+
+
+@hx.task
+def read_one(path):
+    return load(path)
+"""
+
+
+def test_a_plain_loader_makes_each_node_require_only_the_file_it_read(
+    threaded_client, module_factory: Callable, tmp_path: Path
+) -> None:
+    # Reads are remembered across calls only for memoized functions: a loader called with
+    # one path per node must not make every node depend on every file it ever read.
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("A")
+    b.write_text("B")
+    mod = module_factory("attack_plain_loader", PLAIN_LOADER_SOURCE)
+    assert mod.read_one(str(a)).compute() == "A"
+    assert mod.read_one(str(b)).compute() == "B"
+    a.write_text("A2")
+    assert mod.read_one(str(b)).compute() == "B"
+    assert hx.last_run(threaded_client).loaded == ["read_one"]
+    assert mod.read_one(str(a)).compute() == "A2"
+    assert hx.last_run(threaded_client).computed == ["read_one"]
 
 
 # ---------------------------------------------------------------- data files
