@@ -7,17 +7,26 @@ flag check when nothing is recorded) passes the ``open``, ``os.listdir`` and ``o
 events of the calling thread to a :class:`FileReads`; the files read become requirements
 ``file:<absolute path>`` (digest: the content digest) and the directories listed
 ``listing:<absolute path>`` (digest: the names in it), verified before reuse like code.
+
+A path the project's code only tests (``os.path.exists``, ``isfile``, ``getsize``,
+``Path.is_dir``) raises no audit event: ``os.stat`` and ``os.lstat`` are replaced, once per
+process, by stand-ins that pass the tested path to the recorder before calling the original
+(one thread-local check per call when nothing is recorded). Tested paths that the call did not
+also read become ``stat:<absolute path>`` (digest: missing, a directory, or a file's type,
+size and modification time).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import stat
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from helix_dask._env_reads import _project_frame
 from helix_dask._fingerprint import digest_of_strings
 from helix_dask._memo_reads import memo_frames, remember
 
@@ -28,6 +37,12 @@ file's content digest."""
 LISTING = "listing:"
 """Prefix of a directory the node listed (``os.listdir``, ``os.scandir``, ``glob``): its digest
 covers the names in it."""
+
+
+STAT = "stat:"
+"""Prefix of a path the node's project code only tested (``os.path.exists``, ``isfile``,
+``getsize``, ``Path.is_dir``...) without reading it: ``stat:<absolute path>``, its digest
+whether it exists, its type and, for a file, its size and modification time."""
 
 
 CWD = "cwd:"
@@ -66,6 +81,58 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
 
 _FILE_EVENTS = frozenset({"open", "os.listdir", "os.scandir"})
 
+_PATH_MODULES = frozenset({"os", "genericpath", "posixpath", "ntpath", "pathlib"})
+"""Modules whose functions test paths for their callers (``os.path.exists`` calls ``os.stat``):
+the caller that counts is the first frame outside them."""
+_real: dict[str, Callable[..., Any]] = {}
+"""The ``os`` functions replaced by recording ones (``stat``, ``lstat``), by name."""
+
+
+def _probing(name: str) -> Callable[..., Any]:
+    """A stand-in for ``os.<name>`` passing the paths project code tests to the calling
+    thread's recorder (Python raises no audit event for a stat), then calling the original."""
+    real = getattr(os, name)
+
+    def probe(path: Any, *args: Any, **kwargs: Any) -> Any:
+        files = _recording.files
+        if files is not None and isinstance(path, str | bytes | os.PathLike):
+            _recording.files = None  # what recording itself tests is not recorded
+            try:
+                files.probed(path, sys._getframe(1))
+            except Exception:  # a path that cannot be decoded is simply not recorded
+                pass
+            finally:
+                _recording.files = files
+        return real(path, *args, **kwargs)
+
+    probe.__name__ = probe.__qualname__ = name
+    probe.__module__ = "os"
+    probe.__doc__ = real.__doc__
+    probe.__wrapped__ = real  # type: ignore[attr-defined]
+    return probe
+
+
+def _install_probes() -> None:
+    """Replace ``os.stat`` and ``os.lstat`` by recording stand-ins (once per process). The
+    capability sets (``os.supports_follow_symlinks``...) list the stand-ins too, so code that
+    asks what ``os.stat`` supports gets the same answers."""
+    for name in ("stat", "lstat"):
+        if name in _real:
+            continue
+        real = getattr(os, name)
+        probe = _probing(name)
+        for capability in (
+            os.supports_dir_fd,
+            os.supports_fd,
+            os.supports_follow_symlinks,
+            os.supports_effective_ids,
+        ):
+            if real in capability:
+                capability.add(probe)
+        _real[name] = real
+        setattr(os, name, probe)
+
+
 _METADATA_FINDERS = (
     os.path.join("importlib", "metadata", ""),
     os.path.join("importlib_metadata", ""),
@@ -91,6 +158,8 @@ class FileReads:
         self.dirs: dict[str, None] = {}
         self.relative: set[str] = set()
         """Paths among those read or listed that were given relative to the working dir."""
+        self.probes: dict[str, None] = {}
+        """Paths project code tested (stat) without reading them."""
         self.memo: dict[str, tuple[str, ...]] = {}
         """Path read or listed -> the memoized functions running when it was (``_memo_reads``)."""
         self.declared = _declared_files([*args, *kwargs.values()])
@@ -101,6 +170,7 @@ class FileReads:
             with _install_lock:
                 if not _audit_installed:
                     sys.addaudithook(_audit)
+                    _install_probes()
                     _audit_installed = True
         self.outer = _recording.files
         _recording.files = self
@@ -128,6 +198,20 @@ class FileReads:
         if reads:
             self.read.setdefault(name, None)
 
+    def probed(self, path: Any, frame: Any) -> None:
+        """``os.stat``/``os.lstat`` of ``path``, called from ``frame``: recorded when the first
+        caller outside the path modules is the project's."""
+        while frame is not None and frame.f_globals.get("__name__") in _PATH_MODULES:
+            frame = frame.f_back
+        if frame is None or not _project_frame(frame):
+            return
+        raw = os.fspath(path)
+        name = os.path.abspath(os.fsdecode(raw))
+        self._under(name, frame)
+        if not os.path.isabs(raw):
+            self.relative.add(name)
+        self.probes.setdefault(name, None)
+
     def _under(self, name: str, frame: Any) -> None:
         memo = memo_frames(frame)
         if memo:
@@ -152,6 +236,14 @@ class FileReads:
         for name in self.dirs:
             if _data_path(name, self.declared) and not os.path.isfile(name):
                 out[LISTING + name] = {}
+        for name in self.probes:
+            if (
+                name not in self.read
+                and name not in self.written
+                and LISTING + name not in out
+                and _data_path(name, self.declared)
+            ):
+                out[STAT + name] = {}
         if any(dep.partition(":")[2] in self.relative for dep in out):
             out[CWD] = {}
         for dep in out:
@@ -228,6 +320,24 @@ def file_digest(path: str) -> str:
     if os.path.isfile(path):
         return file_fingerprint(path)
     return _hexdigest("directory" if os.path.isdir(path) else "missing", path)
+
+
+def stat_digest(path: str) -> str:
+    """What testing ``path`` can tell here, for the path itself and what a link leads to:
+    missing, a directory, or a file of this type, size and modification time (a rewrite that
+    changes neither is not seen; a file read by content is a ``file:`` requirement instead)."""
+    parts = []
+    for look in (os.lstat, os.stat):  # the path itself (a link?), then what it leads to
+        try:
+            st = look(path)
+        except OSError:
+            parts.append("missing")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            parts.append("directory")
+        else:
+            parts.append(f"{st.st_mode} {st.st_size} {st.st_mtime_ns}")
+    return _hexdigest("stat", path, *parts)
 
 
 def cwd_digest() -> str:

@@ -44,10 +44,12 @@ from helix_dask._file_reads import (
     CWD,
     FILE,
     LISTING,
+    STAT,
     FileReads,
     cwd_digest,
     file_digest,
     listing_digest,
+    stat_digest,
 )
 from helix_dask._fingerprint import Hasher, digest_of_strings
 from helix_dask._memo_reads import recalled
@@ -618,7 +620,7 @@ def covered(dep: str, sources: Iterable[str], packages: Iterable[str]) -> bool:
     or its distribution's version was recorded."""
     if dep.startswith(DIST):
         return dep[len(DIST) :] in _as_set(packages)
-    if dep.startswith((FILE, LISTING, ENV, CWD)):
+    if dep.startswith((FILE, LISTING, STAT, ENV, CWD)):
         return False
     names = _as_set(sources)
     parts = dep.split(".")
@@ -648,6 +650,8 @@ def dependency_digest(
         return file_digest(dep[len(FILE) :])
     if dep.startswith(LISTING):
         return listing_digest(dep[len(LISTING) :])
+    if dep.startswith(STAT):
+        return stat_digest(dep[len(STAT) :])
     if dep.startswith(ENV):
         return env_digest(dep[len(ENV) :])
     if dep == CWD:

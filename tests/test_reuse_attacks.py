@@ -576,11 +576,6 @@ def flag(path):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a file only tested with os.stat/os.path.exists (never opened) leaves no trace: "
-    "Python raises no audit event for stat calls, so the file's existence is no requirement",
-)
 def test_a_file_only_tested_for_existence_is_verified_before_reuse(
     threaded_client, module_factory: Callable, tmp_path: Path
 ) -> None:
@@ -589,6 +584,58 @@ def test_a_file_only_tested_for_existence_is_verified_before_reuse(
     assert mod.flag(str(path)).compute() == "off"
     path.write_text("")
     assert mod.flag(str(path)).compute() == "on"
+
+
+PROBES_SOURCE = """
+import os
+from pathlib import Path
+
+import helix_dask as hx
+
+
+def _size(path):
+    return os.path.getsize(path) if os.path.isfile(path) else -1
+
+
+@hx.task
+def survey(root):
+    base = Path(root)
+    return (
+        (base / "ready").is_dir(),
+        _size(os.path.join(root, "table.bin")),
+        os.path.lexists(os.path.join(root, "link")),
+    )
+"""
+
+
+def test_paths_tested_by_size_type_or_link_are_verified_before_reuse(
+    threaded_client, module_factory: Callable, tmp_path: Path
+) -> None:
+    mod = module_factory("attack_probes", PROBES_SOURCE)
+    root = str(tmp_path)
+    assert mod.survey(root).compute() == (False, -1, False)
+    assert hx.last_run(threaded_client).stored == ["survey"]
+    (tmp_path / "ready").mkdir()
+    assert mod.survey(root).compute() == (True, -1, False)
+    (tmp_path / "table.bin").write_bytes(b"1234")
+    assert mod.survey(root).compute() == (True, 4, False)
+    (tmp_path / "table.bin").write_bytes(b"123456")
+    assert mod.survey(root).compute() == (True, 6, False)
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")  # a dangling link: lexists only
+    assert mod.survey(root).compute() == (True, 6, True)
+    assert mod.survey(root).compute() == (True, 6, True)
+    assert hx.last_run(threaded_client).loaded == ["survey"]
+
+
+def test_the_stat_stand_ins_keep_what_os_says_it_supports() -> None:
+    import os
+
+    from helix_dask._file_reads import FileReads
+
+    with FileReads((), {}):
+        pass
+    assert os.stat in os.supports_follow_symlinks and os.stat in os.supports_dir_fd
+    assert os.lstat(".").st_mode == os.stat(".", follow_symlinks=False).st_mode
 
 
 # ---------------------------------------------------------------- a new process per iteration
