@@ -73,13 +73,16 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
             return  # looking for modules or distributions: versions stand for what it finds
         if event == "open":
             files.opened(args[0], args[2] if len(args) > 2 else None, args[1], frame)
+        elif event == "sqlite3.connect":  # SQLite opens the file itself: no "open" event
+            if args[0] not in (":memory:", b":memory:", ""):
+                files.opened(args[0], None, "r", frame)
         elif event in ("os.listdir", "os.scandir"):
             files.listed(args[0], frame)
     except Exception:  # a path that cannot be decoded is simply not recorded
         pass
 
 
-_FILE_EVENTS = frozenset({"open", "os.listdir", "os.scandir"})
+_FILE_EVENTS = frozenset({"open", "os.listdir", "os.scandir", "sqlite3.connect"})
 
 _PATH_MODULES = frozenset({"os", "genericpath", "posixpath", "ntpath", "pathlib"})
 """Modules whose functions test paths for their callers (``os.path.exists`` calls ``os.stat``):
@@ -163,6 +166,11 @@ class FileReads:
         self.memo: dict[str, tuple[str, ...]] = {}
         """Path read or listed -> the memoized functions running when it was (``_memo_reads``)."""
         self.declared = _declared_files([*args, *kwargs.values()])
+        named = _named_files([*args, *kwargs.values()])
+        self.named = tuple(named)
+        """Existing files the arguments name as strings: a library reading them in C (an
+        image, HDF5 or Parquet reader) raises no event, so their state counts."""
+        self.relative.update(name for name, relative in named.items() if relative)
 
     def __enter__(self) -> FileReads:
         global _audit_installed
@@ -236,7 +244,7 @@ class FileReads:
         for name in self.dirs:
             if _data_path(name, self.declared) and not os.path.isfile(name):
                 out[LISTING + name] = {}
-        for name in self.probes:
+        for name in (*self.probes, *self.named):
             if (
                 name not in self.read
                 and name not in self.written
@@ -310,6 +318,43 @@ def _declared_files(values: Iterable[Any]) -> tuple[str, ...]:
         elif isinstance(value, dict):
             todo.extend(value.values())
     return tuple(out)
+
+
+_NAMED_LIMIT = 1000
+"""Strings and containers looked at among a call's arguments for names of existing files."""
+
+
+def _named_files(values: Iterable[Any]) -> dict[str, bool]:
+    """Absolute paths of existing regular files named by string or path arguments (also in
+    lists, tuples and dicts of at most :data:`_NAMED_LIMIT` items; ``hx.File`` arguments are
+    fingerprinted by content instead), each with whether it was named relative to the working
+    directory."""
+    from helix_dask._files import File
+
+    out: dict[str, bool] = {}
+    todo, budget = list(values), _NAMED_LIMIT
+    while todo and budget > 0:
+        value = todo.pop()
+        budget -= 1
+        if isinstance(value, File):
+            continue
+        if isinstance(value, str | os.PathLike):
+            try:
+                name = os.fspath(value)
+                if (
+                    isinstance(name, str)
+                    and 0 < len(name) <= 1024
+                    and "\n" not in name
+                    and os.path.isfile(name)
+                ):
+                    out[os.path.abspath(name)] = not os.path.isabs(name)
+            except (OSError, ValueError, TypeError):
+                pass
+        elif isinstance(value, list | tuple) and len(value) <= _NAMED_LIMIT:
+            todo.extend(value)
+        elif isinstance(value, dict) and len(value) <= _NAMED_LIMIT:
+            todo.extend(value.values())
+    return out
 
 
 def file_digest(path: str) -> str:

@@ -638,6 +638,70 @@ def test_the_stat_stand_ins_keep_what_os_says_it_supports() -> None:
     assert os.lstat(".").st_mode == os.stat(".", follow_symlinks=False).st_mode
 
 
+C_READER_SOURCE = """
+import ctypes
+import os
+import sqlite3
+
+import helix_dask as hx
+
+def _libc():
+    libc = ctypes.CDLL(None)
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.fread.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    return libc
+
+
+@hx.task
+def c_read(path):
+    # A library reading in C (an image, HDF5 or Parquet reader): no audit event, no open().
+    libc = _libc()
+    handle = libc.fopen(path.encode(), b"rb")
+    buf = ctypes.create_string_buffer(64)
+    n = libc.fread(buf, 1, 64, handle)
+    libc.fclose(handle)
+    return buf.raw[:n].decode()
+
+
+@hx.task
+def db_total(root):
+    with sqlite3.connect(os.path.join(root, "db.sqlite")) as con:
+        return con.execute("select sum(v) from t").fetchone()[0]
+"""
+
+
+def test_a_file_named_by_an_argument_and_read_in_c_is_verified_before_reuse(
+    threaded_client, module_factory: Callable, tmp_path: Path
+) -> None:
+    mod = module_factory("attack_c_reader", C_READER_SOURCE)
+    path = tmp_path / "image.raw"
+    path.write_text("first")
+    assert mod.c_read(str(path)).compute() == "first"
+    assert mod.c_read(str(path)).compute() == "first"
+    assert hx.last_run(threaded_client).loaded == ["c_read"]
+    path.write_text("second!")
+    assert mod.c_read(str(path)).compute() == "second!"
+
+
+def test_a_sqlite_database_the_task_opens_is_verified_before_reuse(
+    threaded_client, module_factory: Callable, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    mod = module_factory("attack_c_reader", C_READER_SOURCE)
+    with sqlite3.connect(tmp_path / "db.sqlite") as con:
+        con.execute("create table t (v integer)")
+        con.execute("insert into t values (1), (2)")
+    con.close()
+    assert mod.db_total(str(tmp_path)).compute() == 3
+    with sqlite3.connect(tmp_path / "db.sqlite") as con:
+        con.execute("insert into t values (4)")
+    con.close()
+    assert mod.db_total(str(tmp_path)).compute() == 7
+
+
 # ---------------------------------------------------------------- a new process per iteration
 
 PROJECT = {
