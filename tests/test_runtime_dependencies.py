@@ -467,12 +467,12 @@ def test_only_runs_that_may_store_ask_workers_to_trace(
 ):
     from conftest import helix_client
 
-    from helix_dask import scheduler_plugin
+    from helix_dask import _intake
 
     asked: list[object] = []
-    real = scheduler_plugin._ask_trace
+    real = _intake._ask_trace
     monkeypatch.setattr(
-        scheduler_plugin,
+        _intake,
         "_ask_trace",
         lambda ts, known, **kw: (asked.append(known), real(ts, known, **kw)),
     )
