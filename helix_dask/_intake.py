@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 from . import _config
 from ._catalog_writes import version_nodes, version_row
 from ._config import catalog_timeout
+from ._distributions import DIST
 from ._errors import HelixStoreError
 from ._events import Decision, EventKind
 from ._ledger import StorageLedger
 from ._owner import Owner
 from ._run import NodeProgress, Run, RunBook
 from ._settings import Settings
-from ._trace import DIST, TRACE_NEW
+from ._trace import TRACE_NEW
 from ._wire import ANNOTATION, NodeMeta
 from ._write_queue import WriteQueue
 from .catalog import CatalogWriter
@@ -282,7 +283,7 @@ class GraphIntake:
 def _ask_trace(ts: TaskState, deps: list[str] | None, *, new: bool = False) -> None:
     """Tell the worker to trace a node (``deps`` None), else which dependencies earlier traces
     of its code found (to digest where it runs). ``new``: no recorded trace has seen its code,
-    so a worker that traced it already may reuse what it found (see ``_trace.learn``)."""
+    so a worker that traced it already may reuse what it found (see ``_requirements.learn``)."""
     ann = dict(ts.annotations[ANNOTATION])
     if deps is None:
         ann["trace"] = TRACE_NEW if new else True

@@ -17,8 +17,8 @@ from ._events import Materialization
 from ._flow import CHILDREN_TIMEOUT, MaterializationFlow
 from ._ledger import StorageLedger
 from ._progress import Progress
+from ._requirements import effective_signature
 from ._run import NodeProgress, RunBook
-from ._trace import effective_signature
 from ._write_queue import WriteQueue
 from .catalog import ArtifactRow
 from .materializer import Policy, Verdict
