@@ -49,6 +49,11 @@ def get(name: str) -> object:
     return dask.config.get(f"helix.{name}", default=DEFAULTS[name])
 
 
+def catalog_timeout() -> float:
+    """Seconds the scheduler's event loop may wait for the catalog (``helix.catalog-timeout``)."""
+    return float(get("catalog-timeout"))  # type: ignore[arg-type]
+
+
 def check_budget(budget: object) -> int | None:
     """Bytes from an int or a size string; None stays None (resolved where the store is).
 

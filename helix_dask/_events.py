@@ -249,7 +249,8 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 
 def report_from_dict(d: Mapping[str, Any]) -> RunReport:
-    """Rebuild a RunReport sent by :meth:`HelixSchedulerPlugin.handle_run`."""
+    """Rebuild a RunReport sent by the scheduler's ``helix_run`` handler
+    (:meth:`~helix_dask._client_handlers.ClientHandlers.handle_run`)."""
     nodes = tuple(
         NodeRecord(
             **{

@@ -280,15 +280,21 @@ class RunBook:
         self.last_by_client: dict[str, int] = {}
         self.protected: dict[str, int] = {}
         """Signature -> number of running nodes loading it (never evicted meanwhile)."""
+        self.producers: dict[str, NodeProgress] = {}
+        """Key of a helix result on the cluster -> the node (of whichever run) that computed
+        or loaded it: where its effective signature is settled."""
 
     def open(self, run: Run, client: str) -> None:
+        """Take in a new run: route its computed and loaded keys to their nodes."""
         self.runs[run.version] = run
         self.last_by_client[client] = run.version
         for node in run.nodes.values():
             if node.decision is Decision.COMPUTE:
                 self.watch.setdefault(node.key, []).append(node)
+                self.producers[node.key] = node
             elif node.decision is Decision.LOAD:
                 self.watch.setdefault(node.load_task or load_key(node.key), []).append(node)
+                self.producers[node.key] = node
                 sig = node.identity
                 self.protected[sig] = self.protected.get(sig, 0) + 1
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import _config
+from ._dependency_digests import requirement_digests
 from ._events import Decision
-from ._trace import effective_signature, requirement_digests
+from ._requirements import effective_signature
 from ._wire import ANNOTATION, NodeMeta
 from .catalog import Catalog
 from .costs import CostModel, fit_io, io_prior, survival_rates

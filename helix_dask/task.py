@@ -25,8 +25,9 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from ._binding import Binder, binder_for
+from ._code_versions import code_versions
 from ._errors import HelixConfigError, HelixSignatureError
-from ._trace import NodeCall, code_versions
+from ._trace import NodeCall
 from ._wire import ANNOTATION, NodeMeta, with_message
 from .signature import (
     CodeFingerprint,
@@ -247,7 +248,7 @@ def _send_requirement_digests(*nodes: HelixNode, client: Any = None) -> None:
     for the stored results of these nodes' graphs (usually none: one round trip). Says once
     when the graph runs where helix cannot see it (no client, or no helix plugin on the
     cluster)."""
-    from ._trace import requirement_digests
+    from ._dependency_digests import requirement_digests
 
     try:
         from distributed import default_client

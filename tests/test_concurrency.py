@@ -17,7 +17,7 @@ import pytest
 from conftest import helix_client, log_call
 
 import helix_dask as hx
-from helix_dask import scheduler_plugin
+from helix_dask import _intake
 from helix_dask import store as store_module
 from helix_dask._owner import HOST, Owner, new_owner, retire
 from helix_dask.catalog import ArtifactRow, CatalogWriter
@@ -146,7 +146,7 @@ def test_a_load_removed_by_another_process_before_its_lease_is_planned_again_not
         np.testing.assert_array_equal(stored_step(3).compute(), np.arange(4_000) * 3)
         hx.last_run(client)
         calls.take()
-        plan, removed = scheduler_plugin.plan_update, []
+        plan, removed = _intake.plan_update, []
 
         def then_removed(*args, **kwargs):
             planned = plan(*args, **kwargs)
@@ -159,7 +159,7 @@ def test_a_load_removed_by_another_process_before_its_lease_is_planned_again_not
                 other.close()
             return planned
 
-        monkeypatch.setattr(scheduler_plugin, "plan_update", then_removed)
+        monkeypatch.setattr(_intake, "plan_update", then_removed)
         with caplog.at_level("INFO", logger="helix_dask"):
             np.testing.assert_array_equal(stored_step(3).compute(), np.arange(4_000) * 3)
         run = hx.last_run(client)

@@ -467,12 +467,12 @@ def test_only_runs_that_may_store_ask_workers_to_trace(
 ):
     from conftest import helix_client
 
-    from helix_dask import scheduler_plugin
+    from helix_dask import _intake
 
     asked: list[object] = []
-    real = scheduler_plugin._ask_trace
+    real = _intake._ask_trace
     monkeypatch.setattr(
-        scheduler_plugin,
+        _intake,
         "_ask_trace",
         lambda ts, known, **kw: (asked.append(known), real(ts, known, **kw)),
     )
@@ -595,7 +595,7 @@ def test_an_edit_that_lands_right_after_a_call_is_never_recorded_as_what_it_ran(
 def test_requirements_of_a_call_are_unknown_when_its_code_was_replaced():
     # The pure check under the worker path: a trace's code objects against the definitions
     # its dependency ids resolve to now.
-    from helix_dask._trace import settle
+    from helix_dask._requirements import settle
 
     scope: dict[str, Any] = {"__name__": "replaced_scope"}
     exec("def helper(x):\n    return x + 1\n", scope)

@@ -211,7 +211,7 @@ def test_files_passed_as_hx_file_are_covered_by_the_signature(tmp_path):
 def test_a_c_profiler_holding_the_thread_makes_the_result_untraceable():
     import cProfile
 
-    from helix_dask._trace import UNTRACEABLE
+    from helix_dask._requirements import UNTRACEABLE
 
     profiler = cProfile.Profile()
     profiler.enable()
@@ -307,7 +307,7 @@ def test_a_c_profiler_that_cannot_be_installed_or_removed_never_claims_a_trace(m
     import cProfile
 
     from helix_dask import _profile_trace
-    from helix_dask._trace import UNTRACEABLE
+    from helix_dask._requirements import UNTRACEABLE
 
     refuse = {"install": True, "remove": False}
     enable, disable = cProfile.Profile.enable, cProfile.Profile.disable
@@ -346,7 +346,7 @@ def test_a_chained_recorder_that_cannot_be_installed_or_removed_never_claims_a_t
     cannot be installed leaves the call untraced and its result untraceable; one that cannot
     be removed records nothing more and is replaced by the next traced call."""
     from helix_dask import _profile_trace
-    from helix_dask._trace import UNTRACEABLE
+    from helix_dask._requirements import UNTRACEABLE
 
     real = sys.setprofile
     refuse = {"install": True, "remove": False}
@@ -412,7 +412,7 @@ def _install(site, name: str, version: str) -> None:
 
 
 def test_a_distribution_version_follows_its_metadata(tmp_path, monkeypatch):
-    from helix_dask._trace import dependency_digest
+    from helix_dask._dependency_digests import dependency_digest
 
     name = f"helixfake{uuid.uuid4().hex[:8]}"
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -428,7 +428,7 @@ def test_a_distribution_version_follows_its_metadata(tmp_path, monkeypatch):
 
 
 def test_a_distribution_version_follows_an_install_that_shadows_it(tmp_path, monkeypatch):
-    from helix_dask._trace import dependency_digest
+    from helix_dask._dependency_digests import dependency_digest
 
     name = f"helixfake{uuid.uuid4().hex[:8]}"
     first, later = tmp_path / "first", tmp_path / "later"
@@ -467,7 +467,7 @@ def test_code_of_a_module_imported_as_another_is_removed_is_found_by_its_file(
 
 def test_project_code_of_no_known_module_makes_the_trace_untraceable(tmp_path):
     # Its globals could not be found, so what it is cannot be digested: never stored.
-    from helix_dask._trace import UNTRACEABLE, dependencies
+    from helix_dask._requirements import UNTRACEABLE, dependencies
 
     code = compile("def lost():\n    return 1\n", str(tmp_path / "lost.py"), "exec")
     lost = next(c for c in code.co_consts if hasattr(c, "co_qualname"))
