@@ -3,18 +3,23 @@ kept while nothing it was found from changed (a lookup scans ``sys.path``)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
 import sys
 from typing import NamedTuple
 
+NOT_INSTALLED = "not installed"
+"""The digest of a distribution no lookup finds."""
+
 DIST = "dist:"
 """Prefix of a library dependency id: ``dist:<distribution name>``, its digest the version."""
 
 
 def _distribution_version(dist: str) -> str:
-    """The installed version of a distribution (the Python version for ``python``).
+    """The installed version of a distribution with the digest of its files
+    (:func:`installed_identity`; the Python version for ``python``).
 
     Finding a distribution scans ``sys.path`` and parsing its metadata takes milliseconds, and
     it is asked for every node computed or sent, so a version is kept while nothing it was
@@ -29,12 +34,35 @@ def _distribution_version(dist: str) -> str:
     try:
         found = importlib.metadata.distribution(dist)
     except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+        return NOT_INSTALLED
     where = _where_found(found)
-    version = found.version
+    version = installed_identity(found)
     if where is not None:
         _versions[dist] = (where, version)
     return version
+
+
+def installed_identity(found: importlib.metadata.Distribution) -> str:
+    """Its version, and when its ``RECORD`` lists the hashes of the files it installed, a
+    digest of those: a local package rebuilt or a git install of another commit under an
+    unchanged version is another identity. The installer's own files (the ``.dist-info``
+    directory: ``INSTALLER``, ``direct_url.json``...) do not count."""
+    version = found.version
+    try:
+        record = found.read_text("RECORD")
+    except Exception:  # unreadable metadata: the version stands alone
+        record = None
+    if not record:
+        return version
+    files = sorted(
+        line
+        for line in record.splitlines()
+        if ",sha256=" in line and ".dist-info/" not in line.split(",", 1)[0]
+    )
+    if not files:
+        return version
+    digest = hashlib.sha256("\n".join(files).encode()).hexdigest()[:12]
+    return f"{version}+files.{digest}"
 
 
 _versions: dict[str, tuple[_Where, str]] = {}
@@ -48,6 +76,8 @@ class _Where(NamedTuple):
     """Modification time and inode of each of those entries (None: not a directory)."""
     metadata: tuple[object, ...]
     """The metadata file's stamp (:func:`_metadata_stamp`)."""
+    record: tuple[object, ...] | None
+    """The ``RECORD`` file's stamp (its installed files' hashes), None without one."""
 
 
 def _dir_stamp(entry: str) -> tuple[int, int] | None:
@@ -68,7 +98,8 @@ def _where_found(found: importlib.metadata.Distribution) -> _Where | None:
     path = tuple(sys.path)
     for i, entry in enumerate(path):
         if os.path.abspath(entry or ".") == parent:
-            return _Where(path[: i + 1], tuple(_dir_stamp(e) for e in path[: i + 1]), stamp)
+            dirs = tuple(_dir_stamp(e) for e in path[: i + 1])
+            return _Where(path[: i + 1], dirs, stamp, _file_stamp(str(stamp[0]), "RECORD"))
     return None
 
 
@@ -79,7 +110,10 @@ def _still(where: _Where) -> bool:
         return False
     if any(_dir_stamp(e) != s for e, s in zip(where.path, where.dirs, strict=True)):
         return False
-    return where.metadata == _file_stamp(str(where.metadata[0]), str(where.metadata[1]))
+    directory = str(where.metadata[0])
+    return where.metadata == _file_stamp(directory, str(where.metadata[1])) and (
+        where.record == _file_stamp(directory, "RECORD")
+    )
 
 
 def _metadata_stamp(found: importlib.metadata.Distribution) -> tuple[object, ...] | None:

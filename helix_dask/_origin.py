@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from helix_dask._distributions import NOT_INSTALLED, _distribution_version
 from helix_dask._errors import HelixSignatureError
 
 __all__ = [
@@ -257,10 +258,8 @@ def package_versions(top: str) -> tuple[tuple[str, str], ...]:
     if providers is None:
         providers = _distributions().get(top, [])
     for dist in sorted(set(providers)):
-        try:
-            found.append((dist, importlib.metadata.version(dist)))
-        except importlib.metadata.PackageNotFoundError:
-            found.append((dist, "unknown"))
+        version = _distribution_version(dist)  # with its installed files' digest, cached
+        found.append((dist, "unknown" if version == NOT_INSTALLED else version))
     if found:
         return tuple(found)
     version = getattr(sys.modules.get(top), "__version__", None)

@@ -287,10 +287,10 @@ def test_library_objects_record_their_distribution_version(
 
     values = [Ridge(), pd.DataFrame({"a": [1]}), Ridge]
     before = [fp(v) for v in values]
-    real = importlib.metadata.version
+    real = _origin._distribution_version
     monkeypatch.setattr(
-        importlib.metadata,
-        "version",
+        _origin,
+        "_distribution_version",
         lambda dist: "99.0" if dist == "scikit-learn" else real(dist),
     )
     _origin.package_versions.cache_clear()
