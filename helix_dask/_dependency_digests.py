@@ -13,17 +13,9 @@ from typing import Any
 
 from helix_dask._distributions import DIST, _distribution_version
 from helix_dask._env_reads import ENV, env_digest
-from helix_dask._file_reads import (
-    CWD,
-    FILE,
-    LISTING,
-    STAT,
-    cwd_digest,
-    file_digest,
-    listing_digest,
-    stat_digest,
-)
+from helix_dask._file_reads import CWD, FILE, LISTING, STAT
 from helix_dask._fingerprint import digest_of_strings
+from helix_dask._path_digests import cwd_digest, file_digest, listing_digest, stat_digest
 
 
 class CodeReplaced(RuntimeError):

@@ -13,22 +13,23 @@ A path the project's code only tests (``os.path.exists``, ``isfile``, ``getsize`
 process, by stand-ins that pass the tested path to the recorder before calling the original
 (one thread-local check per call when nothing is recorded). Tested paths that the call did not
 also read become ``stat:<absolute path>`` (digest: missing, a directory, or a file's type,
-size and modification time).
+size and modification time). So do the existing files the call's arguments name, and the
+program and files of a command it runs (``_path_args``); a SQLite database it connects to is a
+file it read. Digests are taken by ``_path_digests``.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import stat
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from helix_dask._env_reads import _project_frame
-from helix_dask._fingerprint import digest_of_strings
 from helix_dask._memo_reads import memo_frames, remember
+from helix_dask._path_args import _declared_files, _named_files, spawn_paths
 
 FILE = "file:"
 """Prefix of a data file the node read by path: ``file:<absolute path>``, its digest the
@@ -78,11 +79,19 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
                 files.opened(args[0], None, "r", frame)
         elif event in ("os.listdir", "os.scandir"):
             files.listed(args[0], frame)
+        elif event == "subprocess.Popen":
+            files.spawned(args[0], args[1], args[2], frame)
+        elif event == "os.system":
+            files.spawned(None, args[0], None, frame)
     except Exception:  # a path that cannot be decoded is simply not recorded
         pass
 
 
-_FILE_EVENTS = frozenset({"open", "os.listdir", "os.scandir", "sqlite3.connect"})
+_FILE_EVENTS = frozenset(
+    {"open", "os.listdir", "os.scandir", "sqlite3.connect", "subprocess.Popen", "os.system"}
+)
+_SPAWN_MODULES = frozenset({"subprocess", "os", "asyncio.subprocess", "asyncio.base_events"})
+"""Modules that start programs for their callers: the caller that counts is outside them."""
 
 _PATH_MODULES = frozenset({"os", "genericpath", "posixpath", "ntpath", "pathlib"})
 """Modules whose functions test paths for their callers (``os.path.exists`` calls ``os.stat``):
@@ -161,6 +170,9 @@ class FileReads:
         self.dirs: dict[str, None] = {}
         self.relative: set[str] = set()
         """Paths among those read or listed that were given relative to the working dir."""
+        self.spawn: dict[str, None] = {}
+        """Programs project code started and the files their command lines name (code
+        included: a script is the child's data)."""
         self.probes: dict[str, None] = {}
         """Paths project code tested (stat) without reading them."""
         self.memo: dict[str, tuple[str, ...]] = {}
@@ -220,6 +232,19 @@ class FileReads:
             self.relative.add(name)
         self.probes.setdefault(name, None)
 
+    def spawned(self, executable: Any, argv: Any, cwd: Any, frame: Any) -> None:
+        """A program started by project code: what it reads is not seen, so the program and
+        the existing files its command line names count by their state (``stat:``)."""
+        while frame is not None and frame.f_globals.get("__name__") in _SPAWN_MODULES:
+            frame = frame.f_back
+        if frame is None or not _project_frame(frame):
+            return
+        for name, relative in spawn_paths(executable, argv, cwd).items():
+            self._under(name, frame)
+            if relative:
+                self.relative.add(name)
+            self.spawn.setdefault(name, None)
+
     def _under(self, name: str, frame: Any) -> None:
         memo = memo_frames(frame)
         if memo:
@@ -244,6 +269,10 @@ class FileReads:
         for name in self.dirs:
             if _data_path(name, self.declared) and not os.path.isfile(name):
                 out[LISTING + name] = {}
+        for name in self.spawn:
+            if name not in self.read and name not in self.written:
+                if not name.startswith(_SYSTEM_PREFIXES):
+                    out[STAT + name] = {}
         for name in (*self.probes, *self.named):
             if (
                 name not in self.read
@@ -301,104 +330,3 @@ def _data_path(name: str, declared: tuple[str, ...]) -> bool:
 @functools.lru_cache(maxsize=1)
 def _installation_dirs() -> tuple[str, ...]:
     return _installation()
-
-
-def _declared_files(values: Iterable[Any]) -> tuple[str, ...]:
-    """Absolute paths of the ``hx.File`` arguments (also inside lists, tuples and dicts)."""
-    from helix_dask._files import File
-
-    out: list[str] = []
-    todo = list(values)
-    while todo:
-        value = todo.pop()
-        if isinstance(value, File):
-            out.append(os.path.abspath(os.fspath(value)))
-        elif isinstance(value, list | tuple | set | frozenset):
-            todo.extend(value)
-        elif isinstance(value, dict):
-            todo.extend(value.values())
-    return tuple(out)
-
-
-_NAMED_LIMIT = 1000
-"""Strings and containers looked at among a call's arguments for names of existing files."""
-
-
-def _named_files(values: Iterable[Any]) -> dict[str, bool]:
-    """Absolute paths of existing regular files named by string or path arguments (also in
-    lists, tuples and dicts of at most :data:`_NAMED_LIMIT` items; ``hx.File`` arguments are
-    fingerprinted by content instead), each with whether it was named relative to the working
-    directory."""
-    from helix_dask._files import File
-
-    out: dict[str, bool] = {}
-    todo, budget = list(values), _NAMED_LIMIT
-    while todo and budget > 0:
-        value = todo.pop()
-        budget -= 1
-        if isinstance(value, File):
-            continue
-        if isinstance(value, str | os.PathLike):
-            try:
-                name = os.fspath(value)
-                if (
-                    isinstance(name, str)
-                    and 0 < len(name) <= 1024
-                    and "\n" not in name
-                    and os.path.isfile(name)
-                ):
-                    out[os.path.abspath(name)] = not os.path.isabs(name)
-            except (OSError, ValueError, TypeError):
-                pass
-        elif isinstance(value, list | tuple) and len(value) <= _NAMED_LIMIT:
-            todo.extend(value)
-        elif isinstance(value, dict) and len(value) <= _NAMED_LIMIT:
-            todo.extend(value.values())
-    return out
-
-
-def file_digest(path: str) -> str:
-    """The content digest of a data file (from the stat cache when unchanged), or what stands
-    in its place."""
-    from helix_dask._files import file_fingerprint
-
-    if os.path.isfile(path):
-        return file_fingerprint(path)
-    return _hexdigest("directory" if os.path.isdir(path) else "missing", path)
-
-
-def stat_digest(path: str) -> str:
-    """What testing ``path`` can tell here, for the path itself and what a link leads to:
-    missing, a directory, or a file of this type, size and modification time (a rewrite that
-    changes neither is not seen; a file read by content is a ``file:`` requirement instead)."""
-    parts = []
-    for look in (os.lstat, os.stat):  # the path itself (a link?), then what it leads to
-        try:
-            st = look(path)
-        except OSError:
-            parts.append("missing")
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            parts.append("directory")
-        else:
-            parts.append(f"{st.st_mode} {st.st_size} {st.st_mtime_ns}")
-    return _hexdigest("stat", path, *parts)
-
-
-def cwd_digest() -> str:
-    """The working directory here."""
-    return _hexdigest("cwd", os.getcwd())
-
-
-def listing_digest(path: str) -> str:
-    """The names in a directory (not their contents: files read are dependencies of their
-    own)."""
-    try:
-        names = sorted(os.listdir(path))
-    except OSError:
-        return _hexdigest("missing", path)
-    return _hexdigest("listing", *names)
-
-
-def _hexdigest(kind: str, *parts: str) -> str:
-    return digest_of_strings(kind, *parts)

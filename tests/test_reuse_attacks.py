@@ -702,6 +702,45 @@ def test_a_sqlite_database_the_task_opens_is_verified_before_reuse(
     assert mod.db_total(str(tmp_path)).compute() == 7
 
 
+SPAWN_SOURCE = """
+import subprocess
+import sys
+
+import helix_dask as hx
+
+
+@hx.task
+def run_script(script, data):
+    # An external program: what it reads is not seen from here.
+    done = subprocess.run([sys.executable, script, data], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+@hx.task
+def shell_count(path):
+    return subprocess.run(f"wc -c < {path}", shell=True, capture_output=True, text=True).stdout
+"""
+
+
+def test_a_program_a_task_runs_and_the_files_it_names_are_verified_before_reuse(
+    threaded_client, module_factory: Callable, tmp_path: Path
+) -> None:
+    mod = module_factory("attack_spawn", SPAWN_SOURCE)
+    script, data = tmp_path / "score.py", tmp_path / "values.txt"
+    script.write_text("import sys\nprint(sum(map(int, open(sys.argv[1]).read().split())))\n")
+    data.write_text("1 2 3")
+    assert mod.run_script(str(script), str(data)).compute() == "6"
+    assert mod.run_script(str(script), str(data)).compute() == "6"
+    assert hx.last_run(threaded_client).loaded == ["run_script"]
+    data.write_text("1 2 3 4")  # the data the program reads
+    assert mod.run_script(str(script), str(data)).compute() == "10"
+    script.write_text(script.read_text().replace("sum(", "max("))  # the program itself
+    assert mod.run_script(str(script), str(data)).compute() == "4"
+    assert mod.shell_count(str(data)).compute().strip() == "7"
+    data.write_text("1 2 3 4 5")
+    assert mod.shell_count(str(data)).compute().strip() == "9"
+
+
 # ---------------------------------------------------------------- a new process per iteration
 
 PROJECT = {
