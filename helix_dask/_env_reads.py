@@ -21,6 +21,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from helix_dask import _task_threads
 from helix_dask._fingerprint import digest_of_strings
 from helix_dask._memo_reads import memo_frames, remember
 
@@ -47,6 +48,10 @@ class _RecordingEnviron(os._Environ):  # type: ignore[name-defined,misc]
         reads = _recording.reads
         if reads is not None:
             reads.read(key, sys._getframe(1))
+        elif _task_threads.any_active("env"):  # a thread working for a node's call?
+            frame = sys._getframe(1)
+            for borrowed in _task_threads.borrowed("env", frame, _project_frame):
+                borrowed.read(key, frame)
         return super().__getitem__(key)
 
 
@@ -57,6 +62,7 @@ def _install() -> None:
         return
     with _install_lock:
         if type(environ) is os._Environ:  # type: ignore[attr-defined]
+            _task_threads.register("env", lambda: _recording.reads)
             environ.__class__ = _RecordingEnviron
         # Another replacement (a test's mock, a library's): left alone, nothing recorded.
 
@@ -71,10 +77,12 @@ class EnvReads:
         _install()
         self.outer = _recording.reads
         _recording.reads = self
+        _task_threads.entered("env", self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         _recording.reads = self.outer
+        _task_threads.exited("env", self)
 
     def read(self, key: Any, frame: Any) -> None:
         """Record ``key`` if the first caller outside ``os.environ``'s code is the project's.

@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from helix_dask import _task_threads
 from helix_dask._env_reads import _project_frame
 from helix_dask._memo_reads import memo_frames, remember
 from helix_dask._path_args import _declared_files, _named_files, spawn_paths
@@ -53,6 +54,8 @@ digest is the directory's path (the same relative path names another file elsewh
 
 class _Recording(threading.local):
     files: FileReads | None = None
+    busy: bool = False
+    """Recording is under way in this thread: the file events it makes itself are not."""
 
 
 _recording = _Recording()
@@ -65,26 +68,38 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     to its recorder. Never raises: an exception here would fail the user's ``open``."""
     if event not in _FILE_EVENTS:  # first: most events are others (``frame.f_code`` reads)
         return
+    if _recording.busy:
+        return  # what recording itself does is not recorded
+    frame = sys._getframe(1)
+    for files in _recorders(frame):
+        _recording.busy = True
+        try:
+            if _import_system(frame.f_code.co_filename):
+                return  # looking for modules or distributions: versions stand for what it finds
+            if event == "open":
+                files.opened(args[0], args[2] if len(args) > 2 else None, args[1], frame)
+            elif event == "sqlite3.connect":  # SQLite opens the file itself: no "open" event
+                if args[0] not in (":memory:", b":memory:", ""):
+                    files.opened(args[0], None, "r", frame)
+            elif event in ("os.listdir", "os.scandir"):
+                files.listed(args[0], frame)
+            elif event == "subprocess.Popen":
+                files.spawned(args[0], args[1], args[2], frame)
+            elif event == "os.system":
+                files.spawned(None, args[0], None, frame)
+        except Exception:  # a path that cannot be decoded is simply not recorded
+            pass
+        finally:
+            _recording.busy = False
+
+
+def _recorders(frame: Any) -> list[FileReads] | tuple[FileReads, ...]:
+    """The recorders a file event in this thread goes to: its own, or those of the calls it
+    works for (``_task_threads``)."""
     files = _recording.files
-    if files is None:
-        return
-    try:
-        frame = sys._getframe(1)
-        if _import_system(frame.f_code.co_filename):
-            return  # looking for modules or distributions: versions stand for what it finds
-        if event == "open":
-            files.opened(args[0], args[2] if len(args) > 2 else None, args[1], frame)
-        elif event == "sqlite3.connect":  # SQLite opens the file itself: no "open" event
-            if args[0] not in (":memory:", b":memory:", ""):
-                files.opened(args[0], None, "r", frame)
-        elif event in ("os.listdir", "os.scandir"):
-            files.listed(args[0], frame)
-        elif event == "subprocess.Popen":
-            files.spawned(args[0], args[1], args[2], frame)
-        elif event == "os.system":
-            files.spawned(None, args[0], None, frame)
-    except Exception:  # a path that cannot be decoded is simply not recorded
-        pass
+    if files is not None:
+        return (files,)
+    return _task_threads.borrowed("files", frame, _project_frame)
 
 
 _FILE_EVENTS = frozenset(
@@ -106,15 +121,16 @@ def _probing(name: str) -> Callable[..., Any]:
     real = getattr(os, name)
 
     def probe(path: Any, *args: Any, **kwargs: Any) -> Any:
-        files = _recording.files
-        if files is not None and isinstance(path, str | bytes | os.PathLike):
-            _recording.files = None  # what recording itself tests is not recorded
-            try:
-                files.probed(path, sys._getframe(1))
-            except Exception:  # a path that cannot be decoded is simply not recorded
-                pass
-            finally:
-                _recording.files = files
+        if not _recording.busy and isinstance(path, str | bytes | os.PathLike):
+            frame = sys._getframe(1)
+            for files in _recorders(frame):
+                _recording.busy = True  # what recording itself tests is not recorded
+                try:
+                    files.probed(path, frame)
+                except Exception:  # a path that cannot be decoded is simply not recorded
+                    pass
+                finally:
+                    _recording.busy = False
         return real(path, *args, **kwargs)
 
     probe.__name__ = probe.__qualname__ = name
@@ -189,15 +205,18 @@ class FileReads:
         if not _audit_installed:
             with _install_lock:
                 if not _audit_installed:
+                    _task_threads.register("files", lambda: _recording.files)
                     sys.addaudithook(_audit)
                     _install_probes()
                     _audit_installed = True
         self.outer = _recording.files
         _recording.files = self
+        _task_threads.entered("files", self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         _recording.files = self.outer
+        _task_threads.exited("files", self)
 
     def opened(self, path: Any, flags: Any, mode: Any, frame: Any = None) -> None:
         if not isinstance(path, str | bytes):

@@ -741,6 +741,59 @@ def test_a_program_a_task_runs_and_the_files_it_names_are_verified_before_reuse(
     assert mod.shell_count(str(data)).compute().strip() == "9"
 
 
+POOL_SOURCE = """
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import attack_pool_shared
+
+import helix_dask as hx
+
+
+def _read(path):
+    return Path(path).read_text()
+
+
+def _mode(_):
+    return os.environ.get("HELIX_ATTACK_POOL_MODE", "plain")
+
+
+@hx.task(untracked=("attack_pool_shared",))  # a pool is no input
+def load_all(root):
+    texts = sorted(Path(root).glob("*.txt"))
+    with ThreadPoolExecutor(2) as pool:  # a library function mapped in threads of its own
+        texts = list(pool.map(Path.read_text, texts))
+    tables = sorted(str(p) for p in Path(root).glob("*.dat"))
+    shared = attack_pool_shared.SHARED  # project code in a pool made at import
+    return texts, list(shared.map(_read, tables)), sorted(set(shared.map(_mode, tables)))
+"""
+
+
+def test_files_and_variables_read_in_threads_a_task_uses_are_verified_before_reuse(
+    threaded_client,
+    module_factory: Callable,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = "from concurrent.futures import ThreadPoolExecutor\n\nSHARED = ThreadPoolExecutor(2)\n"
+    module_factory("attack_pool_shared", pool)  # made at import, kept across calls
+    mod = module_factory("attack_pool", POOL_SOURCE)
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.txt").write_text(name)
+        (tmp_path / f"{name}.dat").write_text(name * 2)
+    monkeypatch.setenv("HELIX_ATTACK_POOL_MODE", "x")
+    assert mod.load_all(str(tmp_path)).compute() == (["a", "b"], ["aa", "bb"], ["x"])
+    assert mod.load_all(str(tmp_path)).compute() == (["a", "b"], ["aa", "bb"], ["x"])
+    assert hx.last_run(threaded_client).loaded == ["load_all"]
+    (tmp_path / "b.txt").write_text("B")  # same names, so the listing is unchanged
+    assert mod.load_all(str(tmp_path)).compute() == (["a", "B"], ["aa", "bb"], ["x"])
+    (tmp_path / "a.dat").write_text("AA")
+    assert mod.load_all(str(tmp_path)).compute() == (["a", "B"], ["AA", "bb"], ["x"])
+    monkeypatch.setenv("HELIX_ATTACK_POOL_MODE", "y")
+    assert mod.load_all(str(tmp_path)).compute() == (["a", "B"], ["AA", "bb"], ["y"])
+
+
 # ---------------------------------------------------------------- a new process per iteration
 
 PROJECT = {
