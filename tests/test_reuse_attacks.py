@@ -794,6 +794,76 @@ def test_files_and_variables_read_in_threads_a_task_uses_are_verified_before_reu
     assert mod.load_all(str(tmp_path)).compute() == (["a", "B"], ["AA", "bb"], ["y"])
 
 
+WORKER_READS_SOURCE = """
+import functools
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import helix_dask as hx
+
+
+@functools.cache
+def _cached(path):
+    return Path(path).read_text()
+
+
+@hx.task
+def exists(root):
+    return os.path.exists(os.path.join(root, "flag"))
+
+
+@hx.task
+def pooled(root):
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(Path.read_text, sorted(Path(root).glob("*.txt"))))
+
+
+@hx.task
+def counted(root):
+    cmd = ["wc", "-c", os.path.join(root, "a.txt")]
+    return subprocess.run(cmd, capture_output=True, text=True).stdout.split()[0]
+
+
+@hx.task
+def memo(root, salt):
+    return _cached(os.path.join(root, "a.txt")) + salt
+"""
+
+
+def test_reads_made_on_worker_processes_are_verified_before_reuse(
+    processes_cluster, tmp_path: Path, module_factory: Callable
+) -> None:
+    mod = module_factory("attack_worker_reads", WORKER_READS_SOURCE)
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "a.txt").write_text("a")
+    (root / "b.txt").write_text("b")
+
+    def results() -> tuple:
+        out = dask.compute(
+            mod.exists(str(root)),
+            mod.pooled(str(root)),
+            mod.counted(str(root)),
+            mod.memo(str(root), "1"),
+            mod.memo(str(root), "2"),  # the cache filled by the first, on that worker
+        )
+        return tuple(out)
+
+    with helix_client(processes_cluster, tmp_path / "store", policy="all") as client:
+        client.run(_add_path, str(tmp_path / "usercode"))
+        assert results() == (False, ["a", "b"], "1", "a1", "a2")
+        hx.last_run(client)
+        assert results() == (False, ["a", "b"], "1", "a1", "a2")
+        assert len(hx.last_run(client).loaded) == 5
+        (root / "flag").write_text("")
+        (root / "a.txt").write_text("aaa")
+        client.restart()  # new worker processes: the memoized reader's cache is empty
+        client.run(_add_path, str(tmp_path / "usercode"))
+        assert results() == (True, ["aaa", "b"], "3", "aaa1", "aaa2")
+
+
 # ---------------------------------------------------------------- a new process per iteration
 
 PROJECT = {
