@@ -21,7 +21,8 @@ from ._wire import NodeMeta
 from .rewrite import load_key
 
 KEEP_FINISHED = 16
-"""Finished runs kept in memory (their reports answer ``hx.last_run`` without the catalog)."""
+"""A client's last finished run is kept in memory (its report answers ``hx.last_run`` without
+the catalog) unless this many versions are newer."""
 
 
 @dataclass(slots=True, eq=False)
@@ -347,7 +348,16 @@ class RunBook:
                 self.unwatch(node.key, node)
             elif node.decision is Decision.LOAD:
                 self.unwatch(node.load_task or load_key(node.key), node)
-        old = [v for v, r in self.runs.items() if r.finished and v < run.version - KEEP_FINISHED]
+        # A finished run is kept only while a client may ask for it as its last (its nodes
+        # are many objects: each one makes every garbage collection of the scheduler longer);
+        # older reports come from the catalog.
+        keep = set(self.last_by_client.values())
+        keep.add(max(self.runs))  # the newest: its graph tells a child from a parent
+        old = [
+            v
+            for v, r in self.runs.items()
+            if r.finished and (v not in keep or v < run.version - KEEP_FINISHED)
+        ]
         for v in old:
             del self.runs[v]
 
