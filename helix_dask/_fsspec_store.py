@@ -38,7 +38,8 @@ import zarr
 from distributed.diagnostics.plugin import WorkerPlugin
 from zarr.storage import FsspecStore
 
-from helix_dask._codecs import check_pickles, decode, encode, qualname
+from helix_dask._codec_pickle import check_pickles, qualname
+from helix_dask._codecs import decode, encode
 from helix_dask._errors import HelixConfigError, HelixCorruptArtifact, HelixStoreError
 from helix_dask._integrity import (
     MANIFEST,

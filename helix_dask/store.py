@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import zarr
 
-from helix_dask._codecs import check_pickles, decode, encode, qualname
+from helix_dask._codec_pickle import check_pickles, qualname
+from helix_dask._codecs import decode, encode
 from helix_dask._errors import HelixConfigError, HelixCorruptArtifact, HelixStoreError
 from helix_dask._integrity import ArtifactFiles, read_manifest, seal, verify_tree
 from helix_dask._keys import pickle_key, private_root

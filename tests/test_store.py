@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import zarr
 
+import helix_dask._codec_arrays as arrays_module
 import helix_dask._codecs as codecs_module
 import helix_dask._packed as packed_module
 import helix_dask.store as store_module
@@ -513,7 +514,7 @@ class TestZarrArtifactStore(ArtifactStoreContract):
     def test_large_arrays_are_chunked_along_first_axis(
         self, store: ZarrArtifactStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(codecs_module, "_CHUNK_BYTES", 8 * 1024)
+        monkeypatch.setattr(arrays_module, "_CHUNK_BYTES", 8 * 1024)
         value = rng.random((5000, 4))
         info = store.put(SIG, value)
         array = zarr.open_group(store.root / info.location, mode="r")["data"]
@@ -880,7 +881,7 @@ def test_raw_chunk_files_are_what_zarr_itself_reads_and_writes(tmp_path):
         "data", shape=data.shape, dtype=data.dtype, chunks=(300, 7), compressors=None
     )
     arr[...] = data
-    from helix_dask._codecs import _read_raw
+    from helix_dask._codec_raw import _read_raw
 
     np.testing.assert_array_equal(_read_raw(arr), data)  # written by Zarr, read raw
 
