@@ -23,17 +23,13 @@ import zarr
 import helix_dask._codec_arrays as arrays_module
 import helix_dask._codecs as codecs_module
 import helix_dask._packed as packed_module
+import helix_dask._store_access as access_module
 import helix_dask.store as store_module
 from helix_dask._errors import HelixConfigError, HelixCorruptArtifact, HelixStoreError
 from helix_dask._integrity import MANIFEST, digest_buffer
-from helix_dask.store import (
-    MISSING,
-    ArtifactInfo,
-    ArtifactStore,
-    ZarrArtifactStore,
-    load_artifact,
-    write_artifact,
-)
+from helix_dask._store_access import load_artifact, write_artifact
+from helix_dask._store_base import MISSING, ArtifactInfo, ArtifactStore
+from helix_dask.store import ZarrArtifactStore
 
 SIG = "0123456789abcdef0123456789abcdef"
 UNPICKLABLE = r"cannot be pickled.*return a picklable value or mark the task materialize=False"
@@ -685,7 +681,7 @@ class TestZarrArtifactStore(ArtifactStoreContract):
         info = write_artifact(root, SIG, {"k": (1, 2)}, name="task")
         assert info.kind == "json"
         assert load_artifact(root, SIG) == {"k": (1, 2)}
-        assert store_module._STORES[root] is store_module._store_for(root)
+        assert access_module._STORES[root] is access_module._store_for(root)
         with pytest.raises(KeyError):
             load_artifact(root, sig(9))
 
