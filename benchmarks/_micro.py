@@ -280,14 +280,14 @@ def _unverified(read: Callable[[], object]) -> object:
     """``read()`` with the chunk checksums off: each chunk file is read as ``store.get`` reads
     it (same page-aligned buffer, same block loop), but not hashed. Patched in this process for
     the measurement only; the store has no switch for it."""
-    from helix_dask import _codecs
+    from helix_dask import _codec_raw
 
-    original = _codecs.read_into
-    _codecs.read_into = lambda path, target, expected: original(path, target, None)
+    original = _codec_raw.read_into
+    _codec_raw.read_into = lambda path, target, expected: original(path, target, None)
     try:
         return read()
     finally:
-        _codecs.read_into = original
+        _codec_raw.read_into = original
 
 
 def artifact_load(array_bytes: int, repeats: int) -> dict[str, Any]:

@@ -179,7 +179,7 @@ def main() -> None:
     try:
         import s3fs
 
-        from helix_dask.store import open_store
+        from helix_dask._store_access import open_store
 
         s3fs.S3FileSystem(**options).mkdir("bench-throughput")
         s3fs.S3FileSystem(**options).mkdir("bench-workflow")

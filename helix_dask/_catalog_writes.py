@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
     from ._ledger import StorageLedger
-    from .store import ArtifactStore
+    from ._store_base import ArtifactStore
 
 logger = logging.getLogger("helix_dask")
 

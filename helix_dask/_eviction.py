@@ -21,7 +21,7 @@ from .materializer import Stored, choose_evictions
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
-    from .store import ArtifactStore
+    from ._store_base import ArtifactStore
 
 logger = logging.getLogger("helix_dask")
 

@@ -38,7 +38,8 @@ import zarr
 from distributed.diagnostics.plugin import WorkerPlugin
 from zarr.storage import FsspecStore
 
-from helix_dask._codecs import check_pickles, decode, encode, qualname
+from helix_dask._codec_pickle import check_pickles, qualname
+from helix_dask._codecs import decode, encode
 from helix_dask._errors import HelixConfigError, HelixCorruptArtifact, HelixStoreError
 from helix_dask._integrity import (
     MANIFEST,
@@ -49,7 +50,8 @@ from helix_dask._integrity import (
 from helix_dask._keys import pickle_key
 from helix_dask._location import catalog_dir, register_options, storage_options, store_location
 from helix_dask._object_files import ObjectFiles, one_get
-from helix_dask.store import FORMAT, ArtifactInfo, ArtifactStore, _forget_in_catalog
+from helix_dask._store_base import FORMAT, ArtifactInfo, ArtifactStore
+from helix_dask._store_repair import _forget_in_catalog
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem

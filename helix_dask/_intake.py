@@ -34,7 +34,7 @@ from .rewrite import SMALL_LOAD, rewrite
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler, TaskState
 
-    from .store import ArtifactStore
+    from ._store_base import ArtifactStore
 
 logger = logging.getLogger("helix_dask")
 

@@ -286,7 +286,7 @@ class ArtifactFiles(CheckedFiles, LocalStore):
         return type(self)(self.root, read_only=read_only, **self._check_args())
 
     def quarantine(self, error: HelixCorruptArtifact) -> None:
-        from .store import quarantine  # the store imports this module
+        from ._store_repair import quarantine  # only when a check fails
 
         quarantine(self.root, error)
 

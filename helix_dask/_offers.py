@@ -27,7 +27,7 @@ from .worker_plugin import VERDICT
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler
 
-    from .store import ArtifactStore
+    from ._store_base import ArtifactStore
 
 logger = logging.getLogger("helix_dask")
 

@@ -21,17 +21,11 @@ from typing import Any, Final
 
 import numpy as np
 
-from helix_dask._codecs import (
-    _JSON_TYPES,
-    _from_json,
-    _is_dask_array,
-    _is_native,
-    _is_plain_pandas,
-    _json_or_raise,
-    _mapping_nbytes,
-    _NotJSONSafe,
-    _pickle_dumps,
-)
+from helix_dask._codec_arrays import _is_native
+from helix_dask._codec_dask import _is_dask_array
+from helix_dask._codec_json import _JSON_TYPES, _from_json, _json_or_raise, _NotJSONSafe
+from helix_dask._codec_pickle import _pickle_dumps
+from helix_dask._codecs import _is_plain_pandas, _mapping_nbytes
 from helix_dask._errors import HelixCorruptArtifact
 from helix_dask._integrity import MANIFEST, Manifest, digest_buffer
 from helix_dask._keys import pickle_tag, tag_matches

@@ -407,7 +407,7 @@ def cmd_gc(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
 
 
 def cmd_verify(cat: Catalog, args: argparse.Namespace, out: TextIO) -> None:
-    from .store import verify_store  # Zarr: only for the commands needing it
+    from ._store_repair import verify_store  # Zarr: only for the commands needing it
 
     check = verify_store(_artifacts(cat), cat, repair=args.repair)
     if args.json:
@@ -546,7 +546,7 @@ def open_remote(address: str, args: argparse.Namespace) -> Catalog:
 
 def _artifacts(cat: Catalog):
     """The artifact store behind ``cat`` (a directory or an object store)."""
-    from .store import open_store
+    from ._store_access import open_store
 
     return open_store(getattr(cat, "location", str(cat.root)))
 

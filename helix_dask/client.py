@@ -15,8 +15,8 @@ from . import _config
 from ._errors import HelixConfigWarning, HelixError
 from ._events import RunReport, report_from_dict
 from ._settings import Settings
+from ._submit import _PLUGIN_SEEN
 from .scheduler_plugin import PLUGIN_NAME, HelixSchedulerPlugin
-from .task import _PLUGIN_SEEN
 
 _embedded: Client | None = None
 

@@ -289,8 +289,8 @@ def preview(*outputs: HelixNode, store: str | os.PathLike[str] | None = None) ->
 
     from ._drawing import DagView
     from ._location import catalog_dir
+    from ._store_access import open_store
     from .history import STATES
-    from .store import open_store
 
     root = str(store or _config.get("store"))
     catalog = Catalog(catalog_dir(root))

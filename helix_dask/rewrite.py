@@ -43,8 +43,8 @@ def load_artifacts(
     root: str, signatures: tuple[str, ...], fallbacks: tuple[Recompute, ...]
 ) -> tuple[object, ...]:
     """The artifacts ``signatures`` of the store at ``root``, each computed from its fallback
-    when it cannot be loaded (see :func:`helix_dask.store.load_artifact`)."""
-    from .store import load_artifact
+    when it cannot be loaded (see :func:`helix_dask._store_access.load_artifact`)."""
+    from ._store_access import load_artifact
 
     return tuple(load_artifact(root, s, f) for s, f in zip(signatures, fallbacks, strict=True))
 
@@ -121,7 +121,7 @@ def rewrite(
     submitted graph re-created the parents of a key the cluster already holds, which the
     scheduler does not link to it.
     """
-    from .store import load_artifact  # Zarr loads on the scheduler only, never on import
+    from ._store_access import load_artifact  # Zarr loads on the scheduler only, never on import
 
     together = [k for k in loads if k in small]
     if len(together) < 2:

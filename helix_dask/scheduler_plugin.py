@@ -85,8 +85,8 @@ class HelixSchedulerPlugin(SchedulerPlugin):
         self._open_catalog()
         # Imported here: the client only pickles this plugin, and Zarr takes 0.2 s to import.
         from ._scheduler_api import install_handlers
+        from ._store_access import open_store
         from .dashboard import install_routes
-        from .store import open_store
 
         self.artifacts = open_store(self.store)
         self.artifacts.sweep_temporaries()  # writes a killed worker left behind

@@ -70,16 +70,11 @@ from sklearn.utils._set_output import _get_output_config
 from . import _sklearn_nodes as _nodes
 from ._errors import HelixConfigError
 from ._fingerprint_sklearn import snapshot as _snapshot
+from ._node import _node_signature
 from ._sklearn_nodes import Remainder, is_named, steps_of, why_one_step
+from ._submit import one_submission
 from .signature import Hasher, fingerprint_value, register
-from .task import (
-    HelixNode,
-    HelixTask,
-    _node_signature,
-    known_fingerprints,
-    one_submission,
-    task,
-)
+from .task import HelixNode, HelixTask, known_fingerprints, task
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "fit_pipeline"]
 

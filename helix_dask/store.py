@@ -13,130 +13,50 @@ it costs well under a millisecond. How every other value is laid out inside its 
 dicts of results entry by entry, JSON-safe values in the group attributes, everything else as a
 signed pickle in a ``uint8`` array. Dask arrays are written chunk by chunk by tasks on the
 cluster and read back lazily.
+
+The contract every backend keeps is :mod:`helix_dask._store_base`; quarantine and checking a
+store against its catalog, :mod:`helix_dask._store_repair`; opening a store by location and the
+functions Dask tasks call, :mod:`helix_dask._store_access`.
 """
 
 from __future__ import annotations
 
-import abc
 import contextlib
-import enum
 import errno
 import logging
 import os
 import re
 import shutil
 import socket
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import zarr
 
-from helix_dask._codecs import check_pickles, decode, encode, qualname
+from helix_dask._codec_pickle import check_pickles, qualname
+from helix_dask._codecs import decode, encode
 from helix_dask._errors import HelixConfigError, HelixCorruptArtifact, HelixStoreError
 from helix_dask._integrity import ArtifactFiles, read_manifest, seal, verify_tree
 from helix_dask._keys import pickle_key, private_root
-from helix_dask._location import catalog_dir, is_remote, store_location
 from helix_dask._packed import LAYOUT, PackedValue, pack
 from helix_dask._packed import write as write_packed
+from helix_dask._store_base import FORMAT, ArtifactInfo, ArtifactStore
+from helix_dask._store_repair import _QUARANTINE, quarantine
 
-if TYPE_CHECKING:
-    from helix_dask.rewrite import Recompute
-
-__all__ = ["MISSING", "ArtifactInfo", "ArtifactStore", "ZarrArtifactStore"]
-__all__ += ["load_artifact", "open_store", "quarantine", "write_artifact"]
+__all__ = ["ZarrArtifactStore"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT: Final = 1
 _SIGNATURE = re.compile(r"[0-9a-f]{32}")
 _TMP_PREFIX: Final = ".tmp-"
-_QUARANTINE: Final = "quarantine"
 _COMMIT_ATTEMPTS: Final = 5
 """Renames tried when another writer's commit of the same signature vanishes under ours."""
 _HOST: Final = socket.gethostname()
 # ".tmp-<sig>-<uuid>-<pid>@<host>": a write in progress, by the process <pid> on <host>.
 _WRITER = re.compile(r"\.tmp-[0-9a-f]{32}-[0-9a-f]{32}-(\d+)@(.+)")
-
-
-class _Missing(enum.Enum):
-    """Type of :data:`MISSING`: an enum, so it stays a singleton across pickling."""
-
-    MISSING = "MISSING"
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-    __str__ = __repr__
-
-
-MISSING: Final = _Missing.MISSING
-"""Sentinel for "no result"; never ``None``, which a task may legitimately return."""
-
-
-@dataclass(frozen=True, slots=True)
-class ArtifactInfo:
-    """What a committed artifact is and what writing it cost.
-
-    Attributes
-    ----------
-    signature : str
-        The 32-hex-digit signature the artifact is stored under.
-    location : str
-        Path of the artifact relative to the store root (POSIX separators).
-    kind : str
-        ``"ndarray"``, ``"dask_array"``, ``"dataframe"``, ``"series"``, ``"mapping"``,
-        ``"json"``, ``"pickle"`` or ``"none"``.
-    nbytes : int
-        Bytes on disk, after compression.
-    seconds : float
-        Wall time of the ``put`` call that returned this record.
-    """
-
-    signature: str
-    location: str
-    kind: str
-    nbytes: int
-    seconds: float
-
-
-class ArtifactStore(abc.ABC):
-    """Results by signature.
-
-    Contract: ``get(sig)`` returns exactly what ``put(sig, v)`` stored, or raises ``KeyError``;
-    a reader never sees a half-written artifact.
-    """
-
-    @abc.abstractmethod
-    def put(self, signature: str, value: object, *, name: str = "") -> ArtifactInfo:
-        """Store ``value`` under ``signature``; keep an artifact already committed there."""
-
-    @abc.abstractmethod
-    def get(self, signature: str) -> object:
-        """Return the value stored under ``signature``; ``KeyError`` if there is none."""
-
-    @abc.abstractmethod
-    def contains(self, signature: str) -> bool:
-        """Whether a committed artifact exists under ``signature``."""
-
-    @abc.abstractmethod
-    def delete(self, signature: str) -> int:
-        """Remove the artifact; return the bytes freed (0 if it was absent)."""
-
-    @abc.abstractmethod
-    def signatures(self) -> Iterator[str]:
-        """Iterate over the signatures of committed artifacts."""
-
-    @abc.abstractmethod
-    def nbytes(self, signature: str) -> int:
-        """Bytes on disk of the artifact; ``KeyError`` if there is none."""
-
-
-# -- the store ----------------------------------------------------------------------------------
 
 
 def _tree_nbytes(path: Path) -> int:
@@ -464,149 +384,3 @@ def _writer_is_gone(name: str) -> bool:
     except PermissionError:  # alive, another user's
         return False
     return False
-
-
-def quarantine(path: Path, error: HelixCorruptArtifact) -> None:
-    """Move the artifact directory ``path`` to ``<root>/quarantine/`` and drop its catalog row.
-
-    Logs a WARNING naming the artifact and ``error.reason``. Safe to call twice or on an
-    artifact another process already moved: the first one moves it, the others do nothing.
-    """
-    root = path.parents[2]
-    target = root / _QUARANTINE / f"{path.name}-{uuid.uuid4().hex}"
-    try:
-        target.parent.mkdir(mode=0o700, exist_ok=True)
-        os.rename(path, target)
-    except FileNotFoundError:
-        return  # already moved, or deleted
-    except OSError as exc:
-        logger.warning(
-            "helix artifact %s is unusable (%s) and could not be moved to %s: %s; remove it "
-            "with `helix verify --repair`",
-            path.name,
-            error.reason,
-            target.parent,
-            exc,
-        )
-        return
-    (target / "helix-quarantine.txt").write_text(f"{error.reason}\n")
-    logger.warning(
-        "helix artifact %s is unusable (%s); moved it to %s", path.name, error.reason, target
-    )
-    _forget_in_catalog(catalog_dir(root), path.name)
-
-
-def _forget_in_catalog(catalog: str | os.PathLike[str], signature: str) -> None:
-    """Drop the catalog row of an artifact that left the store, when the catalog (directory
-    ``catalog``) is on this machine; else the scheduler drops it when a plan misses it."""
-    if not (Path(catalog) / "catalog.sqlite").is_file():
-        return
-    from .catalog import CatalogWriter  # the catalog imports the store's readers: only when needed
-
-    try:
-        cat = CatalogWriter(catalog)
-        try:
-            cat.remove_artifact(signature)
-        finally:
-            cat.close()
-    except (sqlite3.Error, OSError, HelixStoreError) as exc:
-        logger.warning(
-            "helix could not drop artifact %s from the catalog in %s: %s; `helix verify "
-            "--repair` drops it",
-            signature,
-            catalog,
-            exc,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class StoreCheck:
-    """What :func:`verify_store` found: the artifacts checked and every inconsistency."""
-
-    checked: int
-    corrupt: tuple[tuple[str, str], ...]
-    """Signature and reason of each artifact that failed a check."""
-    rows_without_artifact: tuple[str, ...]
-    artifacts_without_row: tuple[str, ...]
-    """Committed artifacts the catalog does not list (a write in flight, or a lost row)."""
-    repaired: bool
-
-    @property
-    def clean(self) -> bool:
-        """Whether nothing needs repair (rows without artifacts and corrupt artifacts do)."""
-        return not self.corrupt and not self.rows_without_artifact
-
-
-def verify_store(store: ZarrArtifactStore, catalog: Any, *, repair: bool = False) -> StoreCheck:
-    """Check every artifact of ``store`` byte for byte and against ``catalog`` (a Catalog).
-
-    With ``repair``, corrupt artifacts are quarantined (their rows dropped) and rows whose
-    artifact is gone are dropped, so no plan loads either. Nothing is unpickled.
-    """
-    on_disk = list(store.signatures())
-    corrupt = []
-    for signature in on_disk:
-        try:
-            problem = store.verify(signature, repair=repair)
-        except KeyError:  # removed meanwhile
-            continue
-        if problem is not None:
-            corrupt.append((signature, problem.reason))
-    rows = {a.signature for a in catalog.artifacts()}
-    missing = sorted(rows - set(on_disk))
-    if repair:
-        for signature in missing + [s for s, _ in corrupt]:
-            catalog.remove_artifact(signature)
-    orphans = sorted(set(on_disk) - rows - {s for s, _ in corrupt})
-    return StoreCheck(len(on_disk), tuple(corrupt), tuple(missing), tuple(orphans), repair)
-
-
-# -- thin functions for Dask worker tasks --------------------------------------------------------
-_STORES: dict[str, ArtifactStore] = {}
-
-
-def open_store(location: str | os.PathLike[str]) -> ArtifactStore:
-    """The artifact store at ``location``: a local directory (or ``file://`` URL) opens a
-    :class:`ZarrArtifactStore`, with its local-disk fast paths; any other fsspec URL
-    (``s3://bucket/prefix``, ``gs://...``) an :class:`~helix_dask._fsspec_store.ObjectArtifactStore`
-    with the options of ``helix.storage-options``."""
-    if is_remote(location):
-        from helix_dask._fsspec_store import ObjectArtifactStore  # fsspec: only when used
-
-        return ObjectArtifactStore(store_location(location))
-    return ZarrArtifactStore(store_location(location))
-
-
-def _store_for(root: str | os.PathLike[str]) -> ArtifactStore:
-    key = os.fspath(root)
-    if (store := _STORES.get(key)) is None:
-        if len(_STORES) >= 16:  # a worker sees one or two roots; never grow without bound
-            _STORES.clear()
-        store = _STORES[key] = open_store(key)
-    return store
-
-
-def load_artifact(root: str, signature: str, fallback: Recompute | None = None) -> object:
-    """Return the artifact ``signature`` of the store at ``root``.
-
-    If it is absent or unusable, compute the result with ``fallback`` (the tasks the load
-    replaced) after a WARNING; without one, raise ``KeyError`` or ``HelixCorruptArtifact``.
-    """
-    try:
-        return _store_for(root).get(signature)
-    except (KeyError, HelixCorruptArtifact) as exc:
-        if fallback is None:
-            raise
-        reason = exc.reason if isinstance(exc, HelixCorruptArtifact) else "it is not in the store"
-        logger.warning(
-            "helix could not load artifact %s of %s (%s); computing it on this worker instead",
-            signature,
-            fallback.key,
-            reason,
-        )
-        return fallback.compute()
-
-
-def write_artifact(root: str, signature: str, value: object, name: str = "") -> ArtifactInfo:
-    """Store ``value`` as artifact ``signature`` in the store at ``root``."""
-    return _store_for(root).put(signature, value, name=name)

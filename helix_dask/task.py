@@ -1,4 +1,7 @@
-"""The decorator: ``@hx.task`` turns a function into a factory of lazy, signed Dask nodes."""
+"""The decorator: ``@hx.task`` turns a function into a factory of lazy, signed Dask nodes.
+
+A call binds its arguments, signs them with the task's code and its parents' signatures, and
+returns a :class:`~helix_dask._node.HelixNode` over a one-task graph."""
 
 from __future__ import annotations
 
@@ -7,184 +10,31 @@ import contextvars
 import dataclasses
 import functools
 import inspect
-import logging
-import re
-import reprlib
-import sys
-import threading
 import types
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import dask
 from dask._task_spec import Task, TaskRef, parse_input
-from dask.core import flatten
-from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
+from ._argument_text import _argument_values
 from ._binding import Binder, binder_for
 from ._code_versions import code_versions
 from ._errors import HelixConfigError, HelixSignatureError
+from ._node import _ATOMS, _IMMUTABLE, HelixNode, _mutable_values, _node_signature, _Watch
 from ._trace import NodeCall
-from ._wire import ANNOTATION, NodeMeta, with_message
+from ._wire import ANNOTATION, NodeMeta
 from .signature import (
     CodeFingerprint,
     code_fingerprint,
     fingerprint_arguments,
-    fingerprint_value,
     node_signature,
 )
 
-logger = logging.getLogger("helix_dask")
-
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class HelixNode(Delayed):
-    """A lazy call of a helix task: a Dask collection (like ``dask.delayed``) with a signature.
-
-    ``.compute()``, ``dask.compute``, ``client.compute``, ``.persist()`` and ``.visualize()``
-    work as for any delayed value; the key reads ``<task name>-<signature>``.
-    """
-
-    __slots__ = ("_meta", "_watch")
-
-    def __init__(
-        self,
-        key: str,
-        dsk: HighLevelGraph,
-        meta: NodeMeta,
-        watch: _Watch | None = None,
-        nout: int | None = None,
-    ) -> None:
-        super().__init__(key, dsk, nout)
-        self._meta = meta
-        self._watch = watch
-
-    def __getitem__(self, index: object) -> HelixNode:
-        """``node[i]`` / ``node["key"]``: a helix node of its own, reused like any other."""
-        return _item(self, index, hx_name=f"{self._label()}[{index!r}]")
-
-    def __getattr__(self, attr: str) -> HelixNode:
-        """``node.attr``: a helix node of its own (names starting with ``_`` are not proxied)."""
-        if attr.startswith("_") or attr in _NOT_PROXIED:
-            raise AttributeError(f"Attribute {attr} not found")
-        return _attribute(self, attr, hx_name=f"{self._label()}.{attr}")
-
-    def _label(self) -> str:
-        return self._meta.label or self._meta.name
-
-    @property
-    def signature(self) -> str:
-        """The Merkle signature over code, arguments and upstream signatures."""
-        return self._meta.signature
-
-    @property
-    def meta(self) -> NodeMeta:
-        return self._meta
-
-    @property
-    def dask(self) -> HighLevelGraph:
-        """The graph; when ``helix.message`` is set now (around a compute), it is what the
-        version records, not the message set when the node was built."""
-        message = dask.config.get("helix.message", "")
-        if not message or message == self._meta.message:
-            return self._dask
-        return with_message(self._dask, self.key, str(message))
-
-    def __dask_postpersist__(self):  # type: ignore[override]
-        return _rebuild, (self._meta,)
-
-    def __dask_postcompute__(self):  # type: ignore[override]
-        """Called by every compute and persist, before the graph is sent: refuse a graph whose
-        arguments or globals changed since its nodes were signed, and hand the scheduler the
-        client's current digests of the run-time dependencies its stored results require."""
-        if self._watch is not None:
-            _check_unchanged(self._watch)
-        if self.key not in _submission.keys:
-            _send_requirement_digests(self)
-        return super().__dask_postcompute__()
-
-    @staticmethod
-    def __dask_optimize__(dsk: HighLevelGraph, keys: Any, **kwargs: Any) -> HighLevelGraph:
-        """Cull only: fusing would merge helix nodes and hide them from the plan."""
-        return dsk.cull(set(flatten(keys)))
-
-    def __repr__(self) -> str:
-        return f"HelixNode({self.key!r})"
-
-    def __reduce__(self):  # type: ignore[override]
-        return HelixNode, (self.key, self.dask, self._meta, None, self._length)
-
-
-_NOT_PROXIED = frozenset({"expr"})
-"""Attributes Dask probes on every collection: never turned into nodes."""
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class _Watch:
-    """What a node was signed from that may still change before it is computed: the task's
-    code and the mutable argument values, with their fingerprints at signing time."""
-
-    key: str
-    task: HelixTask
-    code: str
-    values: tuple[tuple[str, object, str], ...]
-    parents: tuple[_Watch, ...]
-
-
-_IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), range)
-_ATOMS = frozenset(_IMMUTABLE)
-"""Exact types of arguments that hold no node, no collection and no code."""
-
-
-def _watches(root: _Watch) -> Iterator[_Watch]:
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        w = stack.pop()
-        if id(w) in seen:
-            continue
-        seen.add(id(w))
-        yield w
-        stack.extend(w.parents)
-
-
-def _check_unchanged(root: _Watch) -> None:
-    """Raise if an argument or a global changed between building a node and computing it:
-    its result would be stored under a signature that did not produce it."""
-    codes: dict[int, str] = {}
-    values: dict[int, str] = {}  # one fingerprint per object, however many nodes it feeds
-    for w in _watches(root):
-        for name, value, before in w.values:
-            now = values.get(id(value))
-            if now is None:
-                now = values[id(value)] = fingerprint_value(
-                    value, path=name, substitute=_node_signature
-                )
-            if now != before:
-                raise HelixSignatureError(
-                    f"argument {name!r} of node {w.key!r} was modified after the node was "
-                    "built; helix signs arguments when a task is called, so build the node "
-                    "after the change, or pass a copy"
-                )
-        task = w.task
-        if not w.code:
-            continue  # not deterministic: never signed by its code
-        if id(task) not in codes:
-            codes[id(task)] = code_fingerprint(task.func, untracked=task.untracked).digest
-        if codes[id(task)] != w.code:
-            raise HelixSignatureError(
-                f"the code or a global read by task {task.name!r} (node {w.key!r}) changed "
-                "after the node was built; build the node again after the change"
-            )
-
-
-def _node_signature(obj: object) -> str | None:
-    return obj.signature if isinstance(obj, HelixNode) else None
 
 
 Known = Callable[[object], "str | None"]
@@ -204,92 +54,6 @@ def known_fingerprints(known: Known) -> Iterator[None]:
         yield
     finally:
         _KNOWN.reset(token)
-
-
-_PLUGIN_SEEN: dict[str, bool] = {}
-"""Client id -> whether its scheduler runs the helix plugin (``hx.setup`` clears it)."""
-_WARNED: set[str] = set()
-
-
-def _warn_once(what: str, message: str) -> None:
-    if what not in _WARNED:
-        _WARNED.add(what)
-        logger.warning(message)
-
-
-def _has_helix(dask_scheduler: Any) -> bool:
-    return "helix" in dask_scheduler.plugins
-
-
-class _Submission(threading.local):
-    keys: frozenset[str] = frozenset()
-    """Keys whose digests were sent for the graph this thread is about to submit."""
-
-
-_submission = _Submission()
-
-
-@contextlib.contextmanager
-def one_submission(client: Any, nodes: Sequence[HelixNode]) -> Iterator[None]:
-    """Around one ``client.compute(nodes)``: the digests the scheduler needs for all of
-    ``nodes`` are sent once, on entry, rather than once per node as each is prepared (two
-    round trips per node when stored results have run-time dependencies)."""
-    _send_requirement_digests(*nodes, client=client)
-    outer = _submission.keys
-    _submission.keys = outer | {n.key for n in nodes}
-    try:
-        yield
-    finally:
-        _submission.keys = outer
-
-
-def _send_requirement_digests(*nodes: HelixNode, client: Any = None) -> None:
-    """Tell the scheduler plugin the client's digests of the run-time dependencies recorded
-    for the stored results of these nodes' graphs (usually none: one round trip). Says once
-    when the graph runs where helix cannot see it (no client, or no helix plugin on the
-    cluster)."""
-    from ._dependency_digests import requirement_digests
-
-    try:
-        from distributed import default_client
-
-        client = client or default_client()
-    except (ImportError, ValueError):
-        _warn_once(
-            "client",
-            "helix nodes computed without a distributed client run as plain Dask: nothing is "
-            "planned, stored or recorded; call hx.setup() (or hx.setup(client)) first",
-        )
-        return
-    if client.id not in _PLUGIN_SEEN:
-        _PLUGIN_SEEN[client.id] = bool(client.run_on_scheduler(_has_helix))
-    if not _PLUGIN_SEEN[client.id]:
-        _warn_once(
-            client.id,
-            "the cluster of this client has no helix plugin: helix nodes run as plain Dask "
-            "(nothing is planned, stored or recorded); call hx.setup(client) first",
-        )
-        return
-    sigs = list(
-        {
-            ann["signature"]: None
-            for node in nodes
-            for layer in node.dask.layers.values()
-            if (ann := (layer.annotations or {}).get(ANNOTATION)) is not None
-        }
-    )
-    deps = client.sync(client.scheduler.helix_requirements, signatures=sigs)
-    if deps:
-        digests = requirement_digests(deps)
-        client.sync(client.scheduler.helix_digests, client=client.id, digests=digests)
-
-
-def _rebuild(dsk: Any, meta: NodeMeta, *, rename: Mapping | None = None) -> HelixNode:
-    """A node over a persisted graph: its values are held, so nothing is left to watch."""
-    key = f"{meta.name}-{meta.signature}"
-    if not isinstance(dsk, HighLevelGraph):
-        dsk = HighLevelGraph.from_collections(key, dsk, dependencies=())
-    return HelixNode(key, dsk, meta)
 
 
 class HelixTask(Generic[P]):
@@ -504,122 +268,6 @@ def _construct(typ: type, items: list, kwargs: dict) -> object:
 def _replace(obj: object, values: dict) -> object:
     """A copy of the dataclass ``obj`` whose fields that held helix nodes hold their values."""
     return dataclasses.replace(obj, **values)  # type: ignore[type-var]
-
-
-def _mutable_values(
-    arguments: Mapping[str, object], passed: frozenset[str], fingerprints: Mapping[str, str]
-) -> tuple[tuple[str, object, str], ...]:
-    """The arguments passed whose content could change before compute, with their
-    fingerprints."""
-    if not fingerprints:
-        return ()
-    return tuple(
-        (name, value, fingerprints[name])
-        for name, value in arguments.items()
-        if name in passed
-        and name in fingerprints
-        and not isinstance(value, (*_IMMUTABLE, HelixNode))
-    )
-
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 80
-_REPR.maxlist = _REPR.maxdict = 6
-
-
-_SECRET = re.compile(
-    r"pass(word|wd|phrase)|secret|token|api_?key|access_?key|private_?key|credential|cookie"
-    r"|authorization|(^|_)(auth|pwd|key)$",
-    re.IGNORECASE,
-)
-"""Argument names whose values are never written to the catalog (``helix.redact``)."""
-
-REDACTED = "<redacted>"
-
-
-def redacted(name: str) -> bool:
-    """Whether the value of argument ``name`` is left out of the catalog and the API:
-    ``helix.redact`` is ``secrets`` (default: names like ``api_key``, ``password``,
-    ``token``), ``all`` or ``none``."""
-    return _redacted(str(dask.config.get("helix.redact", "secrets")), name)
-
-
-@functools.lru_cache(maxsize=4096)
-def _redacted(mode: str, name: str) -> bool:
-    if mode == "all":
-        return True
-    return mode != "none" and _SECRET.search(name) is not None
-
-
-def _argument_values(
-    arguments: Mapping[str, object], fingerprints: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """A short readable form of each bound argument: ``<task>`` for upstream nodes; values of
-    arguments whose names look like secrets are redacted. ``fingerprints`` (the arguments'
-    signing fingerprints) let an estimator's text be reused for an equal estimator."""
-    mode = str(dask.config.get("helix.redact", "secrets"))
-    out = {}
-    for name, value in arguments.items():
-        if _redacted(mode, name) and not isinstance(value, HelixNode):
-            out[name] = REDACTED
-        elif fingerprints and name in fingerprints and _is_estimator(value):
-            out[name] = _estimator_text(value, fingerprints[name])
-        else:
-            out[name] = _shown(value)
-    return out
-
-
-_ESTIMATOR_TEXTS: dict[tuple[str, bool], str] = {}
-_ESTIMATOR_TEXTS_MAX = 4096
-
-
-def _estimator_text(value: Any, fingerprint: str) -> str:
-    """``_shown(value)`` for an estimator, pretty-printed once per fingerprint: its class
-    (code or version) and parameters, which are all its text shows."""
-    import sklearn
-
-    key = (fingerprint, bool(sklearn.get_config()["print_changed_only"]))
-    text = _ESTIMATOR_TEXTS.get(key)
-    if text is None:
-        if len(_ESTIMATOR_TEXTS) >= _ESTIMATOR_TEXTS_MAX:
-            _ESTIMATOR_TEXTS.clear()
-        text = _ESTIMATOR_TEXTS[key] = _shown(value)
-    return text
-
-
-_ESTIMATOR_REPR_CHARS = 20_000
-"""Longer scikit-learn estimator reprs are shortened like other values (80 characters)."""
-
-
-def _shown(value: Any) -> str:
-    """``<task>`` for an upstream node, also inside a list or tuple of them; an estimator's
-    full repr (so ``helix diff`` can name its changed parameters); a short repr otherwise."""
-    if isinstance(value, HelixNode):
-        return f"<{value.meta.name}>"
-    if type(value) in (list, tuple) and _holds_node(value):
-        inner = ", ".join(_shown(v) for v in value)
-        return f"[{inner}]" if type(value) is list else f"({inner}{',' if len(value) == 1 else ''})"
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
-        return f"{type(value).__name__}(shape={tuple(value.shape)}, dtype={value.dtype})"
-    if _is_estimator(value):
-        try:
-            text = value.__repr__(N_CHAR_MAX=_ESTIMATOR_REPR_CHARS)
-        except TypeError:  # a project estimator's own __repr__ takes no limit
-            text = ""
-        if 0 < len(text) <= _ESTIMATOR_REPR_CHARS:
-            return text
-    return _REPR.repr(value)
-
-
-def _holds_node(value: Any) -> bool:
-    if isinstance(value, HelixNode):
-        return True
-    return type(value) in (list, tuple) and any(_holds_node(v) for v in value)
-
-
-def _is_estimator(value: Any) -> bool:
-    sklearn = sys.modules.get("sklearn.base")
-    return sklearn is not None and isinstance(value, sklearn.BaseEstimator)
 
 
 @overload

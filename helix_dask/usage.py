@@ -175,8 +175,8 @@ def apply_gc(
     holding the catalog's write lock. Artifacts of versions running by now, or under a live
     lease (a plan of another process loads them), are skipped. ``progress(done, total,
     freed_bytes)`` is called after each deletion."""
+    from ._store_access import open_store
     from .catalog import CatalogWriter
-    from .store import open_store
 
     store = open_store(getattr(cat, "location", str(cat.root)))
     writer = cat if isinstance(cat, CatalogWriter) else CatalogWriter(cat.root)

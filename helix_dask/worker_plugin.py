@@ -28,7 +28,8 @@ from .materializer import StorageLimits
 if TYPE_CHECKING:
     from distributed import Worker
 
-    from .store import ArtifactInfo, ZarrArtifactStore
+    from ._store_base import ArtifactInfo
+    from .store import ZarrArtifactStore
 
 logger = logging.getLogger("helix_dask")
 
@@ -88,7 +89,7 @@ class HelixWorkerPlugin(WorkerPlugin):
         """The store, opened on the first write: importing Zarr takes a few tenths of a second,
         which registering the plugin (``hx.setup``) should not wait for."""
         if self._artifacts is None:
-            from .store import open_store
+            from ._store_access import open_store
 
             self._artifacts = open_store(self.store)  # a local directory or a URL
         return self._artifacts

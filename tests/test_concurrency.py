@@ -20,9 +20,10 @@ import helix_dask as hx
 from helix_dask import _intake
 from helix_dask import store as store_module
 from helix_dask._owner import HOST, Owner, new_owner, retire
+from helix_dask._store_repair import verify_store
 from helix_dask.catalog import ArtifactRow, CatalogWriter
 from helix_dask.cli import main as helix
-from helix_dask.store import ZarrArtifactStore, verify_store
+from helix_dask.store import ZarrArtifactStore
 from helix_dask.usage import apply_gc, gc_plan
 
 SCRIPT = Path(__file__).with_name("_concurrent_iteration.py")

@@ -14,7 +14,8 @@ from distributed import get_task_stream, worker_client
 
 import helix_dask as hx
 from helix_dask import Decision, HelixStoreError, Materialization
-from helix_dask.store import ZarrArtifactStore, write_artifact
+from helix_dask._store_access import write_artifact
+from helix_dask.store import ZarrArtifactStore
 
 SHAPE, CHUNKS = (4000, 500), (500, 500)
 CHUNK_BYTES = 500 * 500 * 8

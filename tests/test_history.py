@@ -243,7 +243,7 @@ def test_diff_names_the_changed_parameters_of_an_estimator_argument(tmp_path):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
-    from helix_dask.task import _argument_values
+    from helix_dask._argument_text import _argument_values
 
     cat = CatalogWriter(tmp_path)
     for i, k in enumerate((5, 8)):

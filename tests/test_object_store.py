@@ -29,7 +29,7 @@ from helix_dask import cli
 from helix_dask._errors import HelixCorruptArtifact
 from helix_dask._keys import key_path
 from helix_dask._location import catalog_dir, is_remote, store_location
-from helix_dask.store import load_artifact, open_store
+from helix_dask._store_access import load_artifact, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 CREDENTIALS = {"key": "testing", "secret": "testing"}
@@ -175,7 +175,7 @@ class TestObjectArtifactStore(ArtifactStoreContract):
             f"""
             import time, dask, numpy as np
             import helix_dask._object_files
-            from helix_dask.store import open_store
+            from helix_dask._store_access import open_store
             helix_dask._object_files._FLUSH_BYTES = 1  # upload every file as it is written
             class Slow:
                 def __reduce__(self):

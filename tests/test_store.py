@@ -20,19 +20,16 @@ import pandas as pd
 import pytest
 import zarr
 
+import helix_dask._codec_arrays as arrays_module
 import helix_dask._codecs as codecs_module
 import helix_dask._packed as packed_module
+import helix_dask._store_access as access_module
 import helix_dask.store as store_module
 from helix_dask._errors import HelixConfigError, HelixCorruptArtifact, HelixStoreError
 from helix_dask._integrity import MANIFEST, digest_buffer
-from helix_dask.store import (
-    MISSING,
-    ArtifactInfo,
-    ArtifactStore,
-    ZarrArtifactStore,
-    load_artifact,
-    write_artifact,
-)
+from helix_dask._store_access import load_artifact, write_artifact
+from helix_dask._store_base import MISSING, ArtifactInfo, ArtifactStore
+from helix_dask.store import ZarrArtifactStore
 
 SIG = "0123456789abcdef0123456789abcdef"
 UNPICKLABLE = r"cannot be pickled.*return a picklable value or mark the task materialize=False"
@@ -513,7 +510,7 @@ class TestZarrArtifactStore(ArtifactStoreContract):
     def test_large_arrays_are_chunked_along_first_axis(
         self, store: ZarrArtifactStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(codecs_module, "_CHUNK_BYTES", 8 * 1024)
+        monkeypatch.setattr(arrays_module, "_CHUNK_BYTES", 8 * 1024)
         value = rng.random((5000, 4))
         info = store.put(SIG, value)
         array = zarr.open_group(store.root / info.location, mode="r")["data"]
@@ -684,7 +681,7 @@ class TestZarrArtifactStore(ArtifactStoreContract):
         info = write_artifact(root, SIG, {"k": (1, 2)}, name="task")
         assert info.kind == "json"
         assert load_artifact(root, SIG) == {"k": (1, 2)}
-        assert store_module._STORES[root] is store_module._store_for(root)
+        assert access_module._STORES[root] is access_module._store_for(root)
         with pytest.raises(KeyError):
             load_artifact(root, sig(9))
 
@@ -880,7 +877,7 @@ def test_raw_chunk_files_are_what_zarr_itself_reads_and_writes(tmp_path):
         "data", shape=data.shape, dtype=data.dtype, chunks=(300, 7), compressors=None
     )
     arr[...] = data
-    from helix_dask._codecs import _read_raw
+    from helix_dask._codec_raw import _read_raw
 
     np.testing.assert_array_equal(_read_raw(arr), data)  # written by Zarr, read raw
 

@@ -267,10 +267,10 @@ CASES: dict[str, tuple[str, Damage, str]] = {
 def _small_chunks() -> None:
     """Split stored arrays into 4 KiB chunks, so a raw array has several chunk files, and
     pack only values under 1 KiB, so the arrays and the model above are Zarr groups."""
-    import helix_dask._codecs
+    import helix_dask._codec_arrays
     import helix_dask._packed
 
-    helix_dask._codecs._CHUNK_BYTES = 4096
+    helix_dask._codec_arrays._CHUNK_BYTES = 4096
     helix_dask._packed.LIMIT = 1024  # type: ignore[misc]
 
 

@@ -16,7 +16,8 @@ from conftest import helix_client, log_call
 
 import helix_dask as hx
 from helix_dask import Decision
-from helix_dask.store import ZarrArtifactStore, verify_store
+from helix_dask._store_repair import verify_store
+from helix_dask.store import ZarrArtifactStore
 
 ROWS = 40_000  # 320 kB of incompressible floats
 
