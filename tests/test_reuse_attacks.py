@@ -441,6 +441,7 @@ def test_a_memoized_helper_that_reads_the_environment_is_verified_for_every_call
     monkeypatch.setenv("HELIX_ATTACK_MEMO_MODE", "a")
     assert mod.first(1).compute() == "1:a"  # fills the cache: its read is recorded
     assert mod.second(1).compute() == "1:a"  # a cache hit: no read recorded
+    assert hx.last_run(threaded_client).stored == ["second"]
     monkeypatch.setenv("HELIX_ATTACK_MEMO_MODE", "b")
     mod = module_factory("attack_memo_env", MEMO_ENV_SOURCE)  # a fresh module, empty cache
     assert mod.second(1).compute() == "1:b"
