@@ -7,6 +7,7 @@ code (never an old stored result), and the edited task must have run again.
 
 from __future__ import annotations
 
+import glob
 import importlib
 import io
 import json
@@ -205,7 +206,7 @@ MAIN_SCRIPT = """
 import json, sys
 import numpy as np
 import helix_dask as hx
-from distributed import Client, LocalCluster
+from distributed import Client
 
 
 class Scaler:
@@ -222,8 +223,7 @@ def transform(x, scaler):
 
 
 if __name__ == "__main__":
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with Client(sys.argv[2]) as client:  # a long-lived cluster of worker processes
         hx.setup(client, store=sys.argv[1], budget="1 GiB", policy="all")
         out = transform(np.arange(3), Scaler(2)).compute()
         run = hx.last_run(client)
@@ -231,13 +231,17 @@ if __name__ == "__main__":
 """
 
 
-def test_a_script_class_passed_to_worker_processes_is_reused_until_its_method_changes(tmp_path):
+def test_a_script_class_passed_to_worker_processes_is_reused_until_its_method_changes(
+    tmp_path, processes_cluster_address
+):
     # The class lives in the script's __main__, pickled by value to worker processes: its
     # code counts through the argument, so the trace of its method needs no digest there.
+    # Each run is a new process of the script, connecting to the same worker processes.
     root = tmp_path / "project"
     _write(root, "main.py", MAIN_SCRIPT)
     store = str(tmp_path / "store")
-    run = lambda: json.loads(_python(root, "main.py", store).strip().splitlines()[-1])  # noqa: E731
+    address = processes_cluster_address
+    run = lambda: json.loads(_python(root, "main.py", store, address).splitlines()[-1])  # noqa: E731
     assert run() == {"values": [0, 2, 4], "computed": ["transform"], "loaded": []}
     assert run() == {"values": [0, 2, 4], "computed": [], "loaded": ["transform"]}
     path = root / "main.py"
@@ -393,7 +397,15 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("mode", ["threads", "processes"])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "threads",
+        # Its own cluster of worker processes per run; the default run has
+        # test_data_files_read_by_path_in_worker_processes_are_verified_before_reuse.
+        pytest.param("processes", marks=pytest.mark.slow),
+    ],
+)
 def test_data_files_read_by_path_are_verified_before_reuse(tmp_path, mode):
     # The task receives a path string, not hx.File: only the trace sees the file it reads
     # and the directory it lists. Changing either recomputes; nothing else does.
@@ -606,3 +618,45 @@ def test_requirements_of_a_call_are_unknown_when_its_code_was_replaced():
     assert same.requires is not None and set(same.requires) == {"replaced_scope.helper"}
     exec("def helper(x):\n    return x + 2\n", scope)  # redefined in place, as a reload does
     assert settle("k", ann, trace, ran).requires is None
+
+
+@hx.task
+def load_table(path: str) -> np.ndarray:
+    return np.loadtxt(path, delimiter=",")
+
+
+@hx.task
+def count_parts(folder: str) -> int:
+    return len(sorted(glob.glob(os.path.join(folder, "*.csv"))))
+
+
+@hx.task
+def total(table: np.ndarray, parts: int) -> float:
+    return float(table.sum()) + parts
+
+
+def test_data_files_read_by_path_in_worker_processes_are_verified_before_reuse(
+    processes_cluster, tmp_path
+):
+    # READER's tasks on long-lived worker processes: the traces that see the file read and
+    # the directory listed are taken there. Changing either recomputes; nothing else does.
+    from conftest import helix_client
+
+    data = tmp_path / "data"
+    _write(data, "table.csv", "1,2\n3,4\n")
+    _write(data, "parts/a.csv", "x\n")
+    with helix_client(processes_cluster, tmp_path / "store", policy="all") as client:
+
+        def run() -> tuple[float, list[str]]:
+            node = total(load_table(str(data / "table.csv")), count_parts(str(data / "parts")))
+            return node.compute(), sorted(hx.last_run(client).computed)
+
+        assert run() == (11.0, ["count_parts", "load_table", "total"])
+        assert run() == (11.0, [])
+        (data / "table.csv").write_text("1,2\n3,5\n")
+        value, computed = run()
+        assert (value, {"load_table", "total"} <= set(computed)) == (12.0, True)
+        _write(data, "parts/b.csv", "y\n")
+        value, computed = run()
+        assert (value, {"count_parts", "total"} <= set(computed)) == (13.0, True)
+        assert run() == (13.0, [])
