@@ -178,7 +178,15 @@ def _iterate(root: Path, store: Path, mode: str) -> dict:
     return json.loads(_python(root, "run.py", str(store), mode).strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("mode", ["threads", "processes"])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "threads",
+        # Its own cluster of worker processes per run; the default run has
+        # test_an_edited_method_of_an_argument_recomputes_on_new_worker_processes.
+        pytest.param("processes", marks=pytest.mark.slow),
+    ],
+)
 def test_edits_reached_only_at_run_time_recompute_and_never_load_a_stale_result(tmp_path, mode):
     root = tmp_path / "project"
     for name, text in MODULES.items():
@@ -660,3 +668,32 @@ def test_data_files_read_by_path_in_worker_processes_are_verified_before_reuse(
         value, computed = run()
         assert (value, {"count_parts", "total"} <= set(computed)) == (13.0, True)
         assert run() == (13.0, [])
+
+
+@hx.task
+def scaled(x: int, scaler: Any) -> int:
+    return scaler.apply(x)
+
+
+def test_an_edited_method_of_an_argument_recomputes_on_new_worker_processes(
+    processes_cluster, tmp_path, module_factory
+):
+    # The argument's class lives in a project module: worker processes import that module to
+    # unpickle the argument, and only the trace taken there sees the method the task calls.
+    # After the edit the workers are restarted: new processes, which import the edited
+    # module, as the worker processes of a new cluster would.
+    from conftest import helix_client
+
+    shapes = module_factory("rtdep_shapes", MODULES["shapes.py"])
+    with helix_client(processes_cluster, tmp_path / "store", policy="all") as client:
+        client.run(_add_path, str(tmp_path / "usercode"))
+        assert scaled(3, shapes.Scaler(5)).compute() == 15
+        assert hx.last_run(client).computed == ["scaled"]
+        assert scaled(3, shapes.Scaler(5)).compute() == 15
+        assert hx.last_run(client).computed == [], "an identical re-run must load, not compute"
+        edited = MODULES["shapes.py"].replace("return self.k * x", "return self.k * x + 7")
+        shapes = module_factory("rtdep_shapes", edited)
+        client.restart()
+        client.run(_add_path, str(tmp_path / "usercode"))
+        assert scaled(3, shapes.Scaler(5)).compute() == 22, "a stale result after the edit"
+        assert hx.last_run(client).computed == ["scaled"]
