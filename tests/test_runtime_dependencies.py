@@ -2,7 +2,10 @@
 
 Each iteration is a fresh Python process against one persistent store, as a user re-running a
 script would be. After every edit, each task's result must equal a plain call of the current
-code (never an old stored result), and the edited task must have run again.
+code (never an old stored result), and the edited task must have run again. What is particular
+to worker processes is checked on the run's shared cluster of them (a script connecting to it,
+or this process as the client); the variants that start a cluster of worker processes in every
+run are in the slow profile (``-m slow``).
 """
 
 from __future__ import annotations
