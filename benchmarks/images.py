@@ -117,7 +117,8 @@ WORKFLOW = Workflow(
     name="images",
     title="Image classification (MNIST-like digits)",
     sizes={
-        "smoke": {"images": 2_000, "components": 50},
+        # smoke: tests/test_benchmarks_smoke.py only; small, as its results are not timed
+        "smoke": {"images": 500, "components": 30},
         "quick": {"images": 20_000, "components": 300},
         "full": {"images": 30_000, "components": 500},
         "large": {"images": 100_000, "components": 800},

@@ -139,7 +139,8 @@ WORKFLOW = Workflow(
     name="text",
     title="Text pipeline (TF-IDF, SVD, clustering and a classifier)",
     sizes={
-        "smoke": {"docs": 1_500, "vocabulary": 500},
+        # smoke: tests/test_benchmarks_smoke.py only; small, as its results are not timed
+        "smoke": {"docs": 400, "vocabulary": 250},
         "quick": {"docs": 8_000, "vocabulary": 2000},
         "full": {"docs": 16_000, "vocabulary": 4000},
         "large": {"docs": 80_000, "vocabulary": 4000},

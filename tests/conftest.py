@@ -115,6 +115,28 @@ def threaded_client(threads_cluster, calls: Calls, tmp_path: Path) -> Iterator[C
         yield c
 
 
+@pytest.fixture
+def processes_cluster_address(
+    request: pytest.FixtureRequest, processes_cluster: LocalCluster
+) -> Iterator[str]:
+    """The address of the shared worker-process cluster, for scripts run as fresh client
+    processes against it (a user re-running a script on a long-lived cluster). The helix
+    plugin such a script installs is checked for leftovers, then removed for the next test."""
+    yield processes_cluster.scheduler_address
+    with Client(processes_cluster) as c:
+        if not c.run_on_scheduler(_has_helix):
+            return
+        try:
+            if request.node.stash.get(_passed, False):
+                _assert_no_leaked_tasks(c)
+        finally:
+            c.unregister_scheduler_plugin("helix")
+
+
+def _has_helix(dask_scheduler) -> bool:
+    return "helix" in dask_scheduler.plugins
+
+
 def _leftovers(dask_scheduler) -> dict:
     """What the scheduler and the helix plugin still hold: empty once a test has drained."""
     out = {}

@@ -2,11 +2,15 @@
 
 Each iteration is a fresh Python process against one persistent store, as a user re-running a
 script would be. After every edit, each task's result must equal a plain call of the current
-code (never an old stored result), and the edited task must have run again.
+code (never an old stored result), and the edited task must have run again. What is particular
+to worker processes is checked on the run's shared cluster of them (a script connecting to it,
+or this process as the client); the variants that start a cluster of worker processes in every
+run are in the slow profile (``-m slow``).
 """
 
 from __future__ import annotations
 
+import glob
 import importlib
 import io
 import json
@@ -177,7 +181,15 @@ def _iterate(root: Path, store: Path, mode: str) -> dict:
     return json.loads(_python(root, "run.py", str(store), mode).strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("mode", ["threads", "processes"])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "threads",
+        # Its own cluster of worker processes per run; the default run has
+        # test_an_edited_method_of_an_argument_recomputes_on_new_worker_processes.
+        pytest.param("processes", marks=pytest.mark.slow),
+    ],
+)
 def test_edits_reached_only_at_run_time_recompute_and_never_load_a_stale_result(tmp_path, mode):
     root = tmp_path / "project"
     for name, text in MODULES.items():
@@ -205,7 +217,7 @@ MAIN_SCRIPT = """
 import json, sys
 import numpy as np
 import helix_dask as hx
-from distributed import Client, LocalCluster
+from distributed import Client
 
 
 class Scaler:
@@ -222,8 +234,7 @@ def transform(x, scaler):
 
 
 if __name__ == "__main__":
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with Client(sys.argv[2]) as client:  # a long-lived cluster of worker processes
         hx.setup(client, store=sys.argv[1], budget="1 GiB", policy="all")
         out = transform(np.arange(3), Scaler(2)).compute()
         run = hx.last_run(client)
@@ -231,13 +242,17 @@ if __name__ == "__main__":
 """
 
 
-def test_a_script_class_passed_to_worker_processes_is_reused_until_its_method_changes(tmp_path):
+def test_a_script_class_passed_to_worker_processes_is_reused_until_its_method_changes(
+    tmp_path, processes_cluster_address
+):
     # The class lives in the script's __main__, pickled by value to worker processes: its
     # code counts through the argument, so the trace of its method needs no digest there.
+    # Each run is a new process of the script, connecting to the same worker processes.
     root = tmp_path / "project"
     _write(root, "main.py", MAIN_SCRIPT)
     store = str(tmp_path / "store")
-    run = lambda: json.loads(_python(root, "main.py", store).strip().splitlines()[-1])  # noqa: E731
+    address = processes_cluster_address
+    run = lambda: json.loads(_python(root, "main.py", store, address).splitlines()[-1])  # noqa: E731
     assert run() == {"values": [0, 2, 4], "computed": ["transform"], "loaded": []}
     assert run() == {"values": [0, 2, 4], "computed": [], "loaded": ["transform"]}
     path = root / "main.py"
@@ -393,7 +408,15 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("mode", ["threads", "processes"])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "threads",
+        # Its own cluster of worker processes per run; the default run has
+        # test_data_files_read_by_path_in_worker_processes_are_verified_before_reuse.
+        pytest.param("processes", marks=pytest.mark.slow),
+    ],
+)
 def test_data_files_read_by_path_are_verified_before_reuse(tmp_path, mode):
     # The task receives a path string, not hx.File: only the trace sees the file it reads
     # and the directory it lists. Changing either recomputes; nothing else does.
@@ -606,3 +629,74 @@ def test_requirements_of_a_call_are_unknown_when_its_code_was_replaced():
     assert same.requires is not None and set(same.requires) == {"replaced_scope.helper"}
     exec("def helper(x):\n    return x + 2\n", scope)  # redefined in place, as a reload does
     assert settle("k", ann, trace, ran).requires is None
+
+
+@hx.task
+def load_table(path: str) -> np.ndarray:
+    return np.loadtxt(path, delimiter=",")
+
+
+@hx.task
+def count_parts(folder: str) -> int:
+    return len(sorted(glob.glob(os.path.join(folder, "*.csv"))))
+
+
+@hx.task
+def total(table: np.ndarray, parts: int) -> float:
+    return float(table.sum()) + parts
+
+
+def test_data_files_read_by_path_in_worker_processes_are_verified_before_reuse(
+    processes_cluster, tmp_path
+):
+    # READER's tasks on long-lived worker processes: the traces that see the file read and
+    # the directory listed are taken there. Changing either recomputes; nothing else does.
+    from conftest import helix_client
+
+    data = tmp_path / "data"
+    _write(data, "table.csv", "1,2\n3,4\n")
+    _write(data, "parts/a.csv", "x\n")
+    with helix_client(processes_cluster, tmp_path / "store", policy="all") as client:
+
+        def run() -> tuple[float, list[str]]:
+            node = total(load_table(str(data / "table.csv")), count_parts(str(data / "parts")))
+            return node.compute(), sorted(hx.last_run(client).computed)
+
+        assert run() == (11.0, ["count_parts", "load_table", "total"])
+        assert run() == (11.0, [])
+        (data / "table.csv").write_text("1,2\n3,5\n")
+        value, computed = run()
+        assert (value, {"load_table", "total"} <= set(computed)) == (12.0, True)
+        _write(data, "parts/b.csv", "y\n")
+        value, computed = run()
+        assert (value, {"count_parts", "total"} <= set(computed)) == (13.0, True)
+        assert run() == (13.0, [])
+
+
+@hx.task
+def scaled(x: int, scaler: Any) -> int:
+    return scaler.apply(x)
+
+
+def test_an_edited_method_of_an_argument_recomputes_on_new_worker_processes(
+    processes_cluster, tmp_path, module_factory
+):
+    # The argument's class lives in a project module: worker processes import that module to
+    # unpickle the argument, and only the trace taken there sees the method the task calls.
+    # After the edit the workers are restarted: new processes, which import the edited
+    # module, as the worker processes of a new cluster would.
+    from conftest import helix_client
+
+    shapes = module_factory("rtdep_shapes", MODULES["shapes.py"])
+    with helix_client(processes_cluster, tmp_path / "store", policy="all") as client:
+        client.run(_add_path, str(tmp_path / "usercode"))
+        assert scaled(3, shapes.Scaler(5)).compute() == 15
+        assert hx.last_run(client).computed == ["scaled"]
+        assert scaled(3, shapes.Scaler(5)).compute() == 15
+        assert hx.last_run(client).computed == [], "an identical re-run must load, not compute"
+        edited = MODULES["shapes.py"].replace("return self.k * x", "return self.k * x + 7")
+        shapes = module_factory("rtdep_shapes", edited)
+        client.restart()
+        client.run(_add_path, str(tmp_path / "usercode"))
+        assert scaled(3, shapes.Scaler(5)).compute() == 22, "a stale result after the edit"
+        assert hx.last_run(client).computed == ["scaled"]

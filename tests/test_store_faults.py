@@ -291,20 +291,29 @@ def _capture_warnings(path: str | None) -> None:
         logger.addHandler(handler)
 
 
+def _chunk_sizes(sizes: tuple[int, int] | None = None) -> tuple[int, int]:
+    """This worker's chunk size and packing limit, set to ``sizes`` first when given."""
+    import helix_dask._codecs
+    import helix_dask._packed
+
+    if sizes is not None:
+        helix_dask._codecs._CHUNK_BYTES, helix_dask._packed.LIMIT = sizes  # type: ignore[misc]
+    return helix_dask._codecs._CHUNK_BYTES, helix_dask._packed.LIMIT
+
+
 @pytest.fixture(scope="module")
-def cluster_client() -> Iterator[Client]:
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            worker_dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+def cluster_client(processes_cluster: LocalCluster) -> Iterator[Client]:
+    """A client of the run's shared cluster of worker processes, whose workers store in small
+    chunks while this module runs (see ``_small_chunks``)."""
+    with Client(processes_cluster) as client:
+        (defaults,) = set(client.run(_chunk_sizes).values())
         client.run(_small_chunks)
-        yield client
+        try:
+            yield client
+        finally:
+            # A test kills the workers: the next module finds both back, with the defaults.
+            client.wait_for_workers(2, timeout=60)
+            client.run(_chunk_sizes, defaults)
 
 
 @dataclass
