@@ -293,12 +293,12 @@ def _capture_warnings(path: str | None) -> None:
 
 def _chunk_sizes(sizes: tuple[int, int] | None = None) -> tuple[int, int]:
     """This worker's chunk size and packing limit, set to ``sizes`` first when given."""
-    import helix_dask._codecs
+    import helix_dask._codec_arrays
     import helix_dask._packed
 
     if sizes is not None:
-        helix_dask._codecs._CHUNK_BYTES, helix_dask._packed.LIMIT = sizes  # type: ignore[misc]
-    return helix_dask._codecs._CHUNK_BYTES, helix_dask._packed.LIMIT
+        helix_dask._codec_arrays._CHUNK_BYTES, helix_dask._packed.LIMIT = sizes  # type: ignore[misc]
+    return helix_dask._codec_arrays._CHUNK_BYTES, helix_dask._packed.LIMIT
 
 
 @pytest.fixture(scope="module")
