@@ -667,7 +667,28 @@ def _scale_section(scale: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _included_section(included: dict[str, Any]) -> list[str]:
+def _search_verdicts(sk: dict[str, Any]) -> list[str]:
+    """The scikit-learn issue's goals, per repeat (repeat i of each tool paired)."""
+
+    def per(tool: str, i: int) -> list[float]:
+        run = sk[tool][i]
+        return list(run.get("per_repeat") or [run["seconds"]])
+
+    names = list(sk["searches"])
+    out = []
+    if len(names) > 1:
+        ratios = [a / b for a, b in zip(per("sklearn", 1), per("helix", 1), strict=True)]
+        out.append(_target(f"search, {names[1]}: scikit-learn / helix", ratios, 5, at_most=False))
+    if isinstance(sk["dask_ml"], list):
+        if len(names) > 1:
+            ratios = [a / b for a, b in zip(per("dask_ml", 1), per("helix", 1), strict=True)]
+            out.append(_target(f"search, {names[1]}: dask-ml / helix", ratios, 2, at_most=False))
+        ratios = [a / b for a, b in zip(per("helix", 0), per("dask_ml", 0), strict=True)]
+        out.append(_target(f"search, {names[0]}: helix / dask-ml", ratios, 1, at_most=True))
+    return out
+
+
+def _included_section(included: dict[str, Any], verdicts: list[str] | None = None) -> list[str]:
     lines: list[str] = []
     sk = included.get("sklearn_search")
     if sk:
@@ -682,18 +703,36 @@ def _included_section(included: dict[str, Any]) -> list[str]:
             "dask-ml / helix |",
             "|---|---|---|---|---|---|",
         ]
+
+        def cell(run: dict[str, Any]) -> str:
+            spread = run.get("per_repeat")
+            if spread and len(spread) > 1:
+                return f"{run['seconds']:.1f} [{min(spread):.1f}-{max(spread):.1f}]"
+            return f"{run['seconds']:.1f}"
+
         for i, name in enumerate(names):
             s_, h = sk["sklearn"][i]["seconds"], sk["helix"][i]["seconds"]
             d = dm[i]["seconds"] if isinstance(dm, list) else None
+            sc, hc = cell(sk["sklearn"][i]), cell(sk["helix"][i])
             lines.append(
-                f"| {name} | {s_:.1f} | {d:.1f} | {h:.1f} | {s_ / h:.1f} | {d / h:.1f} |"
+                f"| {name} | {sc} | {cell(dm[i])} | {hc} | {s_ / h:.1f} | {d / h:.1f} |"
                 if d is not None
-                else f"| {name} | {s_:.1f} | failed | {h:.1f} | {s_ / h:.1f} | - |"
+                else f"| {name} | {sc} | failed | {hc} | {s_ / h:.1f} | - |"
             )
+        if verdicts is not None:
+            verdicts += _search_verdicts(sk)
+        measured = (sk.get("git") or {}).get("commit")
         lines += [
             "",
             f"Scores equal to scikit-learn's: helix {sk.get('helix_scores_equal_sklearn')}, "
-            f"dask-ml {sk.get('dask_ml_scores_equal_sklearn')}.",
+            f"dask-ml {sk.get('dask_ml_scores_equal_sklearn')}."
+            + (
+                f" Measured {sk.get('date')} on commit `{measured[:10]}`, "
+                f"{sk.get('repeats')} repeats (medians, [min-max]), load average "
+                f"{sk.get('load_start')} at start, {sk.get('load_end')} at end."
+                if measured
+                else ""
+            ),
         ]
     ob = included.get("object_store")
     if ob:
@@ -744,7 +783,7 @@ def markdown(data: dict[str, Any], png_names: dict[str, str]) -> str:
     micro = data.get("micro")
     if micro:
         lines += _micro_section(micro, verdicts)
-    lines += _included_section(data.get("included", {}))
+    lines += _included_section(data.get("included", {}), verdicts)
     lines += [
         "",
         "## Targets",

@@ -10,8 +10,10 @@ StandardScaler -> PCA -> SVC on scikit-learn's digits (1,797 x 64), 5 stratified
 Each search is run by scikit-learn's ``GridSearchCV(n_jobs=2)``, dask-ml's ``GridSearchCV`` on a
 ``LocalCluster(n_workers=2, threads_per_worker=1)`` (or the error it fails with, recorded), and
 ``helix_dask.sklearn.GridSearchCV`` on such a cluster with helix set up on a fresh store; all
-refit the best candidate. The scores of every search are checked equal across the three.
-Prints a table and writes ``benchmarks/results/sklearn_search.json``.
+refit the best candidate. The scores of every search are checked equal across the three. The
+whole sequence runs ``--repeats`` times per tool (default 3, the tools alternating); the table
+shows medians, the JSON each repeat's seconds, the commit and the load average. Prints a table
+and writes ``benchmarks/results/sklearn_search.json``.
 """
 
 from __future__ import annotations
@@ -135,16 +137,35 @@ def _scores(search: Any) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    import datetime
+    import os
+
+    from benchmarks.__main__ import commit_state
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE / "results" / "sklearn_search.json")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="whole three-search sequences per tool (3)"
+    )
     args = parser.parse_args(argv)
     X, y = load_digits(return_X_y=True)
 
-    results: dict[str, Any] = {"searches": {k: dict(v) for k, v in SEARCHES.items()}}
-    results["sklearn"] = run_sklearn(X, y)
-    results["dask_ml"] = run_dask_ml(X, y)
-    with tempfile.TemporaryDirectory(prefix="helix-sklearn-bench-") as tmp:
-        results["helix"] = run_helix(X, y, Path(tmp) / "store")
+    results: dict[str, Any] = {
+        "searches": {k: dict(v) for k, v in SEARCHES.items()},
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "git": commit_state(),
+        "repeats": args.repeats,
+        "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+    }
+    runs: dict[str, list[Any]] = {"sklearn": [], "dask_ml": [], "helix": []}
+    for _ in range(args.repeats):  # the tools alternate, so load drifts over all of them
+        runs["sklearn"].append(run_sklearn(X, y))
+        runs["dask_ml"].append(run_dask_ml(X, y))
+        with tempfile.TemporaryDirectory(prefix="helix-sklearn-bench-") as tmp:
+            runs["helix"].append(run_helix(X, y, Path(tmp) / "store"))
+    for tool, repeats in runs.items():
+        results[tool] = _median_of(repeats)
+    results["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
 
     for tool in ("dask_ml", "helix"):
         if isinstance(results[tool], list):
@@ -157,6 +178,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
     return results
+
+
+def _median_of(repeats: list[Any]) -> list[dict[str, Any]] | str:
+    """Per search: the median seconds over the repeats and each repeat's; the rest (scores,
+    what helix computed) from the first repeat. A tool that failed: its first error."""
+    import statistics
+
+    failed = next((r for r in repeats if not isinstance(r, list)), None)
+    if failed is not None:
+        return failed
+    out = []
+    for i, first in enumerate(repeats[0]):
+        seconds = [r[i]["seconds"] for r in repeats]
+        out.append({**first, "seconds": statistics.median(seconds), "per_repeat": seconds})
+    return out
 
 
 def _print_table(results: dict[str, Any]) -> None:
