@@ -56,3 +56,21 @@ def test_peak_memory_verdict_compares_each_helix_budget_with_plain() -> None:
     table = _memory_section({"mb": 400, "steps": 7, "rows": rows}, verdicts)
     assert sum(line.startswith("| ") for line in table) == 1 + len(rows)
     assert [v.rsplit(": ", 1)[1] for v in verdicts] == ["met", "**missed**"]
+
+
+def test_search_goals_are_judged_per_repeat_against_each_peer() -> None:
+    from benchmarks._report import _search_verdicts
+
+    def tool(*searches: list[float]) -> list[dict]:
+        return [{"seconds": sorted(s)[len(s) // 2], "per_repeat": s} for s in searches]
+
+    sk = {
+        "searches": {"first": {}, "widened": {}},
+        "sklearn": tool([5.0, 5.0], [5.0, 5.0]),
+        "dask_ml": tool([6.0, 6.0], [6.0, 6.0]),
+        "helix": tool([5.0, 7.0], [0.9, 1.1]),
+    }
+    verdicts = _search_verdicts(sk)
+    assert [v.split("): ", 1)[1].split(" ")[0] for v in verdicts] == ["noise", "met", "noise"]
+    sk["dask_ml"] = "ImportError: no dask-ml"  # a peer that failed is no verdict
+    assert len(_search_verdicts(sk)) == 1
