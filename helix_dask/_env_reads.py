@@ -24,6 +24,7 @@ from typing import Any
 from helix_dask import _task_threads
 from helix_dask._fingerprint import digest_of_strings
 from helix_dask._memo_reads import memo_frames, remember
+from helix_dask._task_threads import guard
 
 ENV = "env:"
 """Prefix of an environment variable the node's project code read: ``env:<NAME>``, its digest
@@ -46,12 +47,19 @@ class _RecordingEnviron(os._Environ):  # type: ignore[name-defined,misc]
 
     def __getitem__(self, key: Any) -> Any:
         reads = _recording.reads
-        if reads is not None:
-            reads.read(key, sys._getframe(1))
-        elif _task_threads.any_active("env"):  # a thread working for a node's call?
-            frame = sys._getframe(1)
-            for borrowed in _task_threads.borrowed("env", frame, _project_frame):
-                borrowed.read(key, frame)
+        if (reads is not None or _task_threads.any_active("env")) and not guard.busy:
+            guard.busy = True  # what recording itself reads is not recorded
+            try:
+                frame = sys._getframe(1)
+                if reads is not None:
+                    reads.read(key, frame)
+                else:  # a thread working for a node's call?
+                    for borrowed in _task_threads.borrowed("env", frame, _project_frame):
+                        borrowed.read(key, frame)
+            except Exception:  # a read is never failed by its recording
+                pass
+            finally:
+                guard.busy = False
         return super().__getitem__(key)
 
 

@@ -31,6 +31,7 @@ from helix_dask import _task_threads
 from helix_dask._env_reads import _project_frame
 from helix_dask._memo_reads import memo_frames, remember
 from helix_dask._path_args import _declared_files, _named_files, spawn_paths
+from helix_dask._task_threads import guard
 
 FILE = "file:"
 """Prefix of a data file the node read by path: ``file:<absolute path>``, its digest the
@@ -54,8 +55,6 @@ digest is the directory's path (the same relative path names another file elsewh
 
 class _Recording(threading.local):
     files: FileReads | None = None
-    busy: bool = False
-    """Recording is under way in this thread: the file events it makes itself are not."""
 
 
 _recording = _Recording()
@@ -68,14 +67,14 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     to its recorder. Never raises: an exception here would fail the user's ``open``."""
     if event not in _FILE_EVENTS:  # first: most events are others (``frame.f_code`` reads)
         return
-    if _recording.busy:
+    if guard.busy:
         return  # what recording itself does is not recorded
-    frame = sys._getframe(1)
-    for files in _recorders(frame):
-        _recording.busy = True
-        try:
-            if _import_system(frame.f_code.co_filename):
-                return  # looking for modules or distributions: versions stand for what it finds
+    guard.busy = True
+    try:
+        frame = sys._getframe(1)
+        if _import_system(frame.f_code.co_filename):
+            return  # looking for modules or distributions: versions stand for what it finds
+        for files in _recorders(frame):
             if event == "open":
                 files.opened(args[0], args[2] if len(args) > 2 else None, args[1], frame)
             elif event == "sqlite3.connect":  # SQLite opens the file itself: no "open" event
@@ -87,10 +86,10 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
                 files.spawned(args[0], args[1], args[2], frame)
             elif event == "os.system":
                 files.spawned(None, args[0], None, frame)
-        except Exception:  # a path that cannot be decoded is simply not recorded
-            pass
-        finally:
-            _recording.busy = False
+    except Exception:  # a path that cannot be decoded is simply not recorded
+        pass
+    finally:
+        guard.busy = False
 
 
 def _recorders(frame: Any) -> list[FileReads] | tuple[FileReads, ...]:
@@ -121,16 +120,16 @@ def _probing(name: str) -> Callable[..., Any]:
     real = getattr(os, name)
 
     def probe(path: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _recording.busy and isinstance(path, str | bytes | os.PathLike):
-            frame = sys._getframe(1)
-            for files in _recorders(frame):
-                _recording.busy = True  # what recording itself tests is not recorded
-                try:
+        if not guard.busy and isinstance(path, str | bytes | os.PathLike):
+            guard.busy = True  # what recording itself tests is not recorded
+            try:
+                frame = sys._getframe(1)
+                for files in _recorders(frame):
                     files.probed(path, frame)
-                except Exception:  # a path that cannot be decoded is simply not recorded
-                    pass
-                finally:
-                    _recording.busy = False
+            except Exception:  # a path that cannot be decoded is simply not recorded
+                pass
+            finally:
+                guard.busy = False
         return real(path, *args, **kwargs)
 
     probe.__name__ = probe.__qualname__ = name

@@ -25,6 +25,14 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+
+class _Guard(threading.local):
+    busy: bool = False
+    """Recording is under way in this thread: what recording itself reads, lists or tests
+    (a ``realpath`` finding whether code is the project's) is not recorded, and cannot recurse."""
+
+
+guard = _Guard()
 _lock = threading.Lock()
 _own: dict[str, Callable[[], Any]] = {}
 """Kind of recorder -> the calling thread's own active recorder of that kind, or None."""

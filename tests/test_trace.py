@@ -472,3 +472,39 @@ def test_project_code_of_no_known_module_makes_the_trace_untraceable(tmp_path):
     code = compile("def lost():\n    return 1\n", str(tmp_path / "lost.py"), "exec")
     lost = next(c for c in code.co_consts if hasattr(c, "co_qualname"))
     assert UNTRACEABLE in dependencies(profile_trace.scopes([lost]))
+
+
+def test_a_thread_working_for_a_call_records_its_tests_without_recursing(
+    tmp_path, module_factory
+) -> None:
+    # Finding whether a frame is the project's resolves real paths, which tests paths itself:
+    # with cold caches, in a thread that borrows a call's recorder, that must neither recurse
+    # nor fail the user's call.
+    import threading
+
+    from helix_dask import _env_reads, _origin
+    from helix_dask._file_reads import FileReads
+
+    mod = module_factory(
+        "trace_borrowed_probe", "import os\n\n\ndef probe(p):\n    return os.path.exists(p)\n"
+    )
+    path = tmp_path / "flag"
+    path.write_text("")
+    go, results = threading.Event(), []
+
+    def work() -> None:
+        go.wait(10)
+        try:
+            results.append(mod.probe(str(path)))
+        except BaseException as e:  # the test reports what escaped
+            results.append(e)
+
+    thread = threading.Thread(target=work)
+    thread.start()  # started before the call: it borrows by running project code
+    with FileReads((), {}) as files:
+        _env_reads._project_file.cache_clear()
+        _origin._is_project_path.cache_clear()
+        go.set()
+        thread.join(10)
+    assert results == [True]
+    assert str(path) in files.probes
