@@ -20,7 +20,8 @@ from . import _sklearn_nodes as _nodes
 from ._errors import HelixConfigError
 from ._fingerprint_sklearn import snapshot as _snapshot
 from ._node import _node_signature
-from ._sklearn_nodes import Remainder, is_named, steps_of, why_one_step
+from ._sklearn_branches import Remainder
+from ._sklearn_steps import is_named, steps_of, why_one_step
 from .signature import fingerprint_value
 from .task import HelixNode, HelixTask, known_fingerprints, task
 
