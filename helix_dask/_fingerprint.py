@@ -1,4 +1,7 @@
-"""Value fingerprints: a dispatch registry from types to stable ``xxh3_128`` digests.
+"""Value fingerprints: the hasher rules write into, and each value dispatched to its rule, as a
+stable ``xxh3_128`` digest. Which rule a type gets is resolved in
+:mod:`helix_dask._fingerprint_registry`; the rules for values no type registers are in
+:mod:`helix_dask._fingerprint_objects`, those for libraries in ``_fingerprint_<library>.py``.
 
 A fingerprint depends only on an object's content, never on ``id()``, ``hash()``, memory
 addresses, ``PYTHONHASHSEED`` or set iteration order, so it is identical across processes and
@@ -15,17 +18,26 @@ The code side lives in :mod:`helix_dask._code`, which installs itself with
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import importlib
 import logging
-import threading
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import xxhash
 
 from helix_dask._errors import HelixSignatureError
+from helix_dask._fingerprint_objects import _attributes
+from helix_dask._fingerprint_registry import (
+    _LOCAL,
+    CodeIdentity,
+    _resolve,
+    _standalone_code_identity,
+    _subclass_state,
+    has_rule,
+    install_code_hooks,
+    register,
+    register_lazy,
+)
 
 __all__ = [
     "CannotFingerprint",
@@ -40,11 +52,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[Any, "Hasher"], None]
 Substitute = Callable[[object], "str | None"]
-CodeIdentity = Callable[[object], str]
-"""Code digest of a class or function met inside a value ("" for built-ins)."""
-_H = TypeVar("_H", bound=Handler)
 
 _TAG = b"\x01"
 _FIELD = b"\x02"
@@ -184,12 +192,6 @@ class Hasher:
         return CannotFingerprint(reason, type_name=_type_name(type(obj)), path=self.path)
 
 
-_REGISTRY: dict[type, Handler] = {}
-_LAZY: dict[str, list[Callable[[], None]]] = {}
-_RESOLVED: dict[type, tuple[Handler, type, object] | None] = {}
-_LOCK = threading.RLock()
-
-
 def digest_of_strings(kind: str, *parts: str) -> str:
     """The digest of a few strings under a kind tag (each part length-framed)."""
     h = Hasher()
@@ -197,150 +199,6 @@ def digest_of_strings(kind: str, *parts: str) -> str:
     for part in parts:
         h.field(part.encode())
     return h.hexdigest()
-
-
-def register(*types_: type) -> Callable[[_H], _H]:
-    """Register a fingerprint rule for ``types_`` (and their subclasses, via the MRO).
-
-    Examples
-    --------
-    >>> class Point:
-    ...     def __init__(self, x, y):
-    ...         self.x, self.y = x, y
-    >>> @register(Point)
-    ... def _(obj, h):
-    ...     h.tag("Point")
-    ...     h.nested(obj.x, ".x")
-    ...     h.nested(obj.y, ".y")
-    >>> fingerprint_value(Point(1, 2)) == fingerprint_value(Point(1, 2))
-    True
-    """
-    for cls in types_:
-        if not isinstance(cls, type):
-            raise HelixSignatureError(
-                f"register() expects classes, got {cls!r} of type {type(cls).__name__!r}; "
-                "pass the class itself, e.g. register(MyType)"
-            )
-
-    def decorator(func: _H) -> _H:
-        with _LOCK:
-            for cls in types_:
-                _REGISTRY[cls] = func
-            _RESOLVED.clear()
-        return func
-
-    return decorator
-
-
-def register_lazy(toplevel_module: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
-    """Run the decorated function once, when a value from ``toplevel_module`` is first seen.
-
-    Used for optional libraries (pandas, scikit-learn) so they are imported only when the
-    user's values come from them.
-
-    Examples
-    --------
-    >>> @register_lazy("mylib")
-    ... def _register_mylib():
-    ...     import mylib
-    ...
-    ...     register(mylib.Thing)(lambda obj, h: h.tag("mylib.Thing"))
-    """
-
-    def decorator(func: Callable[[], None]) -> Callable[[], None]:
-        with _LOCK:
-            _LAZY.setdefault(toplevel_module, []).append(func)
-            _RESOLVED.clear()
-        return func
-
-    return decorator
-
-
-_HOOKS: list[tuple[Callable[[], CodeIdentity], Callable[[type], str | None]]] = []
-
-
-def install_code_hooks(
-    *, standalone: Callable[[], CodeIdentity], origin: Callable[[type], str | None]
-) -> None:
-    """Let value fingerprints include code: called once by :mod:`helix_dask._code`.
-
-    ``standalone()`` builds a :data:`CodeIdentity` for one top-level fingerprint;
-    ``origin(cls)`` is ``None`` for a project-local class (its code counts), else the text
-    that stands for its provenance: ``"scikit-learn==1.5.0"``, or ``""`` for built-ins.
-    """
-    with _LOCK:
-        _HOOKS[:] = [(standalone, origin)]
-        _RESOLVED.clear()
-
-
-def _hooks() -> tuple[Callable[[], CodeIdentity], Callable[[type], str | None]]:
-    if not _HOOKS:
-        importlib.import_module("helix_dask._code")  # installs the hooks; imports this module
-    return _HOOKS[0]
-
-
-def _standalone_code_identity() -> CodeIdentity:
-    return _hooks()[0]()
-
-
-_LOCAL = object()
-"""Origin of a project-local class: its code digest is written, computed per call."""
-
-
-def _origin(cls: type) -> object:
-    found = _hooks()[1](cls)
-    return _LOCAL if found is None else found
-
-
-def _resolve(cls: type) -> tuple[Handler, type, object] | None:
-    """Find the rule for ``cls`` and where ``cls`` comes from.
-
-    Rules: enum, registry along the MRO, dataclass, dask token, then plain project objects.
-    """
-    found = _RESOLVED.get(cls, False)
-    if found is not False:
-        return found
-    with _LOCK:
-        for base in cls.__mro__:
-            for loader in _LAZY.pop(base.__module__.partition(".")[0], ()):
-                loader()
-        origin = _origin(cls)
-        handler: Handler | None = None
-        base: type = cls
-        if issubclass(cls, enum.Enum):
-            handler = _enum_member
-        else:
-            for base in cls.__mro__:
-                if base in _REGISTRY:
-                    handler = _REGISTRY[base]
-                    break
-            else:
-                base = cls
-                if dataclasses.is_dataclass(cls):
-                    handler = _dataclass_instance
-                elif callable(getattr(cls, "__dask_tokenize__", None)):
-                    handler = _dask_tokenize
-                elif origin is _LOCAL and _plain_project_class(cls):
-                    handler = _project_object
-        result = None if handler is None else (handler, base, origin)
-        _RESOLVED[cls] = result
-    return result
-
-
-def has_rule(cls: type) -> bool:
-    """Whether values of type ``cls`` can be fingerprinted (their content may still fail)."""
-    return _resolve(cls) is not None
-
-
-def _plain_project_class(cls: type) -> bool:
-    """Whether all of ``cls``'s state is its ``__dict__`` and slots: no base outside the
-    project keeps state of its own (``abc``/``typing`` bases keep none)."""
-    for base in cls.__mro__[1:]:
-        if base is object or base.__module__ in ("abc", "typing"):
-            continue
-        if _origin(base) is not _LOCAL:
-            return False
-    return True
 
 
 def _dispatch(obj: object, h: Hasher) -> None:
@@ -382,35 +240,6 @@ def _dispatch(obj: object, h: Hasher) -> None:
             _attributes(obj, extra, h)
     finally:
         h._active.discard(key)
-
-
-_SUBCLASS_STATE: dict[type, Callable[[Any], Iterable[str]]] = {}
-"""Base type -> the names of the state a subclass adds, for bases whose instances keep a
-``__dict__`` of their own (pandas' ``_metadata``)."""
-
-
-def subclass_state(base: type) -> Callable[[Callable[[Any], Iterable[str]]], Any]:
-    """Register how to find the attributes a subclass of ``base`` adds to its instances."""
-
-    def decorator(func: Callable[[Any], Iterable[str]]) -> Callable[[Any], Iterable[str]]:
-        _SUBCLASS_STATE[base] = func
-        return func
-
-    return decorator
-
-
-def _subclass_state(obj: object, cls: type, base: type) -> list[str]:
-    """Attributes an instance of ``cls`` keeps beyond what the rule for ``base`` writes: its
-    slots below ``base`` and, when ``base`` instances have no ``__dict__``, its ``__dict__``."""
-    names = [n for n in _slot_names(cls) if n not in set(_slot_names(base))]
-    for klass in base.__mro__:
-        if klass in _SUBCLASS_STATE:
-            names.extend(_SUBCLASS_STATE[klass](obj))
-            break
-    else:
-        if base.__dictoffset__ == 0:
-            names.extend(getattr(obj, "__dict__", ()))
-    return names
 
 
 def fingerprint_value(
@@ -465,14 +294,6 @@ def fingerprint_value(
 _SUBSTITUTE = Hasher._tag_bytes("substitute")
 
 
-def _int_bytes(n: int) -> bytes:
-    return n.to_bytes(n.bit_length() // 8 + 1, "little", signed=True)
-
-
-def _qualified(obj: Any) -> str:
-    return f"{getattr(obj, '__module__', None)}.{getattr(obj, '__qualname__', obj.__name__)}"
-
-
 def _simple(tag: str, encode: Callable[[Any], bytes | str], *types_: type) -> None:
     """Register a rule that writes ``tag`` and one field, ``encode(obj)``."""
 
@@ -487,32 +308,6 @@ def _simple(tag: str, encode: Callable[[Any], bytes | str], *types_: type) -> No
     register(*types_)(rule)
 
 
-def _attributes(obj: object, names: Iterable[str], h: Hasher) -> None:
-    """Write attributes by sorted name; an unset slot is told apart from every value."""
-    names = sorted(set(names))
-    h.field(_int_bytes(len(names)))
-    for name in names:
-        h.field(name.encode())
-        try:
-            value = getattr(obj, name)
-        except AttributeError:
-            h.tag("unset")
-            continue
-        h.nested(value, f".{name}")
-
-
-def _slot_names(cls: type) -> list[str]:
-    names = []
-    for klass in cls.__mro__:
-        slots = vars(klass).get("__slots__", ())
-        for slot in (slots,) if isinstance(slots, str) else slots:
-            if slot in ("__dict__", "__weakref__"):
-                continue
-            private = slot.startswith("__") and not slot.endswith("__")
-            names.append(f"_{klass.__name__.lstrip('_')}{slot}" if private else slot)
-    return names
-
-
 @register_lazy("argparse")
 def _register_argparse() -> None:
     import argparse
@@ -520,38 +315,6 @@ def _register_argparse() -> None:
     from helix_dask._fingerprint_builtins import _namespace
 
     register(argparse.Namespace)(_namespace)
-
-
-def _project_object(obj: object, h: Hasher) -> None:
-    """An instance of a project class: its state (the class's code is written by dispatch)."""
-    h.tag("object")
-    h.field(_qualified(type(obj)).encode())
-    _attributes(obj, [*getattr(obj, "__dict__", ()), *_slot_names(type(obj))], h)
-
-
-def _enum_member(obj: enum.Enum, h: Hasher) -> None:
-    # The value counts too: code compares and serializes members by value.
-    h.tag("enum")
-    h.field(f"{type(obj).__module__}.{type(obj).__qualname__}.{obj.name}".encode())
-    h.nested(obj._value_, ".value")
-
-
-def _dataclass_instance(obj: Any, h: Hasher) -> None:
-    h.tag("dataclass")
-    h.field(_qualified(type(obj)).encode())
-    fields = dataclasses.fields(obj)
-    for f in fields:
-        h.field(f.name.encode())
-        h.nested(getattr(obj, f.name), f".{f.name}")
-    # Attributes set outside the fields (in __post_init__ or later) are state as well.
-    named = {f.name for f in fields}
-    _attributes(obj, [k for k in getattr(obj, "__dict__", ()) if k not in named], h)
-
-
-def _dask_tokenize(obj: Any, h: Hasher) -> None:
-    h.tag("dask_tokenize")
-    h.field(_qualified(type(obj)).encode())
-    h.nested(obj.__dask_tokenize__(), ".__dask_tokenize__()")
 
 
 def _library_rules(toplevel_module: str) -> Callable[[], None]:

@@ -17,7 +17,8 @@ import re
 import types
 from typing import Any
 
-from helix_dask._fingerprint import Hasher, _attributes, _int_bytes, _qualified, _simple, register
+from helix_dask._fingerprint import Hasher, _simple, register
+from helix_dask._fingerprint_objects import _attributes, _int_bytes, _qualified
 
 _simple("None", lambda o: b"", type(None))
 _simple("Ellipsis", lambda o: b"", type(Ellipsis))

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from helix_dask._fingerprint import _CHUNK_BYTES, Hasher, _int_bytes, register
+from helix_dask._fingerprint import _CHUNK_BYTES, Hasher, register
+from helix_dask._fingerprint_objects import _int_bytes
 
 
 def _dtype_text(dtype: np.dtype[Any]) -> bytes:

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helix_dask._fingerprint import Hasher, _simple, register, subclass_state
+from helix_dask._fingerprint import Hasher, _simple, register
+from helix_dask._fingerprint_registry import subclass_state
 
 
 def _values(arr: Any, h: Hasher, step: str) -> None:

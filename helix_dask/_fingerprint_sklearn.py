@@ -14,7 +14,9 @@ from sklearn.base import BaseEstimator
 from sklearn.compose import make_column_selector
 from sklearn.tree._tree import Tree
 
-from helix_dask._fingerprint import _LOCAL, Hasher, _attributes, _origin, _qualified, register
+from helix_dask._fingerprint import Hasher, register
+from helix_dask._fingerprint_objects import _attributes, _qualified
+from helix_dask._fingerprint_registry import _LOCAL, _origin
 
 
 @register(BaseEstimator)

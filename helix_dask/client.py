@@ -73,8 +73,8 @@ def setup(
     requested = Settings.requested(store, budget, policy, workflow)  # checked here, resolved there
     _PLUGIN_SEEN.pop(client.id, None)  # computes ask the scheduler again
     if storage_options is not None:
-        from ._fsspec_store import share_options
         from ._location import store_location
+        from ._storage_options import share_options
 
         share_options(client, store_location(store or str(_config.get("store"))), storage_options)
     installed = client.run_on_scheduler(_installed_settings)

@@ -265,7 +265,7 @@ def test_project_objects_count_by_their_class_code(on_path: pathlib.Path) -> Non
 @pytest.fixture
 def fresh_versions(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Forget cached versions and rule lookups, before and after (an upgrade in between)."""
-    import helix_dask._fingerprint as registry
+    import helix_dask._fingerprint_registry as registry
 
     def forget() -> None:
         _origin.package_versions.cache_clear()
@@ -283,7 +283,7 @@ def test_library_objects_record_their_distribution_version(
 ) -> None:
     from sklearn.linear_model import Ridge
 
-    import helix_dask._fingerprint as registry
+    import helix_dask._fingerprint_registry as registry
 
     values = [Ridge(), pd.DataFrame({"a": [1]}), Ridge]
     before = [fp(v) for v in values]

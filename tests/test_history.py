@@ -20,9 +20,10 @@ from conftest import log_call
 
 import helix_dask as hx
 from helix_dask import Decision, NodeRecord
+from helix_dask._change_causes import _argument_causes
 from helix_dask._lineage import match_nodes, node_names
 from helix_dask.catalog import CatalogWriter
-from helix_dask.history import _argument_causes, diff, estimator_parameters, metrics_table
+from helix_dask.history import diff, estimator_parameters, metrics_table
 
 ACCURACY = {"logreg": 0.71, "tree": 0.82, "svm": 0.93, "knn": 0.64}
 

@@ -14,8 +14,8 @@ from sklearn.svm import SVC
 from helix_dask import _sklearn_nodes as nodes
 from helix_dask._argument_text import _argument_values, _shown
 from helix_dask._fingerprint_sklearn import _params
+from helix_dask._sklearn_builder import _Builder, _snapshot, _task
 from helix_dask.signature import fingerprint_value
-from helix_dask.sklearn import _Builder, _snapshot, _task
 
 
 def test_an_estimators_fingerprint_follows_its_parameters_set_in_place():
