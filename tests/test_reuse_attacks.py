@@ -530,6 +530,7 @@ def test_a_plain_loader_makes_each_node_require_only_the_file_it_read(
     mod = module_factory("attack_plain_loader", PLAIN_LOADER_SOURCE)
     assert mod.read_one(str(a)).compute() == "A"
     assert mod.read_one(str(b)).compute() == "B"
+    hx.last_run(threaded_client)  # its write committed before the next plan
     a.write_text("A2")
     assert mod.read_one(str(b)).compute() == "B"
     assert hx.last_run(threaded_client).loaded == ["read_one"]
@@ -624,6 +625,7 @@ def test_paths_tested_by_size_type_or_link_are_verified_before_reuse(
     assert mod.survey(root).compute() == (True, 6, False)
     (tmp_path / "link").symlink_to(tmp_path / "nowhere")  # a dangling link: lexists only
     assert mod.survey(root).compute() == (True, 6, True)
+    hx.last_run(threaded_client)  # its write committed before the next plan
     assert mod.survey(root).compute() == (True, 6, True)
     assert hx.last_run(threaded_client).loaded == ["survey"]
 
@@ -680,6 +682,7 @@ def test_a_file_named_by_an_argument_and_read_in_c_is_verified_before_reuse(
     path = tmp_path / "image.raw"
     path.write_text("first")
     assert mod.c_read(str(path)).compute() == "first"
+    hx.last_run(threaded_client)  # its write committed before the next plan
     assert mod.c_read(str(path)).compute() == "first"
     assert hx.last_run(threaded_client).loaded == ["c_read"]
     path.write_text("second!")
@@ -731,6 +734,7 @@ def test_a_program_a_task_runs_and_the_files_it_names_are_verified_before_reuse(
     script.write_text("import sys\nprint(sum(map(int, open(sys.argv[1]).read().split())))\n")
     data.write_text("1 2 3")
     assert mod.run_script(str(script), str(data)).compute() == "6"
+    hx.last_run(threaded_client)  # its write committed before the next plan
     assert mod.run_script(str(script), str(data)).compute() == "6"
     assert hx.last_run(threaded_client).loaded == ["run_script"]
     data.write_text("1 2 3 4")  # the data the program reads
@@ -785,6 +789,7 @@ def test_files_and_variables_read_in_threads_a_task_uses_are_verified_before_reu
         (tmp_path / f"{name}.dat").write_text(name * 2)
     monkeypatch.setenv("HELIX_ATTACK_POOL_MODE", "x")
     assert mod.load_all(str(tmp_path)).compute() == (["a", "b"], ["aa", "bb"], ["x"])
+    hx.last_run(threaded_client)  # its write committed before the next plan
     assert mod.load_all(str(tmp_path)).compute() == (["a", "b"], ["aa", "bb"], ["x"])
     assert hx.last_run(threaded_client).loaded == ["load_all"]
     (tmp_path / "b.txt").write_text("B")  # same names, so the listing is unchanged
