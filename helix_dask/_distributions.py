@@ -3,12 +3,13 @@ kept while nothing it was found from changed (a lookup scans ``sys.path``)."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import platform
 import sys
 from typing import NamedTuple
+
+from helix_dask._fingerprint import digest_of_strings
 
 NOT_INSTALLED = "not installed"
 """The digest of a distribution no lookup finds."""
@@ -61,8 +62,7 @@ def installed_identity(found: importlib.metadata.Distribution) -> str:
     )
     if not files:
         return version
-    digest = hashlib.sha256("\n".join(files).encode()).hexdigest()[:12]
-    return f"{version}+files.{digest}"
+    return f"{version}+files.{digest_of_strings('record', *files)[:12]}"
 
 
 _versions: dict[str, tuple[_Where, str]] = {}

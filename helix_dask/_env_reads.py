@@ -98,9 +98,8 @@ class EnvReads:
         try:
             if not isinstance(key, str):
                 return
-            while frame is not None and frame.f_globals.get("__name__") in _ENVIRON_MODULES:
-                frame = frame.f_back
-            if frame is not None and _project_frame(frame):
+            frame = project_caller(frame, _ENVIRON_MODULES)
+            if frame is not None:
                 self.names[key] = None
                 # A memoized function's later calls will not read it again: it remembers.
                 remember(memo_frames(frame), ENV + key)
@@ -109,6 +108,14 @@ class EnvReads:
 
     def dependencies(self) -> dict[str, Mapping[str, Any]]:
         return {ENV + name: {} for name in self.names}
+
+
+def project_caller(frame: Any, helpers: frozenset[str]) -> Any:
+    """The first frame from ``frame`` up that is not in one of the ``helpers`` modules (the
+    functions that read or test for their callers), when it is the project's code; else None."""
+    while frame is not None and frame.f_globals.get("__name__") in helpers:
+        frame = frame.f_back
+    return frame if frame is not None and _project_frame(frame) else None
 
 
 def _project_frame(frame: Any) -> bool:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from helix_dask import _task_threads
-from helix_dask._env_reads import _project_frame
+from helix_dask._env_reads import _project_frame, project_caller
 from helix_dask._memo_reads import memo_frames, remember
 from helix_dask._path_args import _declared_files, _named_files, spawn_paths
 from helix_dask._task_threads import guard
@@ -239,9 +239,8 @@ class FileReads:
     def probed(self, path: Any, frame: Any) -> None:
         """``os.stat``/``os.lstat`` of ``path``, called from ``frame``: recorded when the first
         caller outside the path modules is the project's."""
-        while frame is not None and frame.f_globals.get("__name__") in _PATH_MODULES:
-            frame = frame.f_back
-        if frame is None or not _project_frame(frame):
+        frame = project_caller(frame, _PATH_MODULES)
+        if frame is None:
             return
         raw = os.fspath(path)
         name = os.path.abspath(os.fsdecode(raw))
@@ -253,9 +252,8 @@ class FileReads:
     def spawned(self, executable: Any, argv: Any, cwd: Any, frame: Any) -> None:
         """A program started by project code: what it reads is not seen, so the program and
         the existing files its command line names count by their state (``stat:``)."""
-        while frame is not None and frame.f_globals.get("__name__") in _SPAWN_MODULES:
-            frame = frame.f_back
-        if frame is None or not _project_frame(frame):
+        frame = project_caller(frame, _SPAWN_MODULES)
+        if frame is None:
             return
         for name, relative in spawn_paths(executable, argv, cwd).items():
             self._under(name, frame)
