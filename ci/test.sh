@@ -10,4 +10,7 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# Tests start fresh Python processes; where PYTHONDONTWRITEBYTECODE is set each would compile
+# helix_dask from source again.
+.venv/bin/python -m compileall -q helix_dask benchmarks
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
