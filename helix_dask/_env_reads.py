@@ -18,6 +18,7 @@ import functools
 import os
 import sys
 import threading
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -80,6 +81,8 @@ class EnvReads:
 
     def __init__(self) -> None:
         self.names: dict[str, None] = {}
+        self.seen: set[tuple[str, types.CodeType]] = set()
+        """(variable, reading code) pairs recorded, with the memoized functions around them."""
 
     def __enter__(self) -> EnvReads:
         _install()
@@ -99,7 +102,8 @@ class EnvReads:
             if not isinstance(key, str):
                 return
             frame = project_caller(frame, _ENVIRON_MODULES)
-            if frame is not None:
+            if frame is not None and (key, frame.f_code) not in self.seen:
+                self.seen.add((key, frame.f_code))  # a loop reading it walks no stack again
                 self.names[key] = None
                 # A memoized function's later calls will not read it again: it remembers.
                 remember(memo_frames(frame), ENV + key)

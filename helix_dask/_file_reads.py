@@ -24,6 +24,7 @@ import functools
 import os
 import sys
 import threading
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -188,9 +189,11 @@ class FileReads:
         self.spawn: dict[str, None] = {}
         """Programs project code started and the files their command lines name (code
         included: a script is the child's data)."""
+        self.tested: set[tuple[str, types.CodeType]] = set()
+        """(path, testing code) pairs recorded, with the memoized functions around them."""
         self.probes: dict[str, None] = {}
         """Paths project code tested (stat) without reading them."""
-        self.memo: dict[str, tuple[str, ...]] = {}
+        self.memo: dict[str, dict[str, None]] = {}
         """Path read or listed -> the memoized functions running when it was (``_memo_reads``)."""
         self.declared = _declared_files([*args, *kwargs.values()])
         named = _named_files([*args, *kwargs.values()])
@@ -244,10 +247,13 @@ class FileReads:
             return
         raw = os.fspath(path)
         name = os.path.abspath(os.fsdecode(raw))
+        if (name, frame.f_code) in self.tested:
+            return  # tested before by this code in this call: a loop walks no stack again
+        self.tested.add((name, frame.f_code))
         self._under(name, frame)
         if not os.path.isabs(raw):
             self.relative.add(name)
-        self.probes.setdefault(name, None)
+        self.probes[name] = None
 
     def spawned(self, executable: Any, argv: Any, cwd: Any, frame: Any) -> None:
         """A program started by project code: what it reads is not seen, so the program and
@@ -264,7 +270,7 @@ class FileReads:
     def _under(self, name: str, frame: Any) -> None:
         memo = memo_frames(frame)
         if memo:
-            self.memo[name] = (*self.memo.get(name, ()), *memo)
+            self.memo.setdefault(name, {}).update(dict.fromkeys(memo))
 
     def listed(self, path: Any, frame: Any = None) -> None:
         if path is None:
