@@ -365,11 +365,17 @@ class ZarrArtifactStore(ArtifactStore):
 
 
 def _idle(path: Path, cutoff: float) -> bool:
-    """Whether nothing changed under ``path`` since ``cutoff``."""
+    """Whether nothing changed under ``path`` since ``cutoff``; False when (part of) it went
+    while looked at: its writer committed it by a rename, or removed it."""
     # A directory's mtime changes when entries are added to it, so the newest directory in
     # the tree says when the write last made progress.
-    folders = (os.stat(folder).st_mtime for folder, _, _ in os.walk(path))
-    return max(folders, default=0.0) < cutoff
+    newest = 0.0
+    for folder, _, _ in os.walk(path):
+        try:
+            newest = max(newest, os.stat(folder).st_mtime)
+        except FileNotFoundError:
+            return False
+    return newest < cutoff and path.exists()
 
 
 def _writer_is_gone(name: str) -> bool:

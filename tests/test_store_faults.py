@@ -643,3 +643,24 @@ def test_a_key_handed_over_by_the_scheduler_replaces_the_key_file_until_withdraw
         store.get(SIG)  # the file's key, made now, is another
     with pytest.raises(HelixStoreError, match=r"not a key of at least 16 bytes"):
         provide_key(tmp_path / "store", b"short")
+
+
+def test_sweeping_a_temporary_that_its_writer_commits_meanwhile_leaves_it_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # helix gc walks each temporary to see whether it is idle; a writer renaming it into
+    # place (or removing it) during that walk must not fail the sweep.
+    import helix_dask.store as store_module
+
+    tmp = tmp_path / ".tmp-writing"
+    (tmp / "c").mkdir(parents=True)
+    walk = os.walk
+
+    def committed_meanwhile(path, *args, **kwargs):
+        for entry in walk(path, *args, **kwargs):
+            shutil.rmtree(tmp, ignore_errors=True)  # renamed away by its writer
+            yield entry
+
+    monkeypatch.setattr(store_module.os, "walk", committed_meanwhile)
+    assert store_module._idle(tmp, cutoff=time.time() + 60) is False
+    assert store_module._idle(tmp_path / ".tmp-gone", cutoff=time.time() + 60) is False
